@@ -1,0 +1,82 @@
+# vtimer-harness: the two commands users run are `make boot-test` and `make test`.
+# Everything they need is installed by scripts/install-deps.sh (apt) and the venv (pip).
+
+REV ?= upstream
+MACHINE ?= virt-gicv3
+POLICY ?= every-exit
+ARGS ?=
+PYTHON ?= python3
+CROSS ?= aarch64-linux-gnu-
+
+BUILD := build
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(BUILD)/.deps-stamp
+
+GUEST_SRCS := $(wildcard guest_tests/*.c)
+GUEST_BINS := $(patsubst guest_tests/%.c,$(BUILD)/guests/%.bin,$(GUEST_SRCS))
+RUNTIME_OBJS := $(BUILD)/guests/runtime/start.o $(BUILD)/guests/runtime/runtime.o
+VMM_SRCS := $(wildcard vmm/*.c)
+VMM_HDRS := $(wildcard vmm/*.h) guest_tests/runtime/vt_ports.h
+
+GUEST_CFLAGS := -O2 -Wall -Wextra -ffreestanding -fno-builtin -nostdlib -mgeneral-regs-only \
+	-mstrict-align -fno-pic -fno-stack-protector -fno-asynchronous-unwind-tables \
+	-Iguest_tests/runtime
+VMM_CFLAGS := -O2 -Wall -Wextra -static -pthread -Iguest_tests/runtime
+
+.PHONY: all deps venv artifacts boot-test test lint format clean distclean
+all: artifacts
+
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): scripts/install-deps.sh
+	@mkdir -p $(BUILD)
+	sh scripts/install-deps.sh
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml $(DEPS_STAMP)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+artifacts: $(BUILD)/vmm/vtvmm $(GUEST_BINS)
+
+$(BUILD)/vmm/vtvmm: $(VMM_SRCS) $(VMM_HDRS) $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CROSS)gcc $(VMM_CFLAGS) -o $@ $(VMM_SRCS)
+
+$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.S guest_tests/runtime/vt_ports.h $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
+
+$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.c guest_tests/runtime/guest.h guest_tests/runtime/vt_ports.h $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
+
+$(BUILD)/guests/%.elf: guest_tests/%.c $(RUNTIME_OBJS) guest_tests/runtime/guest.lds guest_tests/runtime/guest.h
+	$(CROSS)gcc $(GUEST_CFLAGS) -T guest_tests/runtime/guest.lds -Wl,--build-id=none -Wl,--no-warn-rwx-segments -o $@ $(RUNTIME_OBJS) $<
+
+$(BUILD)/guests/%.bin: $(BUILD)/guests/%.elf
+	$(CROSS)objcopy -O binary $< $@
+
+boot-test: venv artifacts
+	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) $(ARGS)
+
+test: venv artifacts
+	$(VENV)/bin/ruff check harness tests bench
+	$(VENV)/bin/ruff format --check harness tests bench
+	$(VENV)/bin/pytest -q $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check harness tests bench
+	$(VENV)/bin/ruff format --check harness tests bench
+
+format: venv
+	$(VENV)/bin/ruff format harness tests bench
+
+clean:
+	rm -rf $(BUILD)/guests $(BUILD)/vmm
+
+distclean:
+	rm -rf $(BUILD) $(VENV)

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The C half of the guest runtime: IRQ dispatch and waiting helpers. */
+#include "guest.h"
+
+volatile u64 vt_irqs;
+
+static unsigned int timers_pending(void)
+{
+	unsigned int pending = 0;
+	int t;
+
+	for (t = 0; t < 2; t++) {
+		u64 ctl = timer_ctl_read(t);
+
+		if ((ctl & CTL_ENABLE) && (ctl & CTL_ISTATUS) && !(ctl & CTL_IMASK))
+			pending |= 1U << t;
+	}
+	return pending;
+}
+
+void timer_arm(int t, u64 delta)
+{
+	timer_cval(t, timer_now(t) + delta);
+	timer_ctl(t, CTL_ENABLE);
+	vt_report(VT_ARM, t);
+}
+
+void timer_mask(int t)
+{
+	timer_ctl(t, CTL_ENABLE | CTL_IMASK);
+}
+
+__attribute__((weak)) void vt_timer_irq(unsigned int pending)
+{
+	int t;
+
+	for (t = 0; t < 2; t++)
+		if (pending & (1U << t))
+			timer_mask(t);
+}
+
+/*
+ * Called from the IRQ vector. The report comes after the test's handler
+ * has quiesced the timer, so the exit it causes already carries the
+ * lowered level and the VMM can drop the line before the guest runs on.
+ */
+void vt_irq_entry(void)
+{
+	u64 now = cntvct();
+	unsigned int pending = timers_pending();
+
+	if (!pending) {
+		vt_report(VT_SPURIOUS, timer_ctl_read(0) | timer_ctl_read(1) << 8);
+		return;
+	}
+	vt_irqs++;
+	vt_timer_irq(pending);
+	vt_report(VT_IRQ, now << 4 | pending);
+}
+
+int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how)
+{
+	u64 end = cntvct() + ms_to_ticks(timeout_ms);
+	u64 i = 0;
+
+	while (vt_irqs < n) {
+		if (cntvct() > end)
+			return -1;
+		if (how == WAIT_MMIO)
+			vt_report(VT_HBEAT, i++);
+		else if (how == WAIT_WFI) {
+			wfi();
+			vt_report(VT_WAKE, vt_irqs);
+		}
+	}
+	return 0;
+}

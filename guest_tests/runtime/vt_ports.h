@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The report ports between a guest test and the VMM. Shared by the guest
+ * runtime and the VMM; the Python record parser knows the names below.
+ *
+ * A guest reports an event by a 64-bit store to VT_PORT_BASE + 8 * port.
+ * The address has no memory slot, so every store is a KVM_EXIT_MMIO.
+ */
+#ifndef VT_PORTS_H
+#define VT_PORTS_H
+
+#ifdef __ASSEMBLER__
+#define _VT_UL(x)	x
+#else
+#define _VT_UL(x)	x##UL
+#endif
+
+#define VT_PORT_BASE	_VT_UL(0x10000000)
+#define VT_RAM_BASE	_VT_UL(0x40000000)
+#define VT_RAM_SIZE	_VT_UL(0x00200000)
+#define VT_STACK_SIZE	_VT_UL(0x00010000)	/* per vCPU, from the top of RAM */
+
+#define VT_PORTS(X)							\
+	X(EXIT,		0)	/* guest done; value: exit code (0 ok) */	\
+	X(IRQ,		1)	/* IRQ handler entry; value: pending timers */	\
+	X(ARM,		2)	/* timer armed; value: timer (0 virt, 1 phys) */\
+	X(HBEAT,	3)	/* spin-loop heartbeat; value: iteration */	\
+	X(MARK,		4)	/* test-defined phase marker */			\
+	X(VALUE,	5)	/* test-defined value */			\
+	X(FAIL,		6)	/* guest assertion failed; value: line */	\
+	X(BADEXC,	7)	/* unexpected exception; value: ESR_EL1 */	\
+	X(SPURIOUS,	8)	/* IRQ with no timer pending; value: CTLs */	\
+	X(WAKE,		9)	/* WFI returned; value: IRQs so far */		\
+	X(DISARM,	10)	/* timer masked/disabled; value: timer */	\
+	X(CNT,		11)	/* a counter reading; value: CNTVCT */
+
+#ifdef __ASSEMBLER__
+#define VT_PORT_EQU(name, nr) .equ VT_##name, nr;
+#else
+#define VT_PORT_ENUM(name, nr) VT_##name = (nr),
+enum vt_port { VT_PORTS(VT_PORT_ENUM) VT_NR_PORTS };
+#undef VT_PORT_ENUM
+#endif
+
+/* Bits of the VT_IRQ value: which timers were pending at handler entry. */
+#define VT_TIMER_VIRT	0
+#define VT_TIMER_PHYS	1
+
+/* Guest exit codes (VT_EXIT value). */
+#define VT_EXIT_OK	0
+#define VT_EXIT_FAIL	1	/* a guest assertion failed (see VT_FAIL) */
+#define VT_EXIT_TIMEOUT	2	/* the guest's own bounded wait ran out */
+
+#endif

@@ -1,0 +1,1 @@
+"""vtimer-harness: conformance harness for KVM/arm64's user-space irqchip timer path."""

@@ -1,0 +1,79 @@
+"""The initramfs: our VMM as /init, the suite manifest and the guest images."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.guest_spec import GuestTest
+
+MANIFEST = "suite/suite.conf"
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """What /init runs in one boot."""
+
+    abi: str
+    policy: str
+    tests: tuple[GuestTest, ...]
+
+    def manifest(self) -> str:
+        lines = [f"abi {self.abi}", f"policy {self.policy}"]
+        for t in self.tests:
+            lines.append(
+                f"test {t.name} /suite/{t.name}.bin vcpus={t.vcpus} "
+                f"timeout_ms={int(t.timeout_s * 1000)}"
+            )
+        return "\n".join(lines) + "\n"
+
+
+class CpioWriter:
+    """A minimal newc cpio writer: deterministic (mtime 0, uid 0), no root needed."""
+
+    def __init__(self) -> None:
+        self._out = io.BytesIO()
+        self._ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)):
+        fields = [
+            self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0,
+        ]  # fmt: skip
+        self._ino += 1
+        header = "070701" + "".join(f"{f:08x}" for f in fields)
+        self._out.write(header.encode() + name.encode() + b"\0")
+        self._pad()
+        self._out.write(data)
+        self._pad()
+
+    def _pad(self) -> None:
+        self._out.write(b"\0" * (-self._out.tell() % 4))
+
+    def directory(self, name: str) -> None:
+        self._entry(name, 0o040755)
+
+    def file(self, name: str, data: bytes, executable: bool = False) -> None:
+        self._entry(name, 0o100755 if executable else 0o100644, data)
+
+    def char_device(self, name: str, major: int, minor: int) -> None:
+        self._entry(name, 0o020600, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self._out.getvalue()
+
+
+def build(plan: SuitePlan, vmm: Path, out: Path) -> Path:
+    """Write the gzip'ed initramfs for plan to out."""
+    cpio = CpioWriter()
+    for d in ("dev", "proc", "sys", "suite"):
+        cpio.directory(d)
+    cpio.char_device("dev/console", 5, 1)
+    cpio.file("init", vmm.read_bytes(), executable=True)
+    cpio.file(MANIFEST, plan.manifest().encode())
+    for t in plan.tests:
+        cpio.file(f"suite/{t.name}.bin", t.image.read_bytes())
+    out.write_bytes(gzip.compress(cpio.finish(), compresslevel=1, mtime=0))
+    return out

@@ -1,0 +1,118 @@
+"""Machine configs (qemu_configs/<name>.yaml) and the QEMU command they render to."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import repo, yamlfile
+from harness.errors import InputError
+
+QEMU_BINARY = "qemu-system-aarch64"
+FRAGMENTS = repo.QEMU_CONFIGS / "fragments"
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    name: str
+    description: str
+    machine: str
+    virtualization: bool
+    gic_version: int
+    cpu: str
+    smp: int
+    memory_mb: int
+    kernel_cmdline: str
+    kernel_fragments: tuple[Path, ...]
+    extra_args: tuple[str, ...] = ()
+
+    def qemu_argv(
+        self, kernel: Path, initrd: Path, qmp_socket: Path, trace_log: Path | None = None
+    ) -> list[str]:
+        """The QEMU command line; serial on stdio, QMP on a unix socket, stopped (-S)."""
+        machine = f"{self.machine},virtualization={'on' if self.virtualization else 'off'}"
+        machine += f",gic-version={self.gic_version}"
+        argv = [
+            QEMU_BINARY,
+            "-M", machine,
+            "-cpu", self.cpu,
+            "-smp", str(self.smp),
+            "-m", str(self.memory_mb),
+            "-accel", "tcg",
+            "-nographic",
+            "-no-reboot",
+            "-nic", "none",
+            "-monitor", "none",
+            "-serial", "stdio",
+            "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+            "-S",
+            "-kernel", str(kernel),
+            "-initrd", str(initrd),
+            "-append", self.kernel_cmdline,
+        ]  # fmt: skip
+        if trace_log is not None:
+            argv += ["-D", str(trace_log)]
+        return argv + list(self.extra_args)
+
+
+def shell_line(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in repo.QEMU_CONFIGS.glob("*.yaml"))
+
+
+def load(name_or_path: str) -> MachineConfig:
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = repo.QEMU_CONFIGS / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise InputError(
+                None, f"unknown machine '{name_or_path}' (valid: {', '.join(available())})"
+            )
+    data = yamlfile.load(path)
+    fields = {
+        "name": str,
+        "description": str,
+        "machine": str,
+        "virtualization": bool,
+        "gic_version": int,
+        "cpu": str,
+        "smp": int,
+        "memory_mb": int,
+        "kernel_cmdline": str,
+        "kernel_fragments": list,
+    }
+    yamlfile.check_keys(path, data, set(fields), {"extra_args"})
+    for key, kind in fields.items():
+        yamlfile.expect_type(path, data, key, kind)
+    if data["gic_version"] not in (2, 3):
+        raise InputError(path, "gic_version must be 2 or 3", line=data.lines["gic_version"])
+    fragments = []
+    for frag in data["kernel_fragments"]:
+        frag_path = FRAGMENTS / str(frag)
+        if not repo.inside(FRAGMENTS, frag_path) or not frag_path.is_file():
+            raise InputError(
+                path,
+                f"kernel fragment '{frag}' not found in {repo.rel(FRAGMENTS)}",
+                line=data.lines["kernel_fragments"],
+            )
+        fragments.append(frag_path)
+    extra = data.get("extra_args", [])
+    if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
+        raise InputError(path, "extra_args must be a list of strings", line=data.lines.get("extra_args"))
+    return MachineConfig(
+        name=data["name"],
+        description=data["description"],
+        machine=data["machine"],
+        virtualization=data["virtualization"],
+        gic_version=data["gic_version"],
+        cpu=data["cpu"],
+        smp=data["smp"],
+        memory_mb=data["memory_mb"],
+        kernel_cmdline=data["kernel_cmdline"],
+        kernel_fragments=tuple(fragments),
+        extra_args=tuple(extra),
+    )

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Trace records on the console, one line each:
+ *
+ *   @VT1 <seq> <test> <t_ns> <kind> key=value ... *<crc32>
+ *
+ * seq counts every record of the boot (shared across the fork()ed test
+ * children), t_ns is CLOCK_MONOTONIC, crc32 (IEEE) covers everything
+ * before " *". The host parser (harness/records.py) checks both, so a lost
+ * or mangled line is detected, never silently skipped.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vt.h"
+
+#define REC_VERSION	"@VT1"
+#define BUF_SIZE	(4 << 20)
+
+static uint64_t *seq;			/* shared with the test children */
+static char *buf;
+static size_t used;
+static bool buffered;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t crc_table[256];
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static uint32_t crc32(const char *p, size_t n)
+{
+	uint32_t c = 0xffffffff;
+
+	while (n--)
+		c = crc_table[(c ^ (unsigned char)*p++) & 0xff] ^ (c >> 8);
+	return c ^ 0xffffffff;
+}
+
+void rec_init(void)
+{
+	uint32_t i, j, c;
+
+	for (i = 0; i < 256; i++) {
+		for (c = i, j = 0; j < 8; j++)
+			c = c & 1 ? 0xedb88320 ^ (c >> 1) : c >> 1;
+		crc_table[i] = c;
+	}
+	seq = mmap(NULL, sizeof(*seq), PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (seq == MAP_FAILED) {
+		perror("vtvmm: mmap");
+		exit(1);
+	}
+	buf = malloc(BUF_SIZE);
+	if (!buf) {
+		perror("vtvmm: malloc");
+		exit(1);
+	}
+}
+
+static void write_all(const char *p, size_t n)
+{
+	while (n) {
+		ssize_t k = write(STDOUT_FILENO, p, n);
+
+		if (k <= 0)
+			return;
+		p += k;
+		n -= k;
+	}
+}
+
+/* Unlocked: callers hold the lock. */
+static void flush_locked(void)
+{
+	write_all(buf, used);
+	used = 0;
+}
+
+void rec_flush(void)
+{
+	pthread_mutex_lock(&lock);
+	flush_locked();
+	pthread_mutex_unlock(&lock);
+}
+
+/*
+ * A test child buffers its records and writes them when it ends, so the
+ * console's cost does not stretch the time between exits.
+ */
+void rec_set_buffered(bool on)
+{
+	rec_flush();
+	buffered = on;
+}
+
+void rec_emit(const char *test, const char *kind, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n, m;
+
+	pthread_mutex_lock(&lock);
+	n = snprintf(line, sizeof(line), REC_VERSION " %llu %s %llu %s ",
+		     (unsigned long long)__atomic_fetch_add(seq, 1, __ATOMIC_SEQ_CST),
+		     test, (unsigned long long)now_ns(), kind);
+	va_start(ap, fmt);
+	m = vsnprintf(line + n, sizeof(line) - n - 16, fmt, ap);
+	va_end(ap);
+	if (m > (int)sizeof(line) - n - 17)
+		m = sizeof(line) - n - 17;
+	n += m;
+	while (n > 0 && line[n - 1] == ' ')
+		n--;
+	n += snprintf(line + n, sizeof(line) - n, " *%08x\n", crc32(line, n));
+	if (used + n > BUF_SIZE)
+		flush_locked();
+	memcpy(buf + used, line, n);
+	used += n;
+	if (!buffered)
+		flush_locked();
+	pthread_mutex_unlock(&lock);
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* vtvmm: the harness's minimal VMM with the interrupt controller in user space. */
+#ifndef VT_H
+#define VT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <linux/kvm.h>
+
+#define VT_MAX_VCPUS	4
+
+/* --- records (record.c): versioned, sequence-numbered, checksummed --- */
+void rec_init(void);
+void rec_set_buffered(bool buffered);
+void rec_emit(const char *test, const char *kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void rec_flush(void);
+uint64_t now_ns(void);
+
+/* --- ABIs (abi.c): how a revision reports the timer line --- */
+struct vt_abi {
+	const char *name;
+	/* Timers (bit 0 virtual, bit 1 physical) this ABI can report. */
+	uint64_t timers;
+	/* The level bitmap this exit shows; false if it shows none. */
+	bool (*level)(const struct kvm_run *run, uint64_t *level);
+	/* Is this exit the ABI's own notice (all an eintr-only VMM reads)? */
+	bool (*notice)(const struct kvm_run *run, int ret, int err);
+	/* Extra kernel-written state worth logging (v5's history); optional. */
+	bool (*history)(const struct kvm_run *run, uint64_t *hist);
+};
+
+const struct vt_abi *abi_find(const char *name);
+const char *exit_reason_name(uint32_t reason);
+
+enum vt_policy { POLICY_EVERY_EXIT, POLICY_EINTR_ONLY };
+
+/* --- one test (vm.c) --- */
+struct vt_test {
+	char name[64];
+	char image[256];
+	int vcpus;
+	unsigned int timeout_ms;
+	const struct vt_abi *abi;
+	enum vt_policy policy;
+};
+
+/* Child exit codes of run_test(). */
+enum vt_status {
+	VT_ST_OK = 0,		/* every vCPU ended, guest exit code 0 */
+	VT_ST_GUEST_FAIL = 1,	/* the guest reported a failure */
+	VT_ST_GUEST_TIMEOUT = 2,/* the guest's own bounded wait ran out */
+	VT_ST_WATCHDOG = 3,	/* stopped by the suite watchdog */
+	VT_ST_VMM_ERROR = 4,	/* a KVM call failed or the guest did the unexpected */
+};
+
+int run_test(const struct vt_test *t);
+extern volatile int vt_stop;
+
+#endif

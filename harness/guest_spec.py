@@ -90,11 +90,14 @@ def load(path: Path) -> GuestTest:
     source = path.parent / yamlfile.expect_type(path, data, "source", str)
     if not repo.inside(path.parent, source):
         raise InputError(
-            path, f"source '{data['source']}' lies outside {repo.rel(path.parent)}",
+            path,
+            f"source '{data['source']}' lies outside {repo.rel(path.parent)}",
             line=data.lines["source"],
         )
     if not source.is_file():
-        raise InputError(path, f"source '{data['source']}' does not exist", line=data.lines["source"])
+        raise InputError(
+            path, f"source '{data['source']}' does not exist", line=data.lines["source"]
+        )
     expect = data["expect"]
     if not isinstance(expect, yamlfile.LineDict):
         raise InputError(path, "key 'expect' must be a mapping", line=data.lines["expect"])
@@ -125,7 +128,5 @@ def select(tests: dict[str, GuestTest], names: list[str] | None) -> list[GuestTe
         return list(tests.values())
     unknown = [n for n in names if n not in tests]
     if unknown:
-        raise InputError(
-            None, f"unknown test '{unknown[0]}' (valid: {', '.join(sorted(tests))})"
-        )
+        raise InputError(None, f"unknown test '{unknown[0]}' (valid: {', '.join(sorted(tests))})")
     return [tests[n] for n in names]

@@ -28,9 +28,13 @@ class MachineConfig:
     extra_args: tuple[str, ...] = ()
 
     def qemu_argv(
-        self, kernel: Path, initrd: Path, qmp_socket: Path, trace_log: Path | None = None
+        self, kernel: Path, initrd: Path, qmp_socket: Path | None, trace_log: Path | None = None
     ) -> list[str]:
-        """The QEMU command line; serial on stdio, QMP on a unix socket, stopped (-S)."""
+        """The QEMU command line, serial on stdio.
+
+        With qmp_socket: QMP on that unix socket and the CPU stopped (-S) until
+        the harness says cont. Without: the same machine to rerun by hand.
+        """
         machine = f"{self.machine},virtualization={'on' if self.virtualization else 'off'}"
         machine += f",gic-version={self.gic_version}"
         argv = [
@@ -45,12 +49,12 @@ class MachineConfig:
             "-nic", "none",
             "-monitor", "none",
             "-serial", "stdio",
-            "-qmp", f"unix:{qmp_socket},server=on,wait=off",
-            "-S",
             "-kernel", str(kernel),
             "-initrd", str(initrd),
             "-append", self.kernel_cmdline,
         ]  # fmt: skip
+        if qmp_socket is not None:
+            argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off", "-S"]
         if trace_log is not None:
             argv += ["-D", str(trace_log)]
         return argv + list(self.extra_args)
@@ -102,7 +106,9 @@ def load(name_or_path: str) -> MachineConfig:
         fragments.append(frag_path)
     extra = data.get("extra_args", [])
     if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
-        raise InputError(path, "extra_args must be a list of strings", line=data.lines.get("extra_args"))
+        raise InputError(
+            path, "extra_args must be a list of strings", line=data.lines.get("extra_args")
+        )
     return MachineConfig(
         name=data["name"],
         description=data["description"],

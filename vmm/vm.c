@@ -193,11 +193,11 @@ static void *vcpu_loop(void *arg)
 		int ret = ioctl(v->fd, KVM_RUN, 0);
 		int err = errno;
 		uint64_t dt = now_ns() - t0;
-		bool shown, read = false;
+		bool shown, notice, read = false;
 
 		v->exits++;
 		if (vt_stop) {
-			rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=- read=0 stop=1",
+			rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=- read=0 ntc=0 stop=1",
 				 v->idx, (unsigned long long)v->exits,
 				 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
 				 (unsigned long long)dt);
@@ -210,11 +210,11 @@ static void *vcpu_loop(void *arg)
 			v->status = VT_ST_VMM_ERROR;
 			break;
 		}
-		shown = v->vm->t->abi->level(run, &level);
+		shown = t->abi->level(run, &level);
+		notice = t->abi->notice(run, ret, err);
 		if (shown) {
 			snprintf(lvl, sizeof(lvl), "%llx", (unsigned long long)level);
-			read = t->policy == POLICY_EVERY_EXIT ||
-			       t->abi->notice(run, ret, err);
+			read = t->policy == POLICY_EVERY_EXIT || notice;
 		}
 		if (t->abi->history && t->abi->history(run, &h))
 			snprintf(hist, sizeof(hist), " hist=%llx", (unsigned long long)h);
@@ -229,16 +229,16 @@ static void *vcpu_loop(void *arg)
 				done = true;
 				break;
 			default:
-				if (!t->abi->notice(run, ret, err)) {
+				if (!notice) {
 					v->status = VT_ST_VMM_ERROR;
 					done = true;
 				}
 			}
 		}
-		rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=%s read=%d%s%s",
+		rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=%s read=%d ntc=%d%s%s",
 			 v->idx, (unsigned long long)v->exits,
 			 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
-			 (unsigned long long)dt, lvl, read, hist, extra);
+			 (unsigned long long)dt, lvl, read, notice, hist, extra);
 		if (read) {
 			v->level = level;
 			if (!!(level & t->abi->timers) != v->line &&

@@ -1,0 +1,218 @@
+"""Build a revision's kernel: Debian's linux-source-6.1 + the series + config, cached.
+
+Layout: build/kernels/<rev>-<key>/linux is the patched source and linux/out
+the object tree. The object tree sits directly inside the source, so the
+kernel compiles with relative paths (srctree=..) and ccache hits across
+revisions and cache keys.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness import kconfig, repo
+from harness.errors import BuildError, HarnessError
+from harness.machine import MachineConfig
+from harness.revision import Revision
+
+SOURCE_PACKAGE = "linux-source-6.1"
+SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+CROSS = "aarch64-linux-gnu-"
+KERNELS = repo.BUILD / "kernels"
+CCACHE_DIR = repo.BUILD / "ccache"
+DONE = "kernel.json"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A built (or prebuilt) kernel Image and what it was made from."""
+
+    image: Path
+    release: str
+    revision: str
+    source: str
+    key: str
+    patches: dict[str, str]
+    config_fragments: list[str]
+    build_dir: str
+    build_seconds: float | None = None
+    cached: bool = False
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        d["image"] = repo.rel(self.image)
+        return d
+
+
+def package_version(package: str) -> str:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True
+    )
+    if out.returncode != 0 or not out.stdout:
+        raise HarnessError(None, f"package {package} is not installed (run make deps)")
+    return out.stdout
+
+
+def compiler_version() -> str:
+    out = subprocess.run([f"{CROSS}gcc", "--version"], capture_output=True, text=True)
+    return out.stdout.splitlines()[0] if out.returncode == 0 else "unknown"
+
+
+def cache_key(source: str, patches: dict[str, str], config: str, compiler: str) -> str:
+    h = hashlib.sha256()
+    for part in (source, json.dumps(patches, sort_keys=True), config, compiler):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock: two runs never build in the same directory at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+_FAILED_FILE = re.compile(r"^(?:patching file|checking file) (\S+)")
+
+
+def apply_patches(src: Path, patches: tuple[Path, ...], log: Path) -> None:
+    """Apply the series with patch -p1; a failure names the patch and the file."""
+    with open(log, "a") as out:
+        for patch in patches:
+            dry = subprocess.run(
+                ["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(patch)],
+                cwd=src,
+                capture_output=True,
+                text=True,
+            )
+            out.write(f"$ patch -p1 --dry-run -i {repo.rel(patch)}\n{dry.stdout}{dry.stderr}")
+            if dry.returncode != 0:
+                current = "?"
+                failed = None
+                for line in dry.stdout.splitlines():
+                    if m := _FAILED_FILE.match(line):
+                        current = m[1]
+                    elif "FAILED" in line or "can't find file" in line or "malformed" in line:
+                        failed = failed or current
+                    if "can't find file to patch" in line:
+                        failed = failed or "(file not in tree)"
+                raise BuildError(
+                    patch,
+                    f"does not apply: fails on {failed or current}",
+                    log_tail=dry.stdout[-2000:],
+                )
+            subprocess.run(
+                ["patch", "-p1", "--batch", "--forward", "-i", str(patch)],
+                cwd=src,
+                check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+
+def _unpack(tarball: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(tarball), "-C", str(tmp)], check=True)
+    (top,) = tmp.iterdir()
+    top.rename(dest)
+    tmp.rmdir()
+
+
+def _make(src: Path, args: list[str], log: Path, jobs: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CCACHE_DIR=str(CCACHE_DIR), CCACHE_NOHASHDIR="1")
+    cmd = [
+        "make",
+        "ARCH=arm64",
+        f"CROSS_COMPILE={CROSS}",
+        f"CC=ccache {CROSS}gcc",
+        "O=out",
+        f"-j{jobs}",
+        *args,
+    ]
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        return subprocess.run(cmd, cwd=src, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def build(
+    revision: Revision,
+    machine: MachineConfig,
+    jobs: int | None = None,
+    say: Callable[[str], None] = print,
+) -> Kernel:
+    """Build (or reuse) the kernel Image for revision on machine's config fragments."""
+    jobs = jobs or os.cpu_count() or 2
+    if not SOURCE_TARBALL.is_file():
+        raise HarnessError(SOURCE_TARBALL, "missing (install linux-source-6.1: make deps)")
+    source = f"{SOURCE_PACKAGE} {package_version(SOURCE_PACKAGE)}"
+    config = kconfig.merge(list(machine.kernel_fragments))
+    patches = revision.patch_hashes()
+    key = cache_key(source, patches, config, compiler_version())
+    bdir = KERNELS / f"{revision.name}-{key}"
+    src = bdir / "linux"
+    image = src / "out" / "arch" / "arm64" / "boot" / "Image"
+    log = bdir / "build.log"
+    with locked(KERNELS / f".{bdir.name}.lock"):
+        done = bdir / DONE
+        if done.is_file() and image.is_file():
+            kernel = Kernel(**json.loads(done.read_text()))
+            return Kernel(**{**asdict(kernel), "image": image, "cached": True})
+        start = time.monotonic()
+        bdir.mkdir(parents=True, exist_ok=True)
+        if not (bdir / ".patched").is_file():
+            shutil.rmtree(src, ignore_errors=True)
+            say(f"kernel: unpacking {SOURCE_TARBALL.name} into {repo.rel(bdir)}")
+            _unpack(SOURCE_TARBALL, src)
+            say(f"kernel: applying {len(revision.patches)} patch(es) of {revision.name}")
+            apply_patches(src, revision.patches, log)
+            (bdir / ".patched").touch()
+        allconfig = bdir / "allconfig"
+        allconfig.write_text(config)
+        if _make(src, [f"KCONFIG_ALLCONFIG={allconfig}", "allnoconfig"], log, 1).returncode:
+            raise BuildError(log, "kernel configuration failed", log_tail=_tail(log))
+        bad = kconfig.missing(config, (src / "out" / ".config").read_text())
+        if bad:
+            raise BuildError(bdir / "allconfig", "config options did not stick: " + ", ".join(bad))
+        say(f"kernel: building Image with -j{jobs} (log: {repo.rel(log)})")
+        if _make(src, ["Image"], log, jobs).returncode or not image.is_file():
+            raise BuildError(log, "kernel build failed", log_tail=_tail(log))
+        release = (src / "out" / "include" / "config" / "kernel.release").read_text().strip()
+        kernel = Kernel(
+            image=image,
+            release=release,
+            revision=revision.name,
+            source=source,
+            key=key,
+            patches=patches,
+            config_fragments=[repo.rel(f) for f in machine.kernel_fragments],
+            build_dir=repo.rel(bdir),
+            build_seconds=round(time.monotonic() - start, 1),
+        )
+        done.write_text(json.dumps({**kernel.identity(), "image": str(image)}, indent=1))
+        return kernel

@@ -1,0 +1,194 @@
+"""Executable semantics models of the revisions, checked over one test's trace.
+
+A model is a revision's rules (kernel_patches/<rev>/profile.yaml): which
+timers its ABI reports, whether a notice may ride on another exit
+(coalesce) and whether a VMM that reads the line only on the ABI's own
+notice exits sees every change (eintr-suffices). The same trace can be
+checked against several models; that is how revisions are compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.revision import Revision
+from harness.trace import Change, Exit, TestTrace
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+
+@dataclass(frozen=True)
+class PropertyResult:
+    prop: str
+    status: str  # pass, fail, skip
+    detail: str
+    seq: int | None = None  # the first record where it failed
+    expected: str | None = None
+    observed: str | None = None
+
+    def line(self) -> str:
+        where = f" (record seq {self.seq})" if self.seq is not None else ""
+        eo = ""
+        if self.expected is not None:
+            eo = f": expected {self.expected}, observed {self.observed}"
+        return f"{self.prop}: {self.detail}{eo}{where}"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    timers: tuple[str, ...]
+    coalesce: bool
+    eintr_suffices: bool
+
+    @classmethod
+    def of(cls, rev: Revision) -> Model:
+        timers = tuple(t for t in ("vtimer", "ptimer") if rev.abi.reports(t))
+        return cls(rev.model, timers, rev.coalesce, rev.eintr_suffices)
+
+    # -- properties --------------------------------------------------------
+    def check(self, tr: TestTrace, props: tuple[str, ...]) -> list[PropertyResult]:
+        checks = {
+            "visible": self.visible,
+            "once": self.once,
+            "coalesce": self.coalesce_rule,
+            "eintr-suffices": self.eintr_rule,
+            "wake": self.wake,
+            "truthful": self.truthful,
+            "progress": self.progress,
+        }
+        return [checks[p](tr) for p in props if p in checks]
+
+    def _changes(self, tr: TestTrace) -> list[Change]:
+        out = [c for t in self.timers for c in tr.changes(t)]
+        return sorted(out, key=lambda c: c.first.seq)
+
+    def visible(self, tr: TestTrace) -> PropertyResult:
+        """Every change of a reported timer's level reaches the VMM."""
+        for c in self._changes(tr):
+            if c.read_at is None:
+                return PropertyResult(
+                    "visible",
+                    FAIL,
+                    f"{c.timer} change to {c.level} on vcpu {c.vcpu}, first shown on "
+                    f"exit {c.first.n} ({c.first.reason}), never read by the VMM",
+                    seq=c.first.seq,
+                    expected="read on an exit",
+                    observed="never read",
+                )
+        if tr.status == "guest-timeout":
+            fail = tr.ports("FAIL")
+            return PropertyResult(
+                "visible",
+                FAIL,
+                "the guest's bounded wait for its IRQ ran out: a change never reached it",
+                seq=fail[0].seq if fail else None,
+            )
+        return PropertyResult("visible", PASS, f"{len(self._changes(tr))} changes all read")
+
+    def once(self, tr: TestTrace) -> PropertyResult:
+        """One IRQ per injected edge, no spurious IRQ."""
+        spurious = tr.ports("SPURIOUS")
+        if spurious:
+            return PropertyResult(
+                "once",
+                FAIL,
+                "IRQ taken with no timer pending",
+                seq=spurious[0].seq,
+                expected="0 spurious IRQs",
+                observed=str(len(spurious)),
+            )
+        rises = [r for r in tr.injections if r.get("level") == "1"]
+        irqs = tr.ports("IRQ")
+        if len(rises) != len(irqs):
+            seq = (
+                irqs[len(rises)].seq
+                if len(irqs) > len(rises)
+                else (rises[len(irqs)].seq if rises else None)
+            )
+            return PropertyResult(
+                "once",
+                FAIL,
+                "IRQs taken differ from rising edges injected",
+                seq=seq,
+                expected=f"{len(rises)} IRQs",
+                observed=str(len(irqs)),
+            )
+        return PropertyResult("once", PASS, f"{len(irqs)} edges, {len(irqs)} IRQs")
+
+    def _own_notice(self, tr: TestTrace, c: Change) -> Exit | None:
+        """The exit where change c got (or failed to get) a notice of its own."""
+        if c.first.notice:
+            return None
+        nxt = tr.next_exit(c.first)
+        if nxt is not None and nxt.notice and nxt.level is not None:
+            return None
+        return c.first
+
+    def coalesce_rule(self, tr: TestTrace) -> PropertyResult:
+        coalesced = [c for c in self._changes(tr) if not c.first.notice]
+        if self.coalesce:
+            return PropertyResult(
+                "coalesce", PASS, f"may ride on other exits ({len(coalesced)} did)"
+            )
+        for c in coalesced:
+            bad = self._own_notice(tr, c)
+            if bad is not None:
+                return PropertyResult(
+                    "coalesce",
+                    FAIL,
+                    f"{c.timer} change to {c.level} rode on exit {bad.n} ({bad.reason}) "
+                    "with no notice exit of its own",
+                    seq=bad.seq,
+                    expected="a notice exit next",
+                    observed=_describe(tr.next_exit(bad)),
+                )
+        return PropertyResult("coalesce", PASS, "every change had a notice exit of its own")
+
+    def eintr_rule(self, tr: TestTrace) -> PropertyResult:
+        if not self.eintr_suffices:
+            return PropertyResult("eintr-suffices", PASS, "not promised by this model")
+        for c in self._changes(tr):
+            if c.first_notice is None or self._own_notice(tr, c) is not None:
+                return PropertyResult(
+                    "eintr-suffices",
+                    FAIL,
+                    f"{c.timer} change to {c.level} reached no notice exit before the guest ran on",
+                    seq=c.first.seq,
+                    expected="a notice exit",
+                    observed=_describe(tr.next_exit(c.first)),
+                )
+        return PropertyResult("eintr-suffices", PASS, "every change came with a notice exit")
+
+    def wake(self, tr: TestTrace) -> PropertyResult:
+        wakes = [e for e in tr.ports("WAKE") if (e.value or 0) >= 1]
+        if not wakes:
+            return PropertyResult(
+                "wake",
+                FAIL,
+                "the vCPU never returned from WFI with its IRQ taken",
+                expected="a WAKE report after the IRQ",
+                observed="none",
+            )
+        return PropertyResult("wake", PASS, "woken from WFI by the timer")
+
+    def truthful(self, tr: TestTrace) -> PropertyResult:
+        """The guest's own view (ISTATUS at IRQ entry) agrees with the level it was sent."""
+        for e in tr.ports("IRQ"):
+            pending = (e.value or 0) & 0xF
+            if not pending:
+                return PropertyResult(
+                    "truthful", FAIL, "IRQ entry with no timer pending", seq=e.seq
+                )
+        return PropertyResult(
+            "truthful", PASS, "every IRQ found its timer pending (hardware layer: not yet)"
+        )
+
+    def progress(self, tr: TestTrace) -> PropertyResult:
+        return PropertyResult("progress", SKIP, "needs the progress guest test")
+
+
+def _describe(e: Exit | None) -> str:
+    if e is None:
+        return "no further exit"
+    return f"exit {e.n} ({e.reason}{', notice' if e.notice else ''})"

@@ -1,0 +1,246 @@
+"""Run QEMU: QMP on a private unix socket, the serial console through pexpect.
+
+QEMUMachine-style: a context manager that starts QEMU stopped (-S), switches
+trace events on over QMP, lets it run, and always ends it (a soft QMP quit,
+then a hard kill). Every wait is bounded; a kernel panic is seen on the
+console line that reports it, not by time-out.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pexpect
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.errors import HarnessError
+from harness.machine import MachineConfig, shell_line
+
+PANIC = re.compile(r"Kernel panic - not syncing|Internal error: Oops|BUG: ")
+POWER_OFF = "reboot: Power down"
+INIT_STARTED = re.compile(r"Run /init as init process|@VT1 \d+ - \d+ boot ")
+
+
+@dataclass
+class Timeouts:
+    qmp_connect_s: float = 10.0
+    boot_s: float = 120.0  # QEMU start to /init
+    suite_s: float = 300.0  # /init to the end of the suite
+    silence_s: float = 60.0  # no console output at all
+    shutdown_s: float = 15.0
+
+
+@dataclass
+class BootResult:
+    """How the boot ended: completed, panic, hang, qemu-died or interrupted."""
+
+    status: str
+    reason: str
+    console_log: Path
+    qemu_stderr: Path
+    trace_log: Path | None
+    wall_s: float
+    qemu_exit: int | None = None
+    qemu_version: str = ""
+    traces_enabled: list[str] = field(default_factory=list)
+    diagnostics: Path | None = None
+
+
+class QemuRun:
+    """One QEMU process for one boot of the suite."""
+
+    def __init__(
+        self,
+        machine: MachineConfig,
+        kernel: Path,
+        initrd: Path,
+        run_dir: Path,
+        trace_events: tuple[str, ...] = ("arm_gt_*",),
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.machine = machine
+        self.kernel = kernel
+        self.initrd = initrd
+        self.run_dir = run_dir
+        self.trace_events = trace_events
+        self.timeouts = timeouts or Timeouts()
+        self.console_log = run_dir / "console.log"
+        self.qemu_stderr = run_dir / "qemu.stderr"
+        self.trace_log = run_dir / "qemu-trace.log" if trace_events else None
+        self._sockdir: str | None = None
+        self._child: pexpect.spawn | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._logf = None
+        self.argv: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------
+    def __enter__(self) -> QemuRun:
+        # AF_UNIX paths are limited to 108 bytes: keep the socket in a short private dir.
+        self._sockdir = tempfile.mkdtemp(prefix="vt-")
+        sock = Path(self._sockdir) / "qmp.sock"
+        self.argv = self.machine.qemu_argv(self.kernel, self.initrd, sock, self.trace_log)
+        by_hand = self.machine.qemu_argv(self.kernel, self.initrd, None)
+        (self.run_dir / "qemu-cmdline.sh").write_text(
+            "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace)\n"
+            + shell_line(by_hand)
+            + "\n"
+        )
+        self._logf = open(self.console_log, "w", encoding="utf-8", errors="replace")
+        self._child = pexpect.spawn(
+            "/bin/sh",
+            ["-c", 'exec "$@" 2>"$0"', str(self.qemu_stderr), *self.argv],
+            encoding="utf-8",
+            codec_errors="replace",
+            echo=False,
+            timeout=None,
+        )
+        self._child.logfile_read = self._logf
+        self._qmp = self._connect_qmp(sock)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _connect_qmp(self, sock: Path) -> QEMUMonitorProtocol:
+        deadline = time.monotonic() + self.timeouts.qmp_connect_s
+        while not sock.exists():
+            if not self._child.isalive():
+                raise HarnessError(self.qemu_stderr, "QEMU exited before its QMP socket appeared")
+            if time.monotonic() > deadline:
+                raise HarnessError(sock, "QMP socket did not appear")
+            time.sleep(0.01)
+        qmp = QEMUMonitorProtocol(str(sock))
+        qmp.connect()
+        return qmp
+
+    def qmp(self, command: str, **args):
+        if self._qmp is None:
+            raise HarnessError(None, "QMP is not connected")
+        return self._qmp.cmd(command, **args)
+
+    def stop(self) -> int | None:
+        """End QEMU: soft QMP quit, then SIGTERM/SIGKILL. Returns its exit status."""
+        child = self._child
+        if child is not None and not child.closed and child.isalive() and self._qmp is not None:
+            try:
+                self._qmp.cmd("quit")
+            except Exception:
+                pass
+            deadline = time.monotonic() + self.timeouts.shutdown_s
+            while child.isalive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if child is not None and not child.closed:
+            if child.isalive():
+                child.kill(signal.SIGKILL)
+            try:
+                child.expect(pexpect.EOF, timeout=2)
+            except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+                pass
+            child.close(force=True)
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:
+                pass
+            self._qmp = None
+        if self._logf is not None:
+            self._logf.close()
+            self._logf = None
+        if self._sockdir:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+        return None if child is None else child.exitstatus
+
+    # -- running -----------------------------------------------------------
+    def start(self) -> tuple[str, list[str]]:
+        """Switch the trace events on, then let the machine run. Returns (version, events)."""
+        v = self.qmp("query-version")
+        version = "{major}.{minor}.{micro}".format(**v["qemu"])
+        if v.get("package"):
+            version += f" ({v['package'].strip()})"
+        enabled: list[str] = []
+        for pattern in self.trace_events:
+            self.qmp("trace-event-set-state", name=pattern, enable=True)
+            for ev in self.qmp("trace-event-get-state", name=pattern):
+                if ev["state"] == "enabled":
+                    enabled.append(ev["name"])
+        self.qmp("cont")
+        return version, enabled
+
+    def save_diagnostics(self) -> Path:
+        """On a hang: QMP query-status and the CPU registers, saved next to the log."""
+        path = self.run_dir / "hang-diagnostics.txt"
+        parts = []
+        for title, fn in (
+            ("query-status", lambda: self.qmp("query-status")),
+            (
+                "info registers",
+                lambda: self.qmp("human-monitor-command", **{"command-line": "info registers"}),
+            ),
+        ):
+            try:
+                parts.append(f"== {title}\n{fn()}\n")
+            except Exception as e:
+                parts.append(f"== {title}\nfailed: {e}\n")
+        path.write_text("".join(parts))
+        return path
+
+    def follow(self, on_line: Callable[[str], None], done: Callable[[], bool]) -> tuple[str, str]:
+        """Read the console line by line until the suite is done, a panic, EOF or a time-out.
+
+        Returns (status, reason) with status in completed, panic, hang, qemu-died.
+        """
+        child = self._child
+        t = self.timeouts
+        deadline = time.monotonic() + t.boot_s
+        init_seen = False
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                phase = "suite" if init_seen else "boot (before /init)"
+                return "hang", f"{phase} did not finish in time"
+            wait = min(deadline - now, t.silence_s)
+            i = child.expect(["\r?\n", pexpect.EOF, pexpect.TIMEOUT], timeout=wait)
+            if i == 0:
+                line = child.before
+                if not init_seen and INIT_STARTED.search(line):
+                    init_seen = True
+                    deadline = time.monotonic() + t.suite_s
+                if PANIC.search(line):
+                    self._drain(2.0, on_line)
+                    return "panic", line.strip()
+                on_line(line)
+                if done():
+                    return "completed", "suite finished"
+            elif i == 1:
+                if child.before:
+                    on_line(child.before)
+                return "qemu-died", "QEMU exited before the suite finished"
+            elif time.monotonic() - now >= t.silence_s:
+                return "hang", f"no console output for {t.silence_s:.0f} s"
+
+    def _drain(self, seconds: float, on_line: Callable[[str], None]) -> None:
+        """Keep reading for a moment (a panic's backtrace) so the log has it."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                self._child.expect(["\r?\n"], timeout=max(0.05, end - time.monotonic()))
+                on_line(self._child.before)
+            except (pexpect.TIMEOUT, pexpect.EOF):
+                return
+
+    def wait_exit(self) -> int | None:
+        """After the suite: let the guest power off by itself (bounded)."""
+        try:
+            self._child.expect(pexpect.EOF, timeout=self.timeouts.shutdown_s)
+        except pexpect.TIMEOUT:
+            return None
+        self._child.close()
+        return self._child.exitstatus

@@ -1,0 +1,132 @@
+"""The VMM's trace records (format @VT1), parsed and checked for loss.
+
+    @VT1 <seq> <test> <t_ns> <kind> key=value ... *<crc32>
+
+seq numbers every record of a boot, crc32 covers the text before " *". A
+record that fails its checksum, or a gap in seq, is an integrity problem
+for the test it falls in: such a test can never pass silently.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+VERSION = "@VT1"
+_RECORD = re.compile(r"(@VT\d+) (\d+) (\S+) (\d+) (\S+)(.*) \*([0-9a-f]{8})\s*$")
+_FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
+SUITE = "-"  # the test name of suite-level records
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    test: str
+    t_ns: int
+    kind: str
+    fields: dict[str, str]
+    line_no: int
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.fields.get(key, default)
+
+    def int(self, key: str, default: int = 0, base: int = 10) -> int:
+        value = self.fields.get(key)
+        if value is None or value == "-":
+            return default
+        return int(value, base)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A console line that should have been a record and was not, or a lost record."""
+
+    line_no: int
+    what: str
+    seq: int | None = None
+    test: str = SUITE  # the test it falls in
+
+
+@dataclass
+class Parsed:
+    records: list[Record] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def by_test(self) -> dict[str, list[Record]]:
+        out: dict[str, list[Record]] = {}
+        for r in self.records:
+            out.setdefault(r.test, []).append(r)
+        return out
+
+    def problems_for(self, test: str) -> list[Problem]:
+        return [p for p in self.problems if p.test == test]
+
+
+def parse_line(line: str, line_no: int) -> Record | Problem | None:
+    """A record, a problem (a damaged record), or None for an ordinary console line."""
+    start = line.find("@VT")
+    if start < 0:
+        return None
+    text = line[start:].rstrip("\r\n")
+    m = _RECORD.match(text)
+    if not m:
+        return Problem(line_no, f"malformed record: {text[:80]!r}")
+    version, seq, test, t_ns, kind, rest, crc = m.groups()
+    body = text[: text.rfind(" *")]
+    if zlib.crc32(body.encode(errors="replace")) != int(crc, 16):
+        return Problem(line_no, f"checksum mismatch in record seq {seq}", seq=int(seq))
+    if version != VERSION:
+        return Problem(line_no, f"record version {version}, expected {VERSION}", seq=int(seq))
+    fields = {k: v.strip('"') for k, v in _FIELD.findall(rest)}
+    return Record(int(seq), test, int(t_ns), kind, fields, line_no)
+
+
+def _owner(prev: Record | None, nxt: Record | None) -> str:
+    """The test a problem between two good records falls in."""
+    if prev is None:
+        return nxt.test if nxt else SUITE
+    if nxt is None or prev.test == nxt.test:
+        return prev.test
+    # between two tests: after a finished test it is the next one's, else the unfinished one's
+    return nxt.test if prev.kind == "end" or prev.test == SUITE else prev.test
+
+
+def parse(lines: Iterable[str]) -> Parsed:
+    out = Parsed()
+    pending: list[Problem] = []
+    prev: Record | None = None
+    expected = 0
+
+    def settle(nxt: Record | None) -> None:
+        owner = _owner(prev, nxt)
+        out.problems.extend(replace(p, test=owner) for p in pending)
+        pending.clear()
+
+    for line_no, line in enumerate(lines, 1):
+        item = parse_line(line, line_no)
+        if item is None:
+            continue
+        if isinstance(item, Problem):
+            pending.append(item)
+            continue
+        if item.seq > expected:
+            known = {p.seq for p in pending}
+            pending.extend(
+                Problem(line_no, f"record seq {s} lost", s)
+                for s in range(expected, item.seq)
+                if s not in known
+            )
+        elif item.seq < expected:
+            pending.append(
+                Problem(
+                    line_no, f"record seq {item.seq} out of order (expected {expected})", item.seq
+                )
+            )
+        settle(item)
+        expected = max(expected, item.seq + 1)
+        out.records.append(item)
+        prev = item
+    settle(None)
+    return out

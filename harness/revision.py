@@ -1,0 +1,144 @@
+"""Revisions: kernel_patches/<rev>/ holds a quilt series, its patches and profile.yaml."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import repo, yamlfile
+from harness.errors import InputError
+
+PROVENANCES = ("seed", "reconstructed", "merged-4.12")
+ABI_NAMES = ("upstream", "v4", "v5", "v6")
+ABI_KEYS = {"name", "level_field", "history_field", "exit_reason", "exit_reason_value", "bits"}
+
+
+@dataclass(frozen=True)
+class Abi:
+    name: str
+    level_field: str
+    history_field: str | None
+    exit_reason: str | None
+    exit_reason_value: int | None
+    bits: dict[str, int]
+
+    def reports(self, timer: str) -> bool:
+        return timer in self.bits
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Revision:
+    name: str
+    title: str
+    provenance: str
+    model: str
+    abi: Abi
+    coalesce: bool
+    eintr_suffices: bool
+    rules: tuple[Rule, ...]
+    patches: tuple[Path, ...]
+    directory: Path = field(repr=False)
+
+    def patch_hashes(self) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.patches}
+
+
+def available() -> list[str]:
+    return sorted(p.parent.name for p in repo.KERNEL_PATCHES.glob("*/profile.yaml"))
+
+
+def _series(directory: Path) -> tuple[Path, ...]:
+    series = directory / "series"
+    if not series.is_file():
+        raise InputError(series, "missing series file")
+    patches = []
+    for n, line in enumerate(series.read_text().splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        patch = directory / name.split()[0]
+        if not repo.inside(directory, patch):
+            raise InputError(series, f"patch '{name}' lies outside {repo.rel(directory)}", line=n)
+        if not patch.is_file():
+            raise InputError(series, f"patch '{name}' does not exist", line=n)
+        patches.append(patch)
+    return tuple(patches)
+
+
+def _abi(path: Path, data: yamlfile.LineDict) -> Abi:
+    if not isinstance(data, yamlfile.LineDict):
+        raise InputError(path, "key 'abi' must be a mapping")
+    yamlfile.check_keys(path, data, ABI_KEYS)
+    if data["name"] not in ABI_NAMES:
+        raise InputError(
+            path,
+            f"abi.name '{data['name']}' is not one of {', '.join(ABI_NAMES)}",
+            line=data.lines["name"],
+        )
+    bits = data["bits"]
+    if not isinstance(bits, dict) or not all(isinstance(v, int) for v in bits.values()):
+        raise InputError(
+            path, "abi.bits must map timer names to bit numbers", line=data.lines["bits"]
+        )
+    return Abi(
+        name=data["name"],
+        level_field=str(data["level_field"]),
+        history_field=data["history_field"],
+        exit_reason=data["exit_reason"],
+        exit_reason_value=data["exit_reason_value"],
+        bits=dict(bits),
+    )
+
+
+def load(name: str) -> Revision:
+    directory = repo.KERNEL_PATCHES / name
+    path = directory / "profile.yaml"
+    if not repo.inside(repo.KERNEL_PATCHES, directory) or not path.is_file():
+        raise InputError(None, f"unknown revision '{name}' (valid: {', '.join(available())})")
+    data = yamlfile.load(path)
+    yamlfile.check_keys(
+        path, data, {"revision", "title", "provenance", "model", "abi", "semantics", "rules"}
+    )
+    if data["revision"] != name:
+        raise InputError(
+            path,
+            f"revision '{data['revision']}' must match the directory name '{name}'",
+            line=data.lines["revision"],
+        )
+    if data["provenance"] not in PROVENANCES:
+        raise InputError(
+            path,
+            f"provenance '{data['provenance']}' is not one of {', '.join(PROVENANCES)}",
+            line=data.lines["provenance"],
+        )
+    sem = data["semantics"]
+    if not isinstance(sem, yamlfile.LineDict):
+        raise InputError(path, "key 'semantics' must be a mapping", line=data.lines["semantics"])
+    yamlfile.check_keys(path, sem, {"coalesce", "eintr_suffices"})
+    for key in ("coalesce", "eintr_suffices"):
+        yamlfile.expect_type(path, sem, key, bool)
+    rules = []
+    for item in yamlfile.expect_type(path, data, "rules", list):
+        if not isinstance(item, yamlfile.LineDict):
+            raise InputError(path, "each rule must be a mapping", line=data.lines["rules"])
+        yamlfile.check_keys(path, item, {"rule", "source"})
+        rules.append(Rule(str(item["rule"]), str(item["source"])))
+    return Revision(
+        name=name,
+        title=str(data["title"]),
+        provenance=data["provenance"],
+        model=str(data["model"]),
+        abi=_abi(path, data["abi"]),
+        coalesce=sem["coalesce"],
+        eintr_suffices=sem["eintr_suffices"],
+        rules=tuple(rules),
+        patches=_series(directory),
+        directory=directory,
+    )

@@ -1,0 +1,296 @@
+"""boot-test: build the kernel, boot it nested, run the suite, judge, report."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness import guest_spec, initramfs, junit, kernel, ktap, machine, records, repo, resultsfile
+from harness import revision as revmod
+from harness.errors import BuildError, HarnessError
+from harness.model import Model
+from harness.qemu_runner import BootResult, QemuRun, Timeouts
+from harness.verdict import ERROR, FAILED, MISSED, PASSED, SKIPPED, TestResult, evaluate, skipped
+
+POLICIES = ("every-exit", "eintr-only")
+
+
+@dataclass
+class RunOptions:
+    revision: str = "upstream"
+    machine: str = "virt-gicv3"
+    policy: str = "every-exit"
+    tests: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # extra models to judge the same traces by
+    kernel_image: Path | None = None  # a prebuilt Image instead of building
+    trace_events: tuple[str, ...] = ("arm_gt_*",)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    results_base: Path = repo.RESULTS
+    jobs: int | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: list[TestResult]
+    boot: BootResult | None
+    exit_code: int
+    by_model: dict[str, list[TestResult]] = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _git_rev() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo.ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def build_artifacts() -> None:
+    """The VMM and guest images, built by the Makefile (a no-op when fresh)."""
+    out = subprocess.run(
+        ["make", "-s", "-C", str(repo.ROOT), "artifacts"], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        tail = "\n".join((out.stdout + out.stderr).splitlines()[-15:])
+        raise BuildError("Makefile", f"building the VMM or guest images failed:\n{tail}")
+
+
+class Run:
+    """State of one boot-test run; results are written after every test."""
+
+    def __init__(self, opts: RunOptions, say: Callable[[str], None]) -> None:
+        self.opts = opts
+        self.say = say
+        self.rev = revmod.load(opts.revision)
+        self.machine = machine.load(opts.machine)
+        if opts.policy not in POLICIES:
+            raise HarnessError(
+                None, f"unknown policy '{opts.policy}' (valid: {', '.join(POLICIES)})"
+            )
+        all_tests = guest_spec.load_all()
+        self.specs = guest_spec.select(all_tests, opts.tests)
+        self.model = Model.of(self.rev)
+        self.extra_models = [Model.of(revmod.load(m)) for m in opts.models]
+        self.runnable = [s for s in self.specs if self.rev.abi.name in s.abis]
+        self.results: dict[str, TestResult] = {
+            s.name: skipped(s, f"the {self.rev.abi.name} ABI cannot express it")
+            for s in self.specs
+            if s not in self.runnable
+        }
+        self.by_model: dict[str, dict[str, TestResult]] = {m.name: {} for m in self.extra_models}
+        self.run_dir = resultsfile.new_run_dir(
+            f"{self.rev.name}-{self.machine.name}-{opts.policy}", opts.results_base
+        )
+        self.identity: dict = {
+            "revision": self.rev.name,
+            "provenance": self.rev.provenance,
+            "model": self.rev.model,
+            "patches": self.rev.patch_hashes(),
+            "machine": asdict(self.machine)
+            | {"kernel_fragments": [repo.rel(f) for f in self.machine.kernel_fragments]},
+            "policy": opts.policy,
+            "harness": _git_rev(),
+        }
+        self.boot: BootResult | None = None
+        self.started = time.monotonic()
+        self.parsed = records.Parsed()
+        self.lines: list[str] = []
+        self.ktap: ktap.KtapWriter | None = None
+
+    # -- results -----------------------------------------------------------
+    def ordered(self) -> list[TestResult]:
+        return [
+            self.results[s.name]
+            for s in self.runnable + [s for s in self.specs if s not in self.runnable]
+            if s.name in self.results
+        ]
+
+    def save(self, complete: bool) -> None:
+        results = self.ordered()
+        counts = {
+            s: sum(r.status == s for r in results) for s in (PASSED, FAILED, ERROR, SKIPPED, MISSED)
+        }
+        data = {
+            "format": resultsfile.FORMAT,
+            "run_id": self.run_dir.name,
+            "complete": complete,
+            "identity": self.identity,
+            "boot": None
+            if self.boot is None
+            else {
+                "status": self.boot.status,
+                "reason": self.boot.reason,
+                "wall_s": round(self.boot.wall_s, 3),
+                "qemu_exit": self.boot.qemu_exit,
+                "qemu_version": self.boot.qemu_version,
+                "trace_events": self.boot.traces_enabled,
+            },
+            "tests": [r.to_json() for r in results],
+            "models": {m: [r.to_json() for r in rs.values()] for m, rs in self.by_model.items()},
+            "summary": counts,
+            "logs": sorted(p.name for p in self.run_dir.iterdir() if not p.name.startswith(".")),
+        }
+        resultsfile.write_json(self.run_dir / "results.json", data)
+
+    def finish_test(self, spec: guest_spec.GuestTest) -> None:
+        recs = [r for r in self.parsed.records if r.test == spec.name]
+        probs = self.parsed.problems_for(spec.name)
+        res = evaluate(spec, recs, probs, self.model)
+        self.results[spec.name] = res
+        for m in self.extra_models:
+            self.by_model[m.name][spec.name] = evaluate(spec, recs, probs, m)
+        if self.ktap:
+            self.ktap.result(res)
+        self.save(complete=False)
+
+    # -- the run -----------------------------------------------------------
+    def execute(self) -> RunOutcome:
+        try:
+            return self._execute()
+        except KeyboardInterrupt:
+            self.say("# interrupted: QEMU ended, partial results kept")
+            self._close_unfinished(ERROR, "interrupted (Ctrl-C)")
+            self.save(complete=False)
+            self._write_outputs()
+            return RunOutcome(self.run_dir, self.ordered(), self.boot, 130)
+
+    def _execute(self) -> RunOutcome:
+        say = self.say
+        build_artifacts()
+        self.identity["vmm_sha256"] = _sha256(repo.VMM_BIN)
+        self.identity["guest_images"] = {s.name: _sha256(s.image) for s in self.runnable}
+        if self.opts.kernel_image:
+            kern_identity = {"image": str(self.opts.kernel_image), "prebuilt": True}
+            image = self.opts.kernel_image
+        else:
+            try:
+                k = kernel.build(
+                    self.rev, self.machine, jobs=self.opts.jobs, say=lambda m: say(f"# {m}")
+                )
+            except BuildError as e:
+                return self._harness_failure(e)
+            kern_identity = k.identity()
+            image = k.image
+            how = "cached" if k.cached else f"built in {k.build_seconds} s"
+            say(f"# kernel: {k.release} ({how}, {k.build_dir})")
+        self.identity["kernel"] = kern_identity
+        plan = initramfs.SuitePlan(self.rev.abi.name, self.opts.policy, tuple(self.runnable))
+        initrd = initramfs.build(plan, repo.VMM_BIN, self.run_dir / "initramfs.cpio.gz")
+        self.ktap = ktap.KtapWriter(
+            say,
+            [
+                f"vtimer-harness rev={self.rev.name} machine={self.machine.name} "
+                f"policy={self.opts.policy}",
+                f"results: {repo.rel(self.run_dir)}",
+            ],
+            len(self.specs),
+        )
+        for r in self.results.values():  # skipped ones first: their verdict is known
+            self.ktap.result(r)
+        self.save(complete=False)
+        specs = {s.name: s for s in self.runnable}
+        done = {"suite": False}
+
+        def on_line(line: str) -> None:
+            self.lines.append(line)
+            item = records.parse_line(line, len(self.lines))
+            if item is None:
+                return
+            # re-parse incrementally: cheap enough for one boot's records
+            self.parsed = records.parse(self.lines)
+            if isinstance(item, records.Record):
+                if item.kind == "end" and item.test in specs:
+                    self.finish_test(specs[item.test])
+                elif item.kind == "done":
+                    done["suite"] = True
+
+        start = time.monotonic()
+        timeouts = self.opts.timeouts
+        timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))
+        with QemuRun(
+            self.machine, image, initrd, self.run_dir, self.opts.trace_events, timeouts
+        ) as q:
+            say(f"# qemu: {machine.shell_line(q.argv)}")
+            version, enabled = q.start()
+            status, reason = q.follow(on_line, lambda: done["suite"])
+            diag = q.save_diagnostics() if status == "hang" else None
+            exit_status = q.wait_exit() if status == "completed" else q.stop()
+        self.boot = BootResult(
+            status,
+            reason,
+            q.console_log,
+            q.qemu_stderr,
+            q.trace_log,
+            time.monotonic() - start,
+            exit_status,
+            version,
+            enabled,
+            diag,
+        )
+        if status != "completed":
+            say(f"# boot: {status}: {reason}")
+            self._close_unfinished(
+                FAILED if status == "panic" else ERROR, f"boot {status}: {reason}"
+            )
+        self.save(complete=status == "completed")
+        return self._write_outputs()
+
+    def _close_unfinished(self, status: str, why: str) -> None:
+        """The test the boot died in gets status; the ones never started are MISS."""
+        self.parsed = records.parse(self.lines)
+        started = {r.test for r in self.parsed.records}
+        for s in self.runnable:
+            if s.name in self.results:
+                continue
+            if s.name in started:
+                self.results[s.name] = TestResult(s.name, status, [why])
+            else:
+                self.results[s.name] = TestResult(s.name, MISSED, [f"never ran: {why}"])
+            if self.ktap:
+                self.ktap.result(self.results[s.name])
+
+    def _harness_failure(self, e: HarnessError) -> RunOutcome:
+        self.say(f"error: {e}")
+        if isinstance(e, BuildError) and e.log_tail:
+            self.say(e.log_tail)
+        self.identity["error"] = str(e)
+        for s in self.runnable:
+            self.results[s.name] = TestResult(s.name, ERROR, [str(e)])
+        self.save(complete=False)
+        return self._write_outputs()
+
+    def _write_outputs(self) -> RunOutcome:
+        results = self.ordered()
+        wall = time.monotonic() - self.started
+        resultsfile.write_atomic(
+            self.run_dir / "junit.xml", junit.render("vtimer-harness", results, wall)
+        )
+        if self.ktap:
+            resultsfile.write_atomic(self.run_dir / "ktap.txt", self.ktap.text())
+        self.say(ktap.summary(results))
+        ok = all(r.status in (PASSED, SKIPPED) for r in results)
+        self.say(f"# results: {repo.rel(self.run_dir)}/results.json")
+        by_model = {m: list(rs.values()) for m, rs in self.by_model.items()}
+        return RunOutcome(self.run_dir, results, self.boot, 0 if ok else 1, by_model)
+
+
+def boot_test(opts: RunOptions, say: Callable[[str], None] | None = None) -> RunOutcome:
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    return Run(opts, say or out).execute()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(boot_test(RunOptions()).exit_code)

@@ -1,0 +1,137 @@
+"""One test's records turned into facts: exits, level changes, guest events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.records import Record
+
+TIMER_BITS = {"vtimer": 0, "ptimer": 1}
+
+
+@dataclass(frozen=True)
+class Exit:
+    """One return from KVM_RUN, as the VMM logged it."""
+
+    seq: int
+    vcpu: int
+    n: int
+    reason: str
+    errno: int
+    level: int | None  # the timer bitmap this exit showed (None: shows none)
+    read: bool  # the VMM's policy looked at it
+    notice: bool  # the ABI's own notice exit (EINTR, or v4's dedicated exit)
+    port: str | None
+    value: int | None
+    t_ns: int
+    in_run_ns: int
+    stop: bool = False
+
+    @property
+    def signal(self) -> bool:
+        return self.stop
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change of the reported level, first shown at exit `first`."""
+
+    vcpu: int
+    timer: str
+    level: int
+    first: Exit
+    first_notice: Exit | None  # the first notice exit showing it (None: never)
+    read_at: Exit | None  # the first exit the VMM read it at (None: never)
+
+
+@dataclass
+class TestTrace:
+    name: str
+    records: list[Record]
+    begin: Record | None = None
+    end: Record | None = None
+    exits: list[Exit] = field(default_factory=list)
+    injections: list[Record] = field(default_factory=list)
+    errors: list[Record] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, name: str, records: list[Record]) -> TestTrace:
+        tr = cls(name, records)
+        for r in records:
+            if r.kind == "begin":
+                tr.begin = r
+            elif r.kind == "end":
+                tr.end = r
+            elif r.kind == "inject":
+                tr.injections.append(r)
+            elif r.kind == "error":
+                tr.errors.append(r)
+            elif r.kind == "exit":
+                lvl = r.get("lvl", "-")
+                val = r.get("val")
+                tr.exits.append(
+                    Exit(
+                        seq=r.seq,
+                        vcpu=r.int("vcpu"),
+                        n=r.int("n"),
+                        reason=r.get("r", "?"),
+                        errno=r.int("err"),
+                        level=None if lvl == "-" else int(lvl, 16),
+                        read=r.get("read") == "1",
+                        notice=r.get("ntc") == "1",
+                        port=r.get("port"),
+                        value=int(val, 16) if val is not None else None,
+                        t_ns=r.t_ns,
+                        in_run_ns=r.int("dt"),
+                        stop=r.get("stop") == "1",
+                    )
+                )
+        return tr
+
+    # -- guest events ------------------------------------------------------
+    def ports(self, port: str, vcpu: int | None = None) -> list[Exit]:
+        return [e for e in self.exits if e.port == port and (vcpu is None or e.vcpu == vcpu)]
+
+    @property
+    def guest_exit_code(self) -> int | None:
+        ends = self.ports("EXIT")
+        return ends[-1].value if ends else None
+
+    @property
+    def status(self) -> str | None:
+        return self.end.get("status") if self.end else None
+
+    def vcpus(self) -> list[int]:
+        return sorted({e.vcpu for e in self.exits})
+
+    # -- the line as user space saw it ---------------------------------------
+    def changes(self, timer: str) -> list[Change]:
+        """Every change of timer's bit in the shown level, per vCPU, in order."""
+        bit = 1 << TIMER_BITS[timer]
+        out = []
+        for vcpu in self.vcpus():
+            exits = [e for e in self.exits if e.vcpu == vcpu]
+            current = 0
+            for i, e in enumerate(exits):
+                if e.level is None or (e.level & bit) >> TIMER_BITS[timer] == current:
+                    continue
+                current = (e.level & bit) >> TIMER_BITS[timer]
+                shows = []
+                for x in exits[i:]:  # the exits showing this level, until it changes again
+                    if x.level is None:
+                        continue
+                    if bool(x.level & bit) != current:
+                        break
+                    shows.append(x)
+                first_notice = next((x for x in shows if x.notice), None)
+                read_at = next((x for x in shows if x.read), None)
+                out.append(Change(vcpu, timer, current, e, first_notice, read_at))
+        return out
+
+    def edges(self, timer: str) -> int:
+        """Rising edges of timer that the VMM read."""
+        return sum(1 for c in self.changes(timer) if c.level == 1 and c.read_at is not None)
+
+    def next_exit(self, e: Exit) -> Exit | None:
+        same = [x for x in self.exits if x.vcpu == e.vcpu and x.n == e.n + 1]
+        return same[0] if same else None

@@ -1,0 +1,107 @@
+"""A test's verdict: transport integrity, the guest's outcome, the spec, the model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from harness.guest_spec import GuestTest
+from harness.model import FAIL, Model, PropertyResult
+from harness.records import Problem, Record
+from harness.trace import TestTrace
+
+PASSED, FAILED, ERROR, SKIPPED, MISSED = "PASS", "FAIL", "ERROR", "SKIP", "MISS"
+
+# the VMM's end status -> (result status, reason)
+_END = {
+    "ok": (PASSED, ""),
+    "guest-fail": (FAILED, "the guest reported a failed check"),
+    "guest-timeout": (FAILED, "the guest's bounded wait for its IRQ ran out"),
+    "watchdog": (FAILED, "the test hung and the VMM watchdog ended it"),
+    "vmm-error": (ERROR, "the VMM failed (see its error records)"),
+    "vmm-crash": (ERROR, "the VMM crashed"),
+}
+
+
+@dataclass
+class TestResult:
+    name: str
+    status: str
+    reasons: list[str] = field(default_factory=list)
+    properties: list[PropertyResult] = field(default_factory=list)
+    metrics: dict[str, float | int | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["properties"] = [asdict(p) for p in self.properties]
+        return d
+
+
+def _metrics(tr: TestTrace) -> dict[str, float | int | None]:
+    span = (tr.exits[-1].t_ns - tr.exits[0].t_ns) / 1e9 if len(tr.exits) > 1 else None
+    rises = [c for c in tr.changes("vtimer") if c.level == 1]
+    return {
+        "exits": len(tr.exits),
+        "notice_exits": sum(1 for e in tr.exits if e.notice),
+        "irqs": len(tr.ports("IRQ")),
+        "injections": len(tr.injections),
+        "vtimer_edges": tr.edges("vtimer"),
+        "ptimer_edges": tr.edges("ptimer"),
+        "exits_per_s": round(len(tr.exits) / span, 1) if span else None,
+        "exits_per_edge": round(len(tr.exits) / len(rises), 1) if rises else None,
+    }
+
+
+def _spec_checks(spec: GuestTest, tr: TestTrace) -> list[str]:
+    exp = spec.expect
+    bad = []
+    code = tr.guest_exit_code
+    if code != exp.exit_code:
+        fails = tr.ports("FAIL")
+        where = f" (guest check at line {fails[0].value} of {spec.source.name})" if fails else ""
+        bad.append(f"exit_code: expected {exp.exit_code}, observed {code}{where}")
+    if exp.irqs is not None and len(tr.ports("IRQ")) != exp.irqs:
+        bad.append(f"irqs: expected {exp.irqs}, observed {len(tr.ports('IRQ'))}")
+    for timer, n in exp.edges.items():
+        if tr.edges(timer) != n:
+            bad.append(f"edges.{timer}: expected {n}, observed {tr.edges(timer)}")
+    if len(tr.ports("SPURIOUS")) != exp.spurious:
+        bad.append(f"spurious: expected {exp.spurious}, observed {len(tr.ports('SPURIOUS'))}")
+    return bad
+
+
+def evaluate(
+    spec: GuestTest, records: list[Record], problems: list[Problem], model: Model
+) -> TestResult:
+    tr = TestTrace.from_records(spec.name, records)
+    res = TestResult(spec.name, PASSED, metrics=_metrics(tr) if records else {})
+    if not records:
+        res.status = MISSED
+        res.reasons.append("no records: the test did not run")
+        return res
+    if problems:
+        res.status = ERROR
+        res.reasons += [f"console: {p.what} (line {p.line_no})" for p in problems]
+    if tr.begin is None:
+        res.status = ERROR
+        res.reasons.append("no begin record")
+    if tr.end is None:
+        res.status = ERROR
+        res.reasons.append("no end record: the run stopped inside this test")
+        return res
+    res.reasons += [f"vmm: {e.get('msg', '?')}" for e in tr.errors]
+    end_status, why = _END.get(tr.status or "", (ERROR, f"unknown end status {tr.status}"))
+    if end_status != PASSED:
+        res.reasons.append(why)
+    res.properties = model.check(tr, spec.properties)
+    spec_bad = _spec_checks(spec, tr) if end_status != ERROR else []
+    res.reasons += spec_bad
+    res.reasons += [p.line() for p in res.properties if p.status == FAIL]
+    if res.status == ERROR or end_status == ERROR:
+        res.status = ERROR
+    elif end_status == FAILED or spec_bad or any(p.status == FAIL for p in res.properties):
+        res.status = FAILED
+    return res
+
+
+def skipped(spec: GuestTest, why: str) -> TestResult:
+    return TestResult(spec.name, SKIPPED, [why])

@@ -93,40 +93,70 @@ def _owner(prev: Record | None, nxt: Record | None) -> str:
     return nxt.test if prev.kind == "end" or prev.test == SUITE else prev.test
 
 
-def parse(lines: Iterable[str]) -> Parsed:
-    out = Parsed()
-    pending: list[Problem] = []
-    prev: Record | None = None
-    expected = 0
+def split_line(line: str) -> list[str]:
+    """A console line holding several records (a write cut short by a kill, or
+    interleaved output) split at each record marker."""
+    starts = [m.start() for m in re.finditer(r"@VT\d+ ", line)]
+    if len(starts) <= 1:
+        return [line]
+    return [line[a:b] for a, b in zip(starts, [*starts[1:], len(line)], strict=True)]
 
-    def settle(nxt: Record | None) -> None:
-        owner = _owner(prev, nxt)
-        out.problems.extend(replace(p, test=owner) for p in pending)
-        pending.clear()
 
-    for line_no, line in enumerate(lines, 1):
-        item = parse_line(line, line_no)
-        if item is None:
-            continue
-        if isinstance(item, Problem):
-            pending.append(item)
-            continue
-        if item.seq > expected:
-            known = {p.seq for p in pending}
-            pending.extend(
-                Problem(line_no, f"record seq {s} lost", s)
-                for s in range(expected, item.seq)
-                if s not in known
-            )
-        elif item.seq < expected:
-            pending.append(
-                Problem(
-                    line_no, f"record seq {item.seq} out of order (expected {expected})", item.seq
+class Stream:
+    """Parses console lines as they come; records and problems collect in .parsed."""
+
+    def __init__(self) -> None:
+        self.parsed = Parsed()
+        self._pending: list[Problem] = []
+        self._prev: Record | None = None
+        self._expected = 0
+        self._line_no = 0
+
+    def _settle(self, nxt: Record | None) -> None:
+        owner = _owner(self._prev, nxt)
+        self.parsed.problems.extend(replace(p, test=owner) for p in self._pending)
+        self._pending.clear()
+
+    def feed(self, line: str) -> list[Record]:
+        """Take one console line; returns the good records it held."""
+        self._line_no += 1
+        got = []
+        for part in split_line(line):
+            item = parse_line(part, self._line_no)
+            if item is None:
+                continue
+            if isinstance(item, Problem):
+                self._pending.append(item)
+                continue
+            if item.seq > self._expected:
+                known = {p.seq for p in self._pending}
+                self._pending.extend(
+                    Problem(item.line_no, f"record seq {s} lost", s)
+                    for s in range(self._expected, item.seq)
+                    if s not in known
                 )
-            )
-        settle(item)
-        expected = max(expected, item.seq + 1)
-        out.records.append(item)
-        prev = item
-    settle(None)
-    return out
+            elif item.seq < self._expected:
+                self._pending.append(
+                    Problem(
+                        item.line_no,
+                        f"record seq {item.seq} out of order (expected {self._expected})",
+                        item.seq,
+                    )
+                )
+            self._settle(item)
+            self._expected = max(self._expected, item.seq + 1)
+            self.parsed.records.append(item)
+            self._prev = item
+            got.append(item)
+        return got
+
+    def close(self) -> Parsed:
+        self._settle(None)
+        return self.parsed
+
+
+def parse(lines: Iterable[str]) -> Parsed:
+    stream = Stream()
+    for line in lines:
+        stream.feed(line)
+    return stream.close()

@@ -104,8 +104,7 @@ class Run:
         }
         self.boot: BootResult | None = None
         self.started = time.monotonic()
-        self.parsed = records.Parsed()
-        self.lines: list[str] = []
+        self.stream = records.Stream()
         self.ktap: ktap.KtapWriter | None = None
 
     # -- results -----------------------------------------------------------
@@ -144,8 +143,9 @@ class Run:
         resultsfile.write_json(self.run_dir / "results.json", data)
 
     def finish_test(self, spec: guest_spec.GuestTest) -> None:
-        recs = [r for r in self.parsed.records if r.test == spec.name]
-        probs = self.parsed.problems_for(spec.name)
+        parsed = self.stream.parsed
+        recs = [r for r in parsed.records if r.test == spec.name]
+        probs = parsed.problems_for(spec.name)
         res = evaluate(spec, recs, probs, self.model)
         self.results[spec.name] = res
         for m in self.extra_models:
@@ -203,16 +203,10 @@ class Run:
         done = {"suite": False}
 
         def on_line(line: str) -> None:
-            self.lines.append(line)
-            item = records.parse_line(line, len(self.lines))
-            if item is None:
-                return
-            # re-parse incrementally: cheap enough for one boot's records
-            self.parsed = records.parse(self.lines)
-            if isinstance(item, records.Record):
-                if item.kind == "end" and item.test in specs:
-                    self.finish_test(specs[item.test])
-                elif item.kind == "done":
+            for rec in self.stream.feed(line):
+                if rec.kind == "end" and rec.test in specs:
+                    self.finish_test(specs[rec.test])
+                elif rec.kind == "done":
                     done["suite"] = True
 
         start = time.monotonic()
@@ -248,8 +242,7 @@ class Run:
 
     def _close_unfinished(self, status: str, why: str) -> None:
         """The test the boot died in gets status; the ones never started are MISS."""
-        self.parsed = records.parse(self.lines)
-        started = {r.test for r in self.parsed.records}
+        started = {r.test for r in self.stream.parsed.records}
         for s in self.runnable:
             if s.name in self.results:
                 continue

@@ -28,7 +28,7 @@
 
 #include "vt.h"
 
-#define STOP_GRACE_MS	3000
+#define STOP_GRACE_MS	5000
 
 static const char *const status_names[] = {
 	[VT_ST_OK] = "ok",

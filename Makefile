@@ -17,6 +17,7 @@ GUEST_SRCS := $(wildcard guest_tests/*.c)
 GUEST_BINS := $(patsubst guest_tests/%.c,$(BUILD)/guests/%.bin,$(GUEST_SRCS))
 RUNTIME_OBJS := $(BUILD)/guests/runtime/start.o $(BUILD)/guests/runtime/runtime.o
 VMM_SRCS := $(wildcard vmm/*.c)
+PY_DIRS := $(wildcard harness tests bench)
 VMM_HDRS := $(wildcard vmm/*.h) guest_tests/runtime/vt_ports.h
 
 GUEST_CFLAGS := -O2 -Wall -Wextra -ffreestanding -fno-builtin -nostdlib -mgeneral-regs-only \
@@ -64,16 +65,16 @@ boot-test: venv artifacts
 	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) $(ARGS)
 
 test: venv artifacts
-	$(VENV)/bin/ruff check harness tests bench
-	$(VENV)/bin/ruff format --check harness tests bench
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
 	$(VENV)/bin/pytest -q $(ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check harness tests bench
-	$(VENV)/bin/ruff format --check harness tests bench
+	$(VENV)/bin/ruff check $(PY_DIRS)
+	$(VENV)/bin/ruff format --check $(PY_DIRS)
 
 format: venv
-	$(VENV)/bin/ruff format harness tests bench
+	$(VENV)/bin/ruff format $(PY_DIRS)
 
 clean:
 	rm -rf $(BUILD)/guests $(BUILD)/vmm

@@ -2,7 +2,7 @@
 # Install the host packages vtimer-harness needs (Debian 12, run as root).
 # Idempotent: does nothing when every package is already installed.
 set -eu
-PKGS="qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
+PKGS="python3 python3-venv python3-pip patch qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
 linux-source-6.1 flex bison bc libssl-dev libelf-dev cpio ccache make xz-utils gzip
 chromium"
 missing=""

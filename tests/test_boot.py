@@ -1,0 +1,65 @@
+"""The real path: build the minimal kernel, boot it nested in QEMU, run the suite.
+
+The first run builds the kernel (minutes, cached under build/kernels/ by
+source version, patches and config); the boots themselves take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import repo
+from harness.run import RunOptions, boot_test
+
+pytestmark = pytest.mark.boot
+
+
+def _run(tmp_path: Path, **kw):
+    lines: list[str] = []
+    out = boot_test(RunOptions(results_base=tmp_path, **kw), say=lines.append)
+    return out, lines
+
+
+def test_upstream_suite_passes_for_real(tmp_path):
+    out, lines = _run(tmp_path)
+    assert out.exit_code == 0, "\n".join(lines)
+    assert lines[lines.index("KTAP version 1") + 3] == "1..3"
+    assert sum(line.startswith("ok ") for line in lines) == 3
+    data = json.loads((out.run_dir / "results.json").read_text())
+    assert data["complete"] is True
+    assert data["summary"]["PASS"] == 3
+    assert data["boot"]["status"] == "completed" and data["boot"]["qemu_exit"] == 0
+    assert data["identity"]["kernel"]["release"].startswith("6.1.")
+    assert data["boot"]["qemu_version"].startswith(("7.", "8.", "9."))
+    assert "arm_gt_recalc" in data["boot"]["trace_events"]
+    for name in ("console.log", "junit.xml", "ktap.txt", "qemu-cmdline.sh", "qemu-trace.log"):
+        assert (out.run_dir / name).is_file(), name
+    assert "gt_recalc" in (out.run_dir / "qemu-trace.log").read_text()
+    rearm = next(t for t in data["tests"] if t["name"] == "rearm_n")
+    assert rearm["metrics"]["vtimer_edges"] == 5 and rearm["metrics"]["irqs"] == 5
+
+
+def test_eintr_only_vmm_is_shown_missing_changes_on_upstream(tmp_path):
+    out, lines = _run(tmp_path, policy="eintr-only", tests=["mmio_spin"])
+    assert out.exit_code == 1
+    (res,) = out.results
+    assert res.status == "FAIL"
+    visible = next(p for p in res.properties if p.prop == "visible")
+    assert visible.status == "fail" and "never read" in visible.detail
+    assert out.boot is not None and out.boot.wall_s < 60
+
+
+def test_kernel_panic_is_a_classified_failure(tmp_path):
+    cfg = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
+    bad = tmp_path / "panic.yaml"
+    bad.write_text(cfg.replace("rdinit=/init", "rdinit=/nonexistent root=/dev/nowhere"))
+    out, lines = _run(tmp_path, machine=str(bad), tests=["oneshot_wfi"])
+    assert out.exit_code == 1
+    assert out.boot.status == "panic"
+    assert out.boot.wall_s < 60  # seen on the console, not by time-out
+    (res,) = out.results
+    assert res.status == "MISS" and "panic" in res.reasons[0]
+    assert "Kernel panic" in (out.run_dir / "console.log").read_text()

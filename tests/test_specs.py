@@ -1,0 +1,95 @@
+"""Strict loading of guest specs, machine configs and revision profiles."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import guest_spec, machine, repo, revision
+from harness.errors import InputError
+
+
+def _spec_copy(tmp_path: Path, name: str = "oneshot_wfi") -> Path:
+    shutil.copy(repo.GUEST_TESTS / f"{name}.c", tmp_path / f"{name}.c")
+    dst = tmp_path / f"{name}.yaml"
+    shutil.copy(repo.GUEST_TESTS / f"{name}.yaml", dst)
+    return dst
+
+
+def test_all_shipped_specs_load():
+    tests = guest_spec.load_all()
+    assert {"oneshot_wfi", "mmio_spin", "rearm_n"} <= set(tests)
+    for t in tests.values():
+        assert t.source.is_file()
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path):
+    path = _spec_copy(tmp_path)
+    path.write_text(path.read_text() + "timeout: 3\n")
+    with pytest.raises(InputError) as e:
+        guest_spec.load(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:") and "unknown key 'timeout'" in msg
+    assert e.value.line == len(path.read_text().splitlines())
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = _spec_copy(tmp_path)
+    path.write_text("name: oneshot_wfi\nabis: [upstream\n")
+    with pytest.raises(InputError, match="invalid YAML"):
+        guest_spec.load(path)
+
+
+def test_source_outside_the_spec_dir_is_refused(tmp_path):
+    path = _spec_copy(tmp_path)
+    path.write_text(path.read_text().replace("source: oneshot_wfi.c", "source: ../../etc/passwd"))
+    with pytest.raises(InputError, match="lies outside"):
+        guest_spec.load(path)
+
+
+def test_unknown_property_is_refused(tmp_path):
+    path = _spec_copy(tmp_path)
+    path.write_text(path.read_text().replace("wake, once", "wake, twice"))
+    with pytest.raises(InputError, match="unknown value 'twice'"):
+        guest_spec.load(path)
+
+
+def test_unknown_test_lists_the_valid_ones():
+    with pytest.raises(InputError, match="valid: .*oneshot_wfi"):
+        guest_spec.select(guest_spec.load_all(), ["nope"])
+
+
+def test_unknown_revision_and_machine_list_valid_ones():
+    with pytest.raises(InputError, match="valid: .*upstream"):
+        revision.load("v99")
+    with pytest.raises(InputError, match="valid: .*virt-gicv3"):
+        machine.load("nosuch")
+
+
+def test_machine_argv_renders_the_config():
+    m = machine.load("virt-gicv3")
+    argv = m.qemu_argv(Path("Image"), Path("initrd"), Path("/tmp/x/qmp.sock"))
+    assert argv[0] == "qemu-system-aarch64"
+    assert argv[argv.index("-M") + 1] == "virt,virtualization=on,gic-version=3"
+    assert argv[argv.index("-append") + 1] == m.kernel_cmdline
+    assert "-S" in argv and "unix:/tmp/x/qmp.sock,server=on,wait=off" in argv
+    assert argv[argv.index("-nic") + 1] == "none"
+    by_hand = m.qemu_argv(Path("Image"), Path("initrd"), None)
+    assert "-S" not in by_hand and "-qmp" not in by_hand
+
+
+def test_machine_bad_gic_version(tmp_path):
+    src = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
+    path = tmp_path / "bad.yaml"
+    path.write_text(src.replace("gic_version: 3", "gic_version: 4"))
+    with pytest.raises(InputError, match="gic_version must be 2 or 3"):
+        machine.load(str(path))
+
+
+def test_upstream_profile():
+    rev = revision.load("upstream")
+    assert rev.patches == ()
+    assert rev.abi.bits["vtimer"] == 0 and rev.abi.bits["ptimer"] == 1
+    assert rev.coalesce and not rev.eintr_suffices

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import guest_spec, machine, revision
+from harness import compare, guest_spec, machine, revision
 from harness.errors import HarnessError
 from harness.run import POLICIES, RunOptions, boot_test
 
@@ -27,8 +27,35 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="QEMU trace event pattern (default arm_gt_*; repeatable, 'none' for none)",
     )
+    cmp = sub.add_parser(
+        "compare", help="run a revision's kernel once and judge its traces by several models"
+    )
+    cmp.add_argument("rev", help="the revision whose kernel runs")
+    cmp.add_argument("--against", default="", help="comma-separated revisions whose models judge")
+    cmp.add_argument("--machine", default="virt-gicv3")
+    cmp.add_argument("--policy", default="every-exit", choices=POLICIES)
+    cmp.add_argument("--test", action="append", default=[])
     sub.add_parser("list", help="list revisions, machines and guest tests")
     return p
+
+
+def _compare(args: argparse.Namespace) -> int:
+    against = [m for m in args.against.split(",") if m and m != args.rev]
+    opts = RunOptions(
+        revision=args.rev,
+        machine=args.machine,
+        policy=args.policy,
+        tests=args.test,
+        models=against,
+    )
+    out = boot_test(opts)
+    by_model = {args.rev: out.results, **out.by_model}
+    print(f"# compare: kernel {args.rev}, VMM policy {args.policy}; '*' marks rows that differ")
+    for line in compare.table(by_model):
+        print(f"# {line}")
+    for line in compare.first_failures(by_model):
+        print(f"#   {line}")
+    return out.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             for t in guest_spec.load_all().values():
                 print(f"test {t.name}: {t.description}")
             return 0
+        if args.command == "compare":
+            return _compare(args)
         traces = tuple(args.trace) if args.trace else ("arm_gt_*",)
         if traces == ("none",):
             traces = ()

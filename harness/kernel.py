@@ -30,7 +30,13 @@ SOURCE_PACKAGE = "linux-source-6.1"
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 CROSS = "aarch64-linux-gnu-"
 KERNELS = repo.BUILD / "kernels"
-CCACHE_DIR = repo.BUILD / "ccache"
+# shared by every clone on the machine, so a fresh clone rebuilds from cache
+CCACHE_DIR = Path(
+    os.environ.get("CCACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "vtimer-harness"
+    / "ccache"
+)
 DONE = "kernel.json"
 
 

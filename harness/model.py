@@ -15,6 +15,8 @@ from harness.revision import Revision
 from harness.trace import Change, Exit, TestTrace
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+# properties of the kernel's notices that every trace shows, whatever the test
+ALWAYS = ("coalesce", "eintr-suffices")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class Model:
             "truthful": self.truthful,
             "progress": self.progress,
         }
-        return [checks[p](tr) for p in props if p in checks]
+        wanted = list(props) + [p for p in ALWAYS if p not in props]
+        return [checks[p](tr) for p in wanted if p in checks]
 
     def _changes(self, tr: TestTrace) -> list[Change]:
         out = [c for t in self.timers for c in tr.changes(t)]

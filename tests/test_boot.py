@@ -43,7 +43,7 @@ def test_upstream_suite_passes_for_real(tmp_path):
 
 
 def test_eintr_only_vmm_is_shown_missing_changes_on_upstream(tmp_path):
-    out, lines = _run(tmp_path, policy="eintr-only", tests=["mmio_spin"])
+    out, _ = _run(tmp_path, policy="eintr-only", tests=["mmio_spin"])
     assert out.exit_code == 1
     (res,) = out.results
     assert res.status == "FAIL"
@@ -56,7 +56,7 @@ def test_kernel_panic_is_a_classified_failure(tmp_path):
     cfg = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
     bad = tmp_path / "panic.yaml"
     bad.write_text(cfg.replace("rdinit=/init", "rdinit=/nonexistent root=/dev/nowhere"))
-    out, lines = _run(tmp_path, machine=str(bad), tests=["oneshot_wfi"])
+    out, _ = _run(tmp_path, machine=str(bad), tests=["oneshot_wfi"])
     assert out.exit_code == 1
     assert out.boot.status == "panic"
     assert out.boot.wall_s < 60  # seen on the console, not by time-out

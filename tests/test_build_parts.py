@@ -56,9 +56,7 @@ def test_patch_that_does_not_apply_names_patch_and_file(tmp_path):
     (src / "dir").mkdir(parents=True)
     (src / "dir" / "f.c").write_text("int a;\nint b;\n")
     patch = tmp_path / "0001-x.patch"
-    patch.write_text(
-        "--- a/dir/f.c\n+++ b/dir/f.c\n@@ -1,2 +1,2 @@\n-int x;\n+int y;\n int b;\n"
-    )
+    patch.write_text("--- a/dir/f.c\n+++ b/dir/f.c\n@@ -1,2 +1,2 @@\n-int x;\n+int y;\n int b;\n")
     with pytest.raises(BuildError) as e:
         kernel.apply_patches(src, (patch,), tmp_path / "log")
     assert str(e.value).startswith(str(patch))

@@ -57,14 +57,14 @@ def test_unknown_property_is_refused(tmp_path):
 
 
 def test_unknown_test_lists_the_valid_ones():
-    with pytest.raises(InputError, match="valid: .*oneshot_wfi"):
+    with pytest.raises(InputError, match=r"valid: .*oneshot_wfi"):
         guest_spec.select(guest_spec.load_all(), ["nope"])
 
 
 def test_unknown_revision_and_machine_list_valid_ones():
-    with pytest.raises(InputError, match="valid: .*upstream"):
+    with pytest.raises(InputError, match=r"valid: .*upstream"):
         revision.load("v99")
-    with pytest.raises(InputError, match="valid: .*virt-gicv3"):
+    with pytest.raises(InputError, match=r"valid: .*virt-gicv3"):
         machine.load("nosuch")
 
 

@@ -10,7 +10,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import guest_spec, initramfs, junit, kernel, ktap, machine, records, repo, resultsfile
+from harness import (
+    guest_spec,
+    initramfs,
+    junit,
+    kernel,
+    ktap,
+    machine,
+    qemu_trace,
+    records,
+    repo,
+    resultsfile,
+)
 from harness import revision as revmod
 from harness.errors import BuildError, HarnessError
 from harness.model import Model
@@ -103,6 +114,7 @@ class Run:
             "harness": _git_rev(),
         }
         self.boot: BootResult | None = None
+        self.trace_log: Path | None = None
         self.started = time.monotonic()
         self.stream = records.Stream()
         self.ktap: ktap.KtapWriter | None = None
@@ -142,14 +154,27 @@ class Run:
         }
         resultsfile.write_json(self.run_dir / "results.json", data)
 
+    def hardware(self, test: str) -> qemu_trace.VmTimeline | None:
+        """Layer 0 for test: the n-th VM in QEMU's trace is the n-th test that began."""
+        if self.trace_log is None or not self.trace_log.is_file():
+            return None
+        began = [r.test for r in self.stream.parsed.records if r.kind == "begin"]
+        if test not in began:
+            return None
+        with open(self.trace_log, errors="replace") as f:
+            vms = qemu_trace.timelines(qemu_trace.parse(f))
+        n = began.index(test)
+        return vms[n] if n < len(vms) else None
+
     def finish_test(self, spec: guest_spec.GuestTest) -> None:
         parsed = self.stream.parsed
         recs = [r for r in parsed.records if r.test == spec.name]
         probs = parsed.problems_for(spec.name)
-        res = evaluate(spec, recs, probs, self.model)
+        hw = self.hardware(spec.name)
+        res = evaluate(spec, recs, probs, self.model, hw)
         self.results[spec.name] = res
         for m in self.extra_models:
-            self.by_model[m.name][spec.name] = evaluate(spec, recs, probs, m)
+            self.by_model[m.name][spec.name] = evaluate(spec, recs, probs, m, hw)
         if self.ktap:
             self.ktap.result(res)
         self.save(complete=False)
@@ -215,6 +240,7 @@ class Run:
         with QemuRun(
             self.machine, image, initrd, self.run_dir, self.opts.trace_events, timeouts
         ) as q:
+            self.trace_log = q.trace_log
             say(f"# qemu: {machine.shell_line(q.argv)}")
             version, enabled = q.start()
             status, reason = q.follow(on_line, lambda: done["suite"])

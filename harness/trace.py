@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.qemu_trace import VmTimeline
 from harness.records import Record
 
 TIMER_BITS = {"vtimer": 0, "ptimer": 1}
@@ -53,6 +54,7 @@ class TestTrace:
     exits: list[Exit] = field(default_factory=list)
     injections: list[Record] = field(default_factory=list)
     errors: list[Record] = field(default_factory=list)
+    hw: VmTimeline | None = None  # layer 0: QEMU's view of this test's VM, when traced
 
     @classmethod
     def from_records(cls, name: str, records: list[Record]) -> TestTrace:

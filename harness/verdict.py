@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from harness.guest_spec import GuestTest
 from harness.model import FAIL, Model, PropertyResult
+from harness.qemu_trace import VmTimeline
 from harness.records import Problem, Record
 from harness.trace import TestTrace
 
@@ -40,6 +41,7 @@ def _metrics(tr: TestTrace) -> dict[str, float | int | None]:
     span = (tr.exits[-1].t_ns - tr.exits[0].t_ns) / 1e9 if len(tr.exits) > 1 else None
     rises = [c for c in tr.changes("vtimer") if c.level == 1]
     return {
+        "hw_vtimer_edges": tr.hw.edges() if tr.hw else None,
         "exits": len(tr.exits),
         "notice_exits": sum(1 for e in tr.exits if e.notice),
         "irqs": len(tr.ports("IRQ")),
@@ -70,10 +72,17 @@ def _spec_checks(spec: GuestTest, tr: TestTrace) -> list[str]:
 
 
 def evaluate(
-    spec: GuestTest, records: list[Record], problems: list[Problem], model: Model
+    spec: GuestTest,
+    records: list[Record],
+    problems: list[Problem],
+    model: Model,
+    hw: VmTimeline | None = None,
 ) -> TestResult:
     tr = TestTrace.from_records(spec.name, records)
+    tr.hw = hw
     res = TestResult(spec.name, PASSED, metrics=_metrics(tr) if records else {})
+    if hw is None and records:
+        res.metrics["hw_vtimer_edges"] = None
     if not records:
         res.status = MISSED
         res.reasons.append("no records: the test did not run")

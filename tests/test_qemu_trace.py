@@ -1,0 +1,68 @@
+"""Layer 0: QEMU's arm_gt_* trace, split per VM, against the VMM's records."""
+
+from __future__ import annotations
+
+from conftest import DATA, console
+
+from harness import guest_spec, qemu_trace, records, revision
+from harness.model import Model
+from harness.verdict import PASSED, evaluate
+
+
+def _vms():
+    with open(DATA / "upstream-every-exit.qemu-trace.log") as f:
+        return qemu_trace.timelines(qemu_trace.parse(f))
+
+
+def test_one_timeline_per_test_vm_with_the_hardware_edges():
+    vms = _vms()
+    assert len(vms) == 3  # mmio_spin, oneshot_wfi, rearm_n: one VM each
+    assert [vm.edges() for vm in vms] == [1, 1, 5]
+    assert len({vm.cntvoff for vm in vms}) == 3
+    for vm in vms:  # every rise is followed by its fall (the handler masks or re-arms)
+        assert [c.level for c in vm.changes] == [1, 0] * vm.edges()
+
+
+def test_rise_in_wfi_is_seen_at_the_next_load():
+    oneshot = _vms()[1]
+    assert oneshot.changes[0].while_out  # fired while the vCPU was blocked in WFI
+
+
+def test_newer_qemu_update_irq_format_and_timestamps():
+    lines = [
+        "1234@1700000000.000100:arm_gt_cntvoff_write gt_cntvoff_write: value 0x100",
+        "1234@1700000000.000101:arm_gt_cval_write gt_cval_write: timer 1 value 0x50",
+        "1234@1700000000.000102:arm_gt_ctl_write gt_ctl_write: timer 1 value 0x1",
+        "1234@1700000000.000103:arm_gt_recalc gt recalc: timer 1 next tick 0x150",
+        "1234@1700000000.000104:arm_gt_update_irq gt_update_irq: timer 1 irqstate 0",
+        "1234@1700000000.000200:arm_gt_update_irq gt_update_irq: timer 1 irqstate 1",
+    ]
+    events = qemu_trace.parse(lines)
+    assert events[0].host_ts == 1700000000.0001
+    (vm,) = qemu_trace.timelines(events)
+    assert vm.edges() == 1 and not vm.changes[0].while_out
+
+
+def test_hardware_layer_agrees_with_the_abi_on_upstream():
+    parsed = records.parse(console("upstream-every-exit.console.log"))
+    model = Model.of(revision.load("upstream"))
+    specs = guest_spec.load_all()
+    for vm, name in zip(_vms(), ("mmio_spin", "oneshot_wfi", "rearm_n"), strict=True):
+        recs = [r for r in parsed.records if r.test == name]
+        res = evaluate(specs[name], recs, [], model, vm)
+        assert res.status == PASSED, res.reasons
+        assert res.metrics["hw_vtimer_edges"] == res.metrics["vtimer_edges"]
+        truthful = next(p for p in res.properties if p.prop == "truthful")
+        assert "in QEMU's trace" in truthful.detail
+
+
+def test_a_hardware_edge_the_abi_never_showed_fails_truthful():
+    parsed = records.parse(console("upstream-every-exit.console.log"))
+    vm = _vms()[2]
+    vm.changes += [qemu_trace.HwChange(1, 10**6, None, False)]  # one rise more than shown
+    recs = [r for r in parsed.records if r.test == "rearm_n"]
+    res = evaluate(
+        guest_spec.load_all()["rearm_n"], recs, [], Model.of(revision.load("upstream")), vm
+    )
+    truthful = next(p for p in res.properties if p.prop == "truthful")
+    assert truthful.status == "fail" and truthful.expected.startswith("6")

@@ -17,18 +17,24 @@ def cell(results: list[TestResult], prop: str) -> str:
     return "pass" if not failed else f"FAIL {len(failed)}/{len(judged)}"
 
 
-def table(by_model: dict[str, list[TestResult]]) -> list[str]:
-    """Rows are properties, columns models; a row whose cells differ is marked '*'."""
+def rows(by_model: dict[str, list[TestResult]]) -> list[tuple[str, ...]]:
+    """Header, then one row per property: its cell under each model, '*' if they differ."""
     models = list(by_model)
-    rows = [("property", *models, "")]
+    out: list[tuple[str, ...]] = [("property", *models, "")]
     for prop in PROPERTIES:
         cells = [cell(by_model[m], prop) for m in models]
         if all(c == "-" for c in cells):
             continue
         differ = len({c for c in cells if c != "-"}) > 1
-        rows.append((prop, *cells, "*" if differ else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        out.append((prop, *cells, "*" if differ else ""))
+    return out
+
+
+def table(by_model: dict[str, list[TestResult]]) -> list[str]:
+    """rows() as aligned text."""
+    rs = rows(by_model)
+    widths = [max(len(r[i]) for r in rs) for i in range(len(rs[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rs]
 
 
 def first_failures(by_model: dict[str, list[TestResult]]) -> list[str]:

@@ -20,12 +20,14 @@ from harness import (
     qemu_trace,
     records,
     repo,
+    report,
     resultsfile,
 )
 from harness import revision as revmod
 from harness.errors import BuildError, HarnessError
 from harness.model import Model
 from harness.qemu_runner import BootResult, QemuRun, Timeouts
+from harness.trace import TestTrace
 from harness.verdict import ERROR, FAILED, MISSED, PASSED, SKIPPED, TestResult, evaluate, skipped
 
 POLICIES = ("every-exit", "eintr-only")
@@ -297,6 +299,14 @@ class Run:
         )
         if self.ktap:
             resultsfile.write_atomic(self.run_dir / "ktap.txt", self.ktap.text())
+        traces = {}
+        for name, recs in self.stream.parsed.by_test().items():
+            traces[name] = TestTrace.from_records(name, recs)
+            traces[name].hw = self.hardware(name)
+        models = {self.rev.name: results} | {
+            m: list(rs.values()) for m, rs in self.by_model.items()
+        }
+        report.render(self.run_dir, results, traces, models)
         self.say(ktap.summary(results))
         ok = all(r.status in (PASSED, SKIPPED) for r in results)
         self.say(f"# results: {repo.rel(self.run_dir)}/results.json")

@@ -1,0 +1,65 @@
+"""One test's timeline as drawable tracks: steps, ticks and marks in time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.trace import TestTrace
+
+
+@dataclass(frozen=True)
+class Step:
+    t: float  # ms since the test began
+    level: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    t: float
+    label: str
+    kind: str  # notice, mmio, other, irq, inject
+
+
+@dataclass
+class Timeline:
+    test: str
+    span_ms: float
+    tracks: dict[str, list[Step]] = field(default_factory=dict)
+    ticks: dict[str, list[Tick]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def build(tr: TestTrace) -> Timeline:
+    t0 = tr.begin.t_ns if tr.begin else (tr.exits[0].t_ns if tr.exits else 0)
+    end = tr.end.t_ns if tr.end else (tr.exits[-1].t_ns if tr.exits else t0)
+
+    def ms(ns: int) -> float:
+        return round((ns - t0) / 1e6, 3)
+
+    tl = Timeline(tr.name, max(ms(end), 0.001))
+    shown: list[Step] = [Step(0.0, 0)]
+    for e in tr.exits:
+        if e.level is not None and (e.level & 1) != shown[-1].level:
+            shown.append(Step(ms(e.t_ns), e.level & 1))
+    tl.tracks["kernel shows (vtimer)"] = shown
+    line: list[Step] = [Step(0.0, 0)]
+    for r in tr.injections:
+        line.append(Step(ms(r.t_ns), int(r.get("level", "0"))))
+    tl.tracks["VMM drives IRQ line"] = line
+    tl.ticks["exits"] = [
+        Tick(
+            ms(e.t_ns),
+            f"exit {e.n} {e.reason}" + (f" {e.port}" if e.port else ""),
+            "notice" if e.notice else ("mmio" if e.reason == "MMIO" else "other"),
+        )
+        for e in tr.exits
+    ]
+    tl.ticks["guest IRQ entry"] = [
+        Tick(ms(e.t_ns), f"IRQ at exit {e.n}", "irq") for e in tr.ports("IRQ")
+    ]
+    if tr.hw is not None:
+        tl.notes.append(
+            f"hardware (QEMU arm_gt_*): {tr.hw.edges()} vtimer rises, "
+            f"{len(tr.hw.changes)} changes in VM with CNTVOFF {tr.hw.cntvoff:#x}"
+        )
+    return tl

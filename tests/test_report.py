@@ -70,7 +70,7 @@ def test_report_has_a_timeline_per_test(tmp_path):
 
 
 def test_report_escapes_what_it_shows(tmp_path):
-    page, results = _make_report(tmp_path)
+    _, results = _make_report(tmp_path)
     results[0].reasons.append("<script>alert(1)</script>")
     traces = report.traces_from_console(tmp_path / "console.log")
     html = report.render(tmp_path, results, traces).read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import compare, guest_spec, machine, revision
 from harness.errors import HarnessError
-from harness.run import POLICIES, RunOptions, boot_test
+from harness.run import FAULTS, POLICIES, RunOptions, boot_test
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--test", action="append", default=[], help="run only this test (repeatable)")
     bt.add_argument("--kernel", type=Path, help="boot this prebuilt Image instead of building")
     bt.add_argument("--jobs", type=int, help="parallel kernel build jobs")
+    bt.add_argument("--fault", choices=FAULTS, help="inject a fault at each test's timer arming")
+    bt.add_argument("--results", type=Path, help="base directory for results (default results/)")
     bt.add_argument(
         "--trace",
         action="append",
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             kernel_image=args.kernel,
             trace_events=traces,
             jobs=args.jobs,
+            fault=args.fault,
+            **({"results_base": args.results} if args.results else {}),
         )
         return boot_test(opts).exit_code
     except HarnessError as e:

@@ -82,6 +82,13 @@ class QemuRun:
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> QemuRun:
+        try:
+            return self._start_process()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_process(self) -> QemuRun:
         # AF_UNIX paths are limited to 108 bytes: keep the socket in a short private dir.
         self._sockdir = tempfile.mkdtemp(prefix="vt-")
         sock = Path(self._sockdir) / "qmp.sock"
@@ -117,13 +124,33 @@ class QemuRun:
                 raise HarnessError(sock, "QMP socket did not appear")
             time.sleep(0.01)
         qmp = QEMUMonitorProtocol(str(sock))
-        qmp.connect()
+        try:
+            qmp.connect()
+        except Exception as e:  # qemu.qmp raises its own ConnectError family
+            raise HarnessError(sock, f"QMP connection failed: {e}") from None
         return qmp
 
     def qmp(self, command: str, **args):
         if self._qmp is None:
             raise HarnessError(None, "QMP is not connected")
         return self._qmp.cmd(command, **args)
+
+    @property
+    def exit_status(self) -> int | None:
+        """QEMU's exit status, or -signal if a signal ended it; None while it runs."""
+        child = self._child
+        if child is None or child.isalive():
+            return None
+        if child.signalstatus is not None:
+            return -child.signalstatus
+        return child.exitstatus
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.qemu_stderr.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return " | ".join(text.splitlines()[-lines:])
 
     def stop(self) -> int | None:
         """End QEMU: soft QMP quit, then SIGTERM/SIGKILL. Returns its exit status."""
@@ -203,8 +230,8 @@ class QemuRun:
         init_seen = False
         while True:
             now = time.monotonic()
+            phase = "suite" if init_seen else "boot (before /init)"
             if now > deadline:
-                phase = "suite" if init_seen else "boot (before /init)"
                 return "hang", f"{phase} did not finish in time"
             wait = min(deadline - now, t.silence_s)
             i = child.expect(["\r?\n", pexpect.EOF, pexpect.TIMEOUT], timeout=wait)
@@ -224,7 +251,7 @@ class QemuRun:
                     on_line(child.before)
                 return "qemu-died", "QEMU exited before the suite finished"
             elif time.monotonic() - now >= t.silence_s:
-                return "hang", f"no console output for {t.silence_s:.0f} s"
+                return "hang", f"{phase}: no console output for {t.silence_s:.0f} s"
 
     def _drain(self, seconds: float, on_line: Callable[[str], None]) -> None:
         """Keep reading for a moment (a panic's backtrace) so the log has it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import time
@@ -31,6 +32,28 @@ from harness.trace import TestTrace
 from harness.verdict import ERROR, FAILED, MISSED, PASSED, SKIPPED, TestResult, evaluate, skipped
 
 POLICIES = ("every-exit", "eintr-only")
+# faults injected during a run at each test's first timer arming:
+# stop-cont pauses the whole machine over QMP for 200 ms; host-load burns the
+# host's CPUs for 500 ms. Either way each timer must still fire exactly once.
+FAULTS = ("stop-cont", "host-load")
+
+
+def _burn_cpu(seconds: float) -> None:
+    """Load every host CPU for a while (processes, so the GIL does not serialize)."""
+    import multiprocessing
+
+    def spin(until: float) -> None:
+        while time.monotonic() < until:
+            pass
+
+    until = time.monotonic() + seconds
+    procs = [
+        multiprocessing.Process(target=spin, args=(until,)) for _ in range(os.cpu_count() or 2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
 
 
 @dataclass
@@ -45,6 +68,7 @@ class RunOptions:
     timeouts: Timeouts = field(default_factory=Timeouts)
     results_base: Path = repo.RESULTS
     jobs: int | None = None
+    fault: str | None = None  # one of FAULTS
 
 
 @dataclass
@@ -236,30 +260,8 @@ class Run:
                 elif rec.kind == "done":
                     done["suite"] = True
 
-        start = time.monotonic()
-        timeouts = self.opts.timeouts
-        timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))
-        with QemuRun(
-            self.machine, image, initrd, self.run_dir, self.opts.trace_events, timeouts
-        ) as q:
-            self.trace_log = q.trace_log
-            say(f"# qemu: {machine.shell_line(q.argv)}")
-            version, enabled = q.start()
-            status, reason = q.follow(on_line, lambda: done["suite"])
-            diag = q.save_diagnostics() if status == "hang" else None
-            exit_status = q.wait_exit() if status == "completed" else q.stop()
-        self.boot = BootResult(
-            status,
-            reason,
-            q.console_log,
-            q.qemu_stderr,
-            q.trace_log,
-            time.monotonic() - start,
-            exit_status,
-            version,
-            enabled,
-            diag,
-        )
+        self.boot = self._boot(image, initrd, on_line, lambda: done["suite"])
+        status, reason = self.boot.status, self.boot.reason
         if status != "completed":
             say(f"# boot: {status}: {reason}")
             self._close_unfinished(
@@ -267,6 +269,65 @@ class Run:
             )
         self.save(complete=status == "completed")
         return self._write_outputs()
+
+    def _boot(
+        self,
+        image: Path,
+        initrd: Path,
+        on_line: Callable[[str], None],
+        done: Callable[[], bool],
+    ) -> BootResult:
+        """One QEMU run of the suite; QEMU's failures end as a classified boot status."""
+        start = time.monotonic()
+        timeouts = self.opts.timeouts
+        timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))
+        q = QemuRun(self.machine, image, initrd, self.run_dir, self.opts.trace_events, timeouts)
+        self.trace_log = q.trace_log
+        version, enabled, diag, exit_status = "", [], None, None
+        try:
+            with q:
+                self.say(f"# qemu: {machine.shell_line(q.argv)}")
+                version, enabled = q.start()
+                if self.opts.fault:
+                    on_line = self._inject(q, on_line)
+                status, reason = q.follow(on_line, done)
+                diag = q.save_diagnostics() if status == "hang" else None
+                exit_status = q.wait_exit() if status == "completed" else q.stop()
+        except HarnessError as e:
+            status, reason = "qemu-died", str(e)
+            exit_status = q.exit_status
+        if status == "qemu-died":
+            exit_status = q.exit_status
+            tail = q.stderr_tail()
+            reason += f" (exit status {exit_status}{'; stderr: ' + tail if tail else ''})"
+        return BootResult(
+            status, reason, q.console_log, q.qemu_stderr, q.trace_log,
+            time.monotonic() - start, exit_status, version, enabled, diag,
+        )  # fmt: skip
+
+    def _inject(self, q: QemuRun, on_line: Callable[[str], None]) -> Callable[[str], None]:
+        """Fault injection over QMP at each test's first timer arming (see FAULTS)."""
+        armed: set[str] = set()
+        fault = self.opts.fault
+
+        def wrapped(line: str) -> None:
+            on_line(line)
+            recs = self.stream.parsed.records
+            if not recs or recs[-1].kind != "exit" or recs[-1].get("port") != "ARM":
+                return
+            test = recs[-1].test
+            if test in armed:
+                return
+            armed.add(test)
+            if fault == "stop-cont":
+                q.qmp("stop")
+                time.sleep(0.2)
+                q.qmp("cont")
+            elif fault == "host-load":
+                _burn_cpu(0.5)
+            self.say(f"# fault {fault} injected in {test}")
+
+        return wrapped
 
     def _close_unfinished(self, status: str, why: str) -> None:
         """The test the boot died in gets status; the ones never started are MISS."""

@@ -190,13 +190,18 @@ class Run:
         with open(self.trace_log, errors="replace") as f:
             vms = qemu_trace.timelines(qemu_trace.parse(f))
         n = began.index(test)
-        return vms[n] if n < len(vms) else None
+        # the next test's VM may have started already; more VMs than that means a
+        # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable
+        if n >= len(vms) or len(vms) > len(began) + 1:
+            return None
+        return vms[n]
 
     def finish_test(self, spec: guest_spec.GuestTest) -> None:
         parsed = self.stream.parsed
         recs = [r for r in parsed.records if r.test == spec.name]
         probs = parsed.problems_for(spec.name)
-        hw = self.hardware(spec.name)
+        # QEMU's trace cannot tell one VM's vCPUs apart: layer 0 for 1-vCPU tests only
+        hw = self.hardware(spec.name) if spec.vcpus == 1 else None
         res = evaluate(spec, recs, probs, self.model, hw)
         self.results[spec.name] = res
         for m in self.extra_models:

@@ -27,10 +27,12 @@ class Exit:
     t_ns: int
     in_run_ns: int
     stop: bool = False
+    sig: int = 0  # SIGALRMs of the VMM's own timers that ended this KVM_RUN
 
     @property
     def signal(self) -> bool:
-        return self.stop
+        """Ended by a signal of the VMM's (its watchdog stop or an alarm), not by the kernel."""
+        return self.stop or self.sig > 0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Change:
 
 @dataclass
 class TestTrace:
+    __test__ = False  # not a pytest class
     name: str
     records: list[Record]
     begin: Record | None = None
@@ -86,6 +89,7 @@ class TestTrace:
                         t_ns=r.t_ns,
                         in_run_ns=r.int("dt"),
                         stop=r.get("stop") == "1",
+                        sig=r.int("sig"),
                     )
                 )
         return tr

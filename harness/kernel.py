@@ -4,6 +4,12 @@ Layout: build/kernels/<rev>-<key>/linux is the patched source and linux/out
 the object tree. The object tree sits directly inside the source, so the
 kernel compiles with relative paths (srctree=..) and ccache hits across
 revisions and cache keys.
+
+A new tree is a hard-link copy of one pristine unpacked source
+(build/kernels/src-<hash>), patched with copy-on-write for the files the
+series touches. If an earlier build had the same source and config, its
+object tree seeds the new one: every file either series touched gets a
+fresh mtime, so make rebuilds exactly those and what depends on them.
 """
 
 from __future__ import annotations
@@ -139,6 +145,70 @@ def apply_patches(src: Path, patches: tuple[Path, ...], log: Path) -> None:
             )
 
 
+def touched_files(patches: tuple[Path, ...]) -> list[str]:
+    """The files a -p1 series changes, from its ---/+++ headers."""
+    out: set[str] = set()
+    for patch in patches:
+        for line in patch.read_text(errors="replace").splitlines():
+            if line.startswith(("+++ ", "--- ")):
+                name = line[4:].split("\t")[0].strip()
+                if name != "/dev/null" and "/" in name:
+                    out.add(name.split("/", 1)[1])
+    return sorted(out)
+
+
+def _break_links(src: Path, files: list[str]) -> None:
+    """Give each file its own inode before patch writes it (the pristine tree is shared)."""
+    for name in files:
+        path = src / name
+        if path.is_file() and path.stat().st_nlink > 1:
+            data = path.read_bytes()
+            path.unlink()
+            path.write_bytes(data)
+
+
+def _pristine(source: str, say: Callable[[str], None]) -> Path:
+    """The unpacked source tree shared (by hard links) by every build tree."""
+    top = KERNELS / f"src-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+    with locked(KERNELS / f".{top.name}.lock"):
+        if not (top / ".unpacked").is_file():
+            shutil.rmtree(top, ignore_errors=True)
+            say(f"kernel: unpacking {SOURCE_TARBALL.name} into {repo.rel(top)}")
+            _unpack(SOURCE_TARBALL, top / "linux")
+            (top / ".unpacked").touch()
+    return top / "linux"
+
+
+def _donor(source: str, config_hash: str, exclude: Path) -> dict | None:
+    """The newest finished build with the same source and config."""
+    best = None
+    for done in KERNELS.glob(f"*/{DONE}"):
+        if done.parent == exclude:
+            continue
+        try:
+            info = json.loads(done.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("source") == source and info.get("config_hash") == config_hash:
+            if (done.parent / "linux" / "out" / ".config").is_file():
+                if best is None or done.stat().st_mtime > best[0]:
+                    best = (done.stat().st_mtime, info | {"dir": str(done.parent)})
+    return best[1] if best else None
+
+
+def _seed_objects(donor: dict, src: Path, touched: list[str]) -> None:
+    """Copy the donor's object tree; files either series touched are made newer."""
+    subprocess.run(
+        ["cp", "-a", "--reflink=auto", str(Path(donor["dir"]) / "linux" / "out"), str(src)],
+        check=True,
+    )
+    now = time.time() + 1
+    for name in sorted(set(touched) | set(donor.get("touched", []))):
+        path = src / name
+        if path.exists():
+            os.utime(path, (now, now))
+
+
 def _unpack(tarball: Path, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -187,16 +257,24 @@ def build(
     with locked(KERNELS / f".{bdir.name}.lock"):
         done = bdir / DONE
         if done.is_file() and image.is_file():
-            kernel = Kernel(**json.loads(done.read_text()))
-            return Kernel(**{**asdict(kernel), "image": image, "cached": True})
+            info = json.loads(done.read_text())
+            fields = {k: info[k] for k in Kernel.__dataclass_fields__ if k in info}
+            return Kernel(**{**fields, "image": image, "cached": True})
         start = time.monotonic()
         bdir.mkdir(parents=True, exist_ok=True)
+        touched = touched_files(revision.patches)
+        config_hash = hashlib.sha256(config.encode()).hexdigest()[:16]
         if not (bdir / ".patched").is_file():
             shutil.rmtree(src, ignore_errors=True)
-            say(f"kernel: unpacking {SOURCE_TARBALL.name} into {repo.rel(bdir)}")
-            _unpack(SOURCE_TARBALL, src)
+            pristine = _pristine(source, say)
+            subprocess.run(["cp", "-al", str(pristine), str(src)], check=True)
+            _break_links(src, touched)
             say(f"kernel: applying {len(revision.patches)} patch(es) of {revision.name}")
             apply_patches(src, revision.patches, log)
+            donor = _donor(source, config_hash, bdir)
+            if donor:
+                say(f"kernel: seeding objects from {repo.rel(Path(donor['dir']))}")
+                _seed_objects(donor, src, touched)
             (bdir / ".patched").touch()
         allconfig = bdir / "allconfig"
         allconfig.write_text(config)
@@ -220,5 +298,7 @@ def build(
             build_dir=repo.rel(bdir),
             build_seconds=round(time.monotonic() - start, 1),
         )
-        done.write_text(json.dumps({**kernel.identity(), "image": str(image)}, indent=1))
+        info = {**kernel.identity(), "image": str(image)}
+        info |= {"config_hash": config_hash, "touched": touched}
+        done.write_text(json.dumps(info, indent=1))
         return kernel

@@ -98,9 +98,16 @@ def _abi(path: Path, data: yamlfile.LineDict) -> Abi:
 
 
 def load(name: str) -> Revision:
-    directory = repo.KERNEL_PATCHES / name
+    """A revision by name (kernel_patches/<name>/), or by the path of its directory."""
+    given = Path(name)
+    if "/" in name and (given / "profile.yaml").is_file():
+        directory, name = given, given.resolve().name
+    else:
+        directory = repo.KERNEL_PATCHES / name
+        if not repo.inside(repo.KERNEL_PATCHES, directory):
+            directory = repo.KERNEL_PATCHES / "-"
     path = directory / "profile.yaml"
-    if not repo.inside(repo.KERNEL_PATCHES, directory) or not path.is_file():
+    if not path.is_file():
         raise InputError(None, f"unknown revision '{name}' (valid: {', '.join(available())})")
     data = yamlfile.load(path)
     yamlfile.check_keys(

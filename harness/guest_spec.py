@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harness import repo, yamlfile
@@ -12,6 +12,30 @@ PROPERTIES = ("visible", "truthful", "coalesce", "eintr-suffices", "progress", "
 ABIS = ("upstream", "v4", "v5", "v6")
 TIMERS = ("vtimer", "ptimer")
 EXPECT_KEYS = {"exit_code", "irqs", "edges", "spurious"}
+INJECT = ("now", "late", "never")
+VMM_KEYS = {"inject", "inject_delay_ms", "alarm_us", "save_restore", "downtime_ms"}
+MAX_VCPUS = 4  # VT_MAX_VCPUS in guest_tests/runtime/vt_ports.h
+
+
+@dataclass(frozen=True)
+class VmmOptions:
+    """How the VMM behaves for one test (the spec's vmm: mapping)."""
+
+    inject: str = "now"  # now, late (after inject_delay_ms) or never
+    inject_delay_ms: int = 0
+    alarm_us: int = 0  # a SIGALRM to each vCPU thread this often during KVM_RUN
+    save_restore: bool = False  # honour the guest's VT_SAVE port
+    downtime_ms: int = 0  # between save and restore
+
+    def manifest_args(self) -> str:
+        """The manifest's key=value words for the options that differ from the default."""
+        default = VmmOptions()
+        words = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                words.append(f"{f.name}={int(value) if isinstance(value, bool) else value}")
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -35,6 +59,7 @@ class GuestTest:
     vcpus: int
     expect: Expect
     spec_path: Path
+    vmm: VmmOptions = field(default_factory=VmmOptions)
 
     @property
     def image(self) -> Path:
@@ -76,13 +101,58 @@ def _expect(path: Path, data: yamlfile.LineDict) -> Expect:
     )
 
 
+def _count(path: Path, data: yamlfile.LineDict, key: str, low: int, high: int) -> int:
+    value = yamlfile.expect_type(path, data, key, int)
+    if not low <= value <= high:
+        raise InputError(
+            path, f"key '{key}' must be in {low}..{high}, not {value}", line=data.lines.get(key)
+        )
+    return value
+
+
+def _vmm(path: Path, data: yamlfile.LineDict) -> VmmOptions:
+    yamlfile.check_keys(path, data, set(), VMM_KEYS)
+    opts: dict = {}
+    if "inject" in data:
+        inject = yamlfile.expect_type(path, data, "inject", str)
+        if inject not in INJECT:
+            raise InputError(
+                path,
+                f"key 'inject': unknown value '{inject}' (allowed: {', '.join(INJECT)})",
+                line=data.lines["inject"],
+            )
+        opts["inject"] = inject
+    if "inject_delay_ms" in data:
+        opts["inject_delay_ms"] = _count(path, data, "inject_delay_ms", 1, 60000)
+    if (opts.get("inject") == "late") != ("inject_delay_ms" in opts):
+        key = "inject_delay_ms" if "inject_delay_ms" in data else "inject"
+        raise InputError(
+            path,
+            f"key '{key}': 'inject: late' and 'inject_delay_ms' go together",
+            line=data.lines.get(key, data.line),
+        )
+    if "alarm_us" in data:
+        opts["alarm_us"] = _count(path, data, "alarm_us", 100, 10_000_000)
+    if "save_restore" in data:
+        opts["save_restore"] = yamlfile.expect_type(path, data, "save_restore", bool)
+    if "downtime_ms" in data:
+        opts["downtime_ms"] = _count(path, data, "downtime_ms", 0, 60000)
+        if not opts.get("save_restore"):
+            raise InputError(
+                path,
+                "key 'downtime_ms' needs 'save_restore: true'",
+                line=data.lines["downtime_ms"],
+            )
+    return VmmOptions(**opts)
+
+
 def load(path: Path) -> GuestTest:
     data = yamlfile.load(path)
     yamlfile.check_keys(
         path,
         data,
         {"name", "description", "source", "properties", "abis", "expect"},
-        {"timeout_s", "vcpus"},
+        {"timeout_s", "vcpus", "vmm"},
     )
     name = yamlfile.expect_type(path, data, "name", str)
     if name != path.stem:
@@ -104,7 +174,12 @@ def load(path: Path) -> GuestTest:
     if "timeout_s" in data:
         yamlfile.expect_type(path, data, "timeout_s", (int, float))
     if "vcpus" in data:
-        yamlfile.expect_type(path, data, "vcpus", int)
+        _count(path, data, "vcpus", 1, MAX_VCPUS)
+    vmm = VmmOptions()
+    if "vmm" in data:
+        if not isinstance(data["vmm"], yamlfile.LineDict):
+            raise InputError(path, "key 'vmm' must be a mapping", line=data.lines["vmm"])
+        vmm = _vmm(path, data["vmm"])
     return GuestTest(
         name=name,
         description=" ".join(str(data["description"]).split()),
@@ -115,6 +190,7 @@ def load(path: Path) -> GuestTest:
         vcpus=data.get("vcpus", 1),
         expect=_expect(path, expect),
         spec_path=path,
+        vmm=vmm,
     )
 
 

@@ -23,10 +23,12 @@ class SuitePlan:
     def manifest(self) -> str:
         lines = [f"abi {self.abi}", f"policy {self.policy}"]
         for t in self.tests:
-            lines.append(
+            line = (
                 f"test {t.name} /suite/{t.name}.bin vcpus={t.vcpus} "
                 f"timeout_ms={int(t.timeout_s * 1000)}"
             )
+            extra = t.vmm.manifest_args()
+            lines.append(f"{line} {extra}" if extra else line)
         return "\n".join(lines) + "\n"
 
 

@@ -198,7 +198,69 @@ class Model:
         )
 
     def progress(self, tr: TestTrace) -> PropertyResult:
-        return PropertyResult("progress", SKIP, "needs the progress guest test")
+        """While the shown level stays high and unchanged, the guest runs on: the
+        exits it did not cause (no port report, no signal of the VMM's) stay under
+        a constant bound, however long the line stays high, and its heartbeat
+        counter (loop iterations, reported in VT_HBEAT) advances."""
+        max_idle = 2  # exits the guest did not cause, per high interval
+        min_beats = 3  # heartbeats in the longest high interval
+        best: tuple[int, str] | None = None
+        for vcpu in tr.vcpus():
+            exits = [e for e in tr.exits if e.vcpu == vcpu]
+            i = 0
+            while i < len(exits):
+                first = exits[i]
+                if not first.level:
+                    i += 1
+                    continue
+                j = i + 1
+                while j < len(exits) and exits[j].level in (None, first.level):
+                    j += 1
+                span = exits[i + 1 : j]  # after the exit that showed the change
+                idle = [x for x in span if x.port is None and not x.signal]
+                if len(idle) > max_idle:
+                    return PropertyResult(
+                        "progress",
+                        FAIL,
+                        f"exit storm while the line stayed high on vcpu {vcpu}: exits "
+                        "the guest did not cause kept coming",
+                        seq=idle[max_idle].seq,
+                        expected=f"at most {max_idle} such exits",
+                        observed=str(len(idle)),
+                    )
+                beats = [x for x in span if x.port == "HBEAT"]
+                values = [x.value or 0 for x in beats]
+                stuck = [k for k in range(1, len(values)) if values[k] <= values[k - 1]]
+                if stuck:
+                    bad = beats[stuck[0]]
+                    return PropertyResult(
+                        "progress",
+                        FAIL,
+                        f"the guest's loop counter did not advance on vcpu {vcpu}",
+                        seq=bad.seq,
+                        expected="increasing heartbeat values",
+                        observed=", ".join(str(v) for v in values),
+                    )
+                end = exits[j - 1]
+                ms = (end.t_ns - first.t_ns) / 1e6
+                signals = sum(1 for x in span if x.signal)
+                what = (
+                    f"line {first.level:x} high {ms:.0f} ms on vcpu {vcpu}: {len(beats)} "
+                    f"heartbeats (loop {values[0] if values else 0}..{values[-1] if values else 0}"
+                    f"), {len(idle)} exits not caused by the guest, {signals} signal exits"
+                )
+                if best is None or len(beats) > best[0]:
+                    best = (len(beats), what)
+                i = j
+        if best is None or best[0] < min_beats:
+            return PropertyResult(
+                "progress",
+                FAIL,
+                "the line never stayed high across the guest's heartbeats",
+                expected=f"at least {min_beats} heartbeats while high",
+                observed=str(best[0] if best else 0),
+            )
+        return PropertyResult("progress", PASS, best[1])
 
 
 def _describe(e: Exit | None) -> str:

@@ -51,6 +51,7 @@ class BootResult:
     qemu_version: str = ""
     traces_enabled: list[str] = field(default_factory=list)
     diagnostics: Path | None = None
+    init_s: float | None = None  # QEMU start (cont) to the first line of /init
 
 
 class QemuRun:
@@ -79,6 +80,7 @@ class QemuRun:
         self._qmp: QEMUMonitorProtocol | None = None
         self._logf = None
         self.argv: list[str] = []
+        self.init_s: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> QemuRun:
@@ -226,7 +228,8 @@ class QemuRun:
         """
         child = self._child
         t = self.timeouts
-        deadline = time.monotonic() + t.boot_s
+        started = time.monotonic()
+        deadline = started + t.boot_s
         init_seen = False
         while True:
             now = time.monotonic()
@@ -239,6 +242,7 @@ class QemuRun:
                 line = child.before
                 if not init_seen and INIT_STARTED.search(line):
                     init_seen = True
+                    self.init_s = time.monotonic() - started
                     deadline = time.monotonic() + t.suite_s
                 if PANIC.search(line):
                     self._drain(2.0, on_line)

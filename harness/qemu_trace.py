@@ -12,6 +12,14 @@ load (after its two restore writes) and the put, timer 1 is the guest's
 virtual timer: its irqstate changes there are the hardware line. A level
 restored at load that differs from the level at the last put is a change
 that happened while the vCPU was out (e.g. the timer fired during WFI).
+
+KVM restores at a load exactly the CVAL and CTL it saved at that vCPU's
+last put, so a put parks (CVAL, CTL's ENABLE/IMASK, level) and the load
+whose restore writes match takes its level back: that keeps the vCPUs of a
+multi-vCPU VM apart. A new offset whose load restores a parked, non-reset
+state of the VM loaded last is that VM's offset changed by user space
+(KVM_SET_ONE_REG of the counter, as a save/restore does), not a new VM: a
+new VM's vCPUs restore their reset state (0, 0).
 """
 
 from __future__ import annotations
@@ -50,12 +58,41 @@ class HwChange:
     while_out: bool  # happened while the vCPU was not loaded (seen at the next load)
 
 
+@dataclass(frozen=True)
+class _Parked:
+    """A vCPU's virtual timer as KVM saved it at a put."""
+
+    cval: int | None  # None: set through TVAL, not known from the trace
+    ctl: int  # ENABLE and IMASK
+    level: int
+
+
 @dataclass
 class VmTimeline:
-    cntvoff: int
+    cntvoff: int  # the first offset; offsets lists every one it had
     loads: int = 0
     changes: list[HwChange] = field(default_factory=list)
     cval_writes: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    parked: list[_Parked] = field(default_factory=list, repr=False)
+
+    def unpark(self, cval: int | None, ctl: int) -> _Parked | None:
+        """The parked vCPU whose state a load restores (one parked: that one,
+        unless the load restores the reset state of a vCPU's first load)."""
+        for p in self.parked:
+            if p.cval == cval and p.ctl == ctl:
+                break
+        else:
+            if (cval, ctl) == (0, 0):
+                return None  # a vCPU's first load: its reset state
+            candidates = [p for p in self.parked if p.cval is None and p.ctl == ctl]
+            if len(self.parked) == 1:
+                candidates = self.parked
+            if not candidates:
+                return None
+            p = candidates[0]
+        self.parked.remove(p)
+        return p
 
     def edges(self) -> int:
         return sum(1 for c in self.changes if c.level == 1)
@@ -87,28 +124,50 @@ def parse(lines: Iterable[str]) -> list[GtEvent]:
 
 
 def timelines(events: list[GtEvent]) -> list[VmTimeline]:
-    """One timeline per VM (distinct CNTVOFF), in the order the VMs first ran."""
-    vms: dict[int, VmTimeline] = {}
+    """One timeline per VM, in the order the VMs first ran."""
+    vms: dict[int, VmTimeline] = {}  # by offset (a VM may have had several)
+    order: list[VmTimeline] = []
     current: VmTimeline | None = None
-    level = 0  # the guest line as of its last observation while loaded
+    last: VmTimeline | None = None  # the VM loaded last
+    level = 0  # the loaded vCPU's line as of its last observation while loaded
     restoring = 0  # restore writes still to come after a load
     hw = 0  # QEMU's current timer-1 irqstate
     pending_put: GtEvent | None = None
+    cval: int | None = 0  # the loaded vCPU's timer state, as written
+    ctl = 0
     for i, e in enumerate(events):
         if e.event == "arm_gt_cntvoff_write":
             if e.value:
-                current = vms.setdefault(e.value, VmTimeline(e.value))
+                r_cval, r_ctl = _restore_writes(events, i)
+                current = vms.get(e.value)
+                if current is None:
+                    if (
+                        last is not None
+                        and (r_cval, r_ctl) != (0, 0)
+                        and any(p.cval == r_cval and p.ctl == r_ctl for p in last.parked)
+                    ):
+                        current = last  # the same VM, its offset set by user space
+                    else:
+                        current = VmTimeline(e.value)
+                        order.append(current)
+                    vms[e.value] = current
+                    current.offsets.append(e.value)
                 current.loads += 1
+                last = current
                 restoring = 2
                 pending_put = None
-                level = current.changes[-1].level if current.changes else 0
+                parked = current.unpark(r_cval, r_ctl)
+                level = parked.level if parked else 0
+                cval, ctl = r_cval, r_ctl
             else:
+                if current is not None:  # the put: park the vCPU's state
+                    current.parked.append(_Parked(cval, ctl, level))
                 current = None
             continue
         if current is None or e.timer != VIRT:
             continue
-        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write"):
-            if restoring:
+        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
+            if restoring and e.event != "arm_gt_tval_write":
                 restoring -= 1
                 continue
             if e.event == "arm_gt_ctl_write" and e.value == 0 and _put_follows(events, i):
@@ -116,6 +175,11 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
                 continue
             if e.event == "arm_gt_cval_write" and e.value is not None:
                 current.cval_writes.append(e.value)
+                cval = e.value
+            elif e.event == "arm_gt_tval_write":
+                cval = None
+            elif e.value is not None:
+                ctl = e.value & 3
             pending_put = None
             continue
         if e.irqstate is None:
@@ -128,15 +192,43 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
             loaded_first = _first_recalc_since_load(events, i)
             current.changes.append(HwChange(hw, e.index, e.next_tick, while_out=loaded_first))
             level = hw
-    return list(vms.values())
+    return order
+
+
+def _restore_writes(events: list[GtEvent], i: int) -> tuple[int | None, int]:
+    """The (CVAL, CTL & 3) a load at events[i] restores: its next two timer-1 writes."""
+    cval: int | None = None
+    ctl = 0
+    seen = 0
+    for e in events[i + 1 :]:
+        if e.event == "arm_gt_cntvoff_write":
+            break
+        if e.timer != VIRT or e.event not in ("arm_gt_cval_write", "arm_gt_ctl_write"):
+            continue
+        if e.event == "arm_gt_cval_write":
+            cval = e.value
+        else:
+            ctl = (e.value or 0) & 3
+        seen += 1
+        if seen == 2:
+            break
+    return cval, ctl
 
 
 def _put_follows(events: list[GtEvent], i: int) -> bool:
-    """Is events[i] (CTL=0) KVM's save, i.e. followed by CNTVOFF=0 before another CTL write?"""
-    for e in events[i + 1 : i + 6]:
+    """Is events[i] (CTL=0) KVM's save, i.e. followed by CNTVOFF=0 before another
+    timer-1 write? The put saves the other timers in between (the physical one,
+    the hyp timer it arms for a blocked vCPU): those do not count."""
+    virt = 0
+    for e in events[i + 1 :]:
         if e.event == "arm_gt_cntvoff_write":
             return not e.value
-        if e.event in ("arm_gt_ctl_write", "arm_gt_cval_write") and e.timer == VIRT:
+        if e.timer != VIRT:
+            continue
+        if e.event in ("arm_gt_ctl_write", "arm_gt_cval_write", "arm_gt_tval_write"):
+            return False
+        virt += 1
+        if virt >= 5:
             return False
     return False
 

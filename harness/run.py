@@ -169,6 +169,7 @@ class Run:
                 "status": self.boot.status,
                 "reason": self.boot.reason,
                 "wall_s": round(self.boot.wall_s, 3),
+                "init_s": None if self.boot.init_s is None else round(self.boot.init_s, 3),
                 "qemu_exit": self.boot.qemu_exit,
                 "qemu_version": self.boot.qemu_version,
                 "trace_events": self.boot.traces_enabled,
@@ -307,7 +308,7 @@ class Run:
             reason += f" (exit status {exit_status}{'; stderr: ' + tail if tail else ''})"
         return BootResult(
             status, reason, q.console_log, q.qemu_stderr, q.trace_log,
-            time.monotonic() - start, exit_status, version, enabled, diag,
+            time.monotonic() - start, exit_status, version, enabled, diag, q.init_s,
         )  # fmt: skip
 
     def _inject(self, q: QemuRun, on_line: Callable[[str], None]) -> Callable[[str], None]:

@@ -93,3 +93,62 @@ def test_upstream_profile():
     assert rev.patches == ()
     assert rev.abi.bits["vtimer"] == 0 and rev.abi.bits["ptimer"] == 1
     assert rev.coalesce and not rev.eintr_suffices
+
+
+def _with_vmm(tmp_path: Path, vmm: str, name: str = "oneshot_wfi") -> Path:
+    path = _spec_copy(tmp_path, name)
+    path.write_text(path.read_text().replace("expect:\n", f"vmm:\n{vmm}expect:\n"))
+    return path
+
+
+def _vmm_error(path: Path) -> InputError:
+    with pytest.raises(InputError) as e:
+        guest_spec.load(path)
+    return e.value
+
+
+def test_vmm_options_load_and_default():
+    specs = guest_spec.load_all()
+    assert specs["oneshot_wfi"].vmm == guest_spec.VmmOptions()
+    assert specs["oneshot_wfi"].vmm.manifest_args() == ""
+    late = specs["late_inject"].vmm
+    assert (late.inject, late.inject_delay_ms) == ("late", 40)
+    assert specs["save_restore"].vmm.manifest_args() == "save_restore=1 downtime_ms=30"
+
+
+def test_unknown_vmm_key_names_file_line_and_key(tmp_path):
+    path = _with_vmm(tmp_path, "  inject_late: 40\n")
+    err = _vmm_error(path)
+    line = path.read_text().splitlines().index("  inject_late: 40") + 1
+    assert str(err).startswith(f"{path}:{line}: unknown key 'inject_late'")
+    assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("vmm", "key", "message"),
+    [
+        ("  inject: sometimes\n", "inject", "unknown value 'sometimes'"),
+        ("  inject: late\n", "inject", "go together"),
+        ("  inject_delay_ms: 40\n", "inject_delay_ms", "go together"),
+        ("  inject: late\n  inject_delay_ms: 0\n", "inject_delay_ms", "must be in 1..60000"),
+        ("  alarm_us: fast\n", "alarm_us", "must be int"),
+        ("  alarm_us: 10\n", "alarm_us", "must be in 100..10000000"),
+        ("  save_restore: 1\n", "save_restore", "must be bool"),
+        ("  downtime_ms: 30\n", "downtime_ms", "needs 'save_restore: true'"),
+    ],
+)
+def test_bad_vmm_values_are_refused_on_their_line(tmp_path, vmm, key, message):
+    path = _with_vmm(tmp_path, vmm)
+    err = _vmm_error(path)
+    lines = path.read_text().splitlines()
+    assert err.line == next(i for i, text in enumerate(lines, 1) if text.startswith(f"  {key}:"))
+    assert message in err.message and f"'{key}'" in err.message
+
+
+def test_vmm_must_be_a_mapping_and_vcpus_in_range(tmp_path):
+    path = _spec_copy(tmp_path)
+    path.write_text(path.read_text() + "vmm: [late]\n")
+    assert "key 'vmm' must be a mapping" in str(_vmm_error(path))
+    path = _spec_copy(tmp_path)
+    path.write_text(path.read_text() + "vcpus: 5\n")
+    assert "key 'vcpus' must be in 1..4" in str(_vmm_error(path))

@@ -8,7 +8,12 @@
  * Manifest lines (written by harness/initramfs.py):
  *   abi <upstream|v4|v5|v6>
  *   policy <every-exit|eintr-only>
- *   test <name> <image> vcpus=<n> timeout_ms=<ms>
+ *   test <name> <image> vcpus=<n> timeout_ms=<ms> [key=value ...]
+ *
+ * where the optional keys (the spec's vmm: mapping) are
+ *   inject=<now|late|never> inject_delay_ms=<ms> alarm_us=<us>
+ *   save_restore=<0|1> downtime_ms=<ms>
+ * An unknown key or a bad value rejects the line.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -119,32 +124,102 @@ static void run_one(struct vt_test *t)
 	rec_emit(t->name, "end", "status=%s", status);
 }
 
-static int parse_test(char *line, struct vt_test *t, const struct vt_abi *abi,
-		      enum vt_policy policy)
+const char *const inject_names[] = {
+	[INJECT_NOW] = "now",
+	[INJECT_LATE] = "late",
+	[INJECT_NEVER] = "never",
+};
+
+static int parse_uint(const char *s, unsigned int max, unsigned int *out)
 {
-	char *tok;
+	unsigned long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_option(const char *key, const char *val, struct vt_test *t)
+{
+	unsigned int u, i;
+
+	if (!strcmp(key, "vcpus")) {
+		if (parse_uint(val, VT_MAX_VCPUS, &u) || !u)
+			return -1;
+		t->vcpus = u;
+	} else if (!strcmp(key, "timeout_ms")) {
+		return parse_uint(val, 3600000, &t->timeout_ms);
+	} else if (!strcmp(key, "inject")) {
+		for (i = 0; i <= INJECT_NEVER; i++)
+			if (!strcmp(val, inject_names[i]))
+				break;
+		if (i > INJECT_NEVER)
+			return -1;
+		t->inject = i;
+	} else if (!strcmp(key, "inject_delay_ms")) {
+		return parse_uint(val, 60000, &t->inject_delay_ms);
+	} else if (!strcmp(key, "alarm_us")) {
+		return parse_uint(val, 10000000, &t->alarm_us);
+	} else if (!strcmp(key, "save_restore")) {
+		if (parse_uint(val, 1, &u))
+			return -1;
+		t->save_restore = u;
+	} else if (!strcmp(key, "downtime_ms")) {
+		return parse_uint(val, 60000, &t->downtime_ms);
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+/* Parse a manifest test line; on error, *bad names the offending token. */
+static int parse_test(char *line, struct vt_test *t, const struct vt_abi *abi,
+		      enum vt_policy policy, char *bad, size_t len)
+{
+	char *tok, *eq;
+	int i = 0;
 
 	memset(t, 0, sizeof(*t));
 	t->vcpus = 1;
 	t->timeout_ms = 20000;
 	t->abi = abi;
 	t->policy = policy;
+	snprintf(bad, len, "%s", "test <name> <image>");
 	if (sscanf(line, "test %63s %255s", t->name, t->image) != 2)
 		return -1;
 	for (tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
-		if (!strncmp(tok, "vcpus=", 6))
-			t->vcpus = atoi(tok + 6);
-		else if (!strncmp(tok, "timeout_ms=", 11))
-			t->timeout_ms = atoi(tok + 11);
+		if (i++ < 3)	/* "test", name, image */
+			continue;
+		eq = strchr(tok, '=');
+		snprintf(bad, len, "%s", tok);
+		if (!eq)
+			return -1;
+		*eq = '\0';
+		if (parse_option(tok, eq + 1, t) < 0)
+			return -1;
 	}
-	return t->vcpus >= 1 && t->vcpus <= VT_MAX_VCPUS ? 0 : -1;
+	if ((t->inject == INJECT_LATE) != (t->inject_delay_ms > 0)) {
+		snprintf(bad, len, "%s", "inject_delay_ms needs inject=late");
+		return -1;
+	}
+	if (t->downtime_ms && !t->save_restore) {
+		snprintf(bad, len, "%s", "downtime_ms needs save_restore=1");
+		return -1;
+	}
+	return 0;
 }
 
 static int run_suite(const char *path)
 {
 	const struct vt_abi *abi = abi_find("upstream");
 	enum vt_policy policy = POLICY_EVERY_EXIT;
-	char line[512], word[64];
+	char line[512], word[64], bad[64];
 	struct utsname u;
 	struct vt_test t;
 	int ntests = 0, kvm;
@@ -172,8 +247,8 @@ static int run_suite(const char *path)
 			policy = strcmp(word, "eintr-only") ? POLICY_EVERY_EXIT :
 				 POLICY_EINTR_ONLY;
 		} else if (!strncmp(line, "test ", 5)) {
-			if (parse_test(line, &t, abi, policy) < 0) {
-				rec_emit("-", "error", "msg=\"bad manifest line\"");
+			if (parse_test(line, &t, abi, policy, bad, sizeof(bad)) < 0) {
+				rec_emit("-", "error", "msg=\"bad manifest line: %s\"", bad);
 				continue;
 			}
 			run_one(&t);

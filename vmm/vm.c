@@ -3,10 +3,14 @@
  * One guest test in one VM with no in-kernel irqchip: load the image, run
  * each vCPU in its own thread, follow the timer line through the ABI,
  * drive the vCPU's IRQ line with KVM_IRQ_LINE and record every exit.
+ * The spec's vmm: options bend that one loop: a late or no injection, a
+ * periodic SIGALRM during KVM_RUN, a save/restore of the vtimer registers
+ * when the guest asks for it.
  *
  * Runs in a child of the suite runner (init.c); SIGUSR1 from the runner's
  * watchdog stops it cleanly so its records still reach the console.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,6 +21,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <asm/ptrace.h>
 
@@ -44,7 +49,16 @@ struct vcpu {
 	int line;		/* the IRQ line level we last drove */
 	int status;		/* enum vt_status */
 	uint64_t exits;
+	bool held;		/* a rise read but not injected (late or never) */
+	uint64_t held_since;	/* when it was read (ns) */
+	bool save_req;		/* the guest asked for a save/restore */
+	timer_t kick;		/* late injection: SIGALRM when the delay is over */
+	timer_t alarm;		/* the spec's periodic SIGALRM */
+	bool has_kick, has_alarm;
 };
+
+/* SIGALRMs this vCPU thread's handler took (normally they are eaten instead). */
+static __thread volatile sig_atomic_t alarms_taken;
 
 #define vmm_err(v, fmt, ...)						\
 	rec_emit((v)->vm->t->name, "error", "vcpu=%d msg=\"" fmt ": %s\"",	\
@@ -142,11 +156,121 @@ static int drive_line(struct vcpu *v, int level)
 		       (v->idx << KVM_ARM_IRQ_VCPU_SHIFT) | KVM_ARM_IRQ_CPU_IRQ,
 		.level = level,
 	};
+	char late[32] = "";
 
 	if (ioctl(v->vm->fd, KVM_IRQ_LINE, &irq) < 0)
 		return -1;
+	if (level && v->held)
+		snprintf(late, sizeof(late), " held_us=%llu",
+			 (unsigned long long)(now_ns() - v->held_since) / 1000);
+	v->held = false;
 	v->line = level;
-	rec_emit(v->vm->t->name, "inject", "vcpu=%d level=%d", v->idx, level);
+	rec_emit(v->vm->t->name, "inject", "vcpu=%d level=%d%s", v->idx, level, late);
+	return 0;
+}
+
+/* Arm (ms > 0) or disarm (ms == 0) timer tm; interval_us > 0 repeats. */
+static int set_alarm(timer_t tm, unsigned int ms, unsigned int interval_us)
+{
+	struct itimerspec its = {
+		.it_value = { ms / 1000, (ms % 1000) * 1000000L },
+		.it_interval = { interval_us / 1000000, (interval_us % 1000000) * 1000L },
+	};
+
+	if (interval_us && !ms)
+		its.it_value = its.it_interval;
+	return timer_settime(tm, 0, &its, NULL);
+}
+
+/*
+ * Follow the line the ABI showed (want): a fall is driven at once; a rise
+ * at once, or held back by the spec's inject option: "late" arms a
+ * SIGALRM for the delay and lets the vCPU run on, "never" keeps it held.
+ */
+static int follow_line(struct vcpu *v, int want)
+{
+	const struct vt_test *t = v->vm->t;
+
+	if (!want) {
+		if (v->held) {
+			v->held = false;
+			if (v->has_kick)
+				set_alarm(v->kick, 0, 0);
+			rec_emit(t->name, "hold", "vcpu=%d level=0 why=fell", v->idx);
+		}
+		return v->line ? drive_line(v, 0) : 0;
+	}
+	if (v->line || v->held)
+		return 0;
+	if (t->inject == INJECT_NOW)
+		return drive_line(v, 1);
+	v->held = true;
+	v->held_since = now_ns();
+	rec_emit(t->name, "hold", "vcpu=%d level=1 why=%s delay_ms=%u", v->idx,
+		 inject_names[t->inject], t->inject_delay_ms);
+	if (t->inject == INJECT_LATE && set_alarm(v->kick, t->inject_delay_ms, 0) < 0)
+		return -1;
+	return 0;
+}
+
+/* Inject a late rise once its delay is over. */
+static int release_line(struct vcpu *v)
+{
+	const struct vt_test *t = v->vm->t;
+
+	if (!v->held || t->inject != INJECT_LATE ||
+	    now_ns() - v->held_since < t->inject_delay_ms * 1000000ULL)
+		return 0;
+	set_alarm(v->kick, 0, 0);	/* released by another exit: no kick needed */
+	return drive_line(v, 1);
+}
+
+static int one_reg(struct vcpu *v, unsigned long req, uint64_t id, uint64_t *val)
+{
+	struct kvm_one_reg reg = { .id = id, .addr = (uint64_t)val };
+
+	return ioctl(v->fd, req, &reg);
+}
+
+/*
+ * The guest asked (VT_SAVE) for its vtimer to be migrated: read CTL, CNT
+ * and CVAL with KVM_GET_ONE_REG, let the spec's downtime pass with the
+ * vCPU stopped, write them back as a destination VMM would (CNT last: it
+ * sets the virtual offset, so the guest's counter does not see the
+ * downtime), and read them again. The VMM's own line state is kept: it is
+ * the same VM.
+ */
+static int save_restore(struct vcpu *v)
+{
+	static const uint64_t ids[] = {
+		KVM_REG_ARM_TIMER_CTL, KVM_REG_ARM_TIMER_CVAL, KVM_REG_ARM_TIMER_CNT,
+	};
+	const char *name = v->vm->t->name;
+	uint64_t saved[3], back[3];
+	int i;
+
+	for (i = 0; i < 3; i++)
+		if (one_reg(v, KVM_GET_ONE_REG, ids[i], &saved[i]) < 0)
+			return -1;
+	rec_emit(name, "save", "vcpu=%d ctl=0x%llx cval=0x%llx cnt=0x%llx line=%d",
+		 v->idx, (unsigned long long)saved[0], (unsigned long long)saved[1],
+		 (unsigned long long)saved[2], v->line);
+	if (v->vm->t->downtime_ms)
+		usleep(v->vm->t->downtime_ms * 1000);
+	for (i = 0; i < 3; i++)
+		if (one_reg(v, KVM_SET_ONE_REG, ids[i], &saved[i]) < 0)
+			return -1;
+	for (i = 0; i < 3; i++)
+		if (one_reg(v, KVM_GET_ONE_REG, ids[i], &back[i]) < 0)
+			return -1;
+	rec_emit(name, "restore", "vcpu=%d ctl=0x%llx cval=0x%llx cnt=0x%llx downtime_ms=%u",
+		 v->idx, (unsigned long long)back[0], (unsigned long long)back[1],
+		 (unsigned long long)back[2], v->vm->t->downtime_ms);
+	/* ISTATUS (bit 2) is computed; ENABLE and IMASK must come back as written */
+	if ((back[0] & 3) != (saved[0] & 3) || back[1] != saved[1] || back[2] < saved[2]) {
+		errno = EIO;
+		return -1;
+	}
 	return 0;
 }
 
@@ -171,6 +295,16 @@ static bool handle_port(struct vcpu *v, char *extra, size_t len)
 	}
 	snprintf(extra, len, " port=%s val=0x%llx", port_names[port],
 		 (unsigned long long)val);
+	if (port == VT_SAVE) {
+		if (!v->vm->t->save_restore) {
+			rec_emit(v->vm->t->name, "error",
+				 "vcpu=%d msg=\"VT_SAVE without the spec's vmm.save_restore\"",
+				 v->idx);
+			v->status = VT_ST_VMM_ERROR;
+			return true;
+		}
+		v->save_req = true;
+	}
 	if (port == VT_EXIT) {
 		v->status = val == VT_EXIT_OK ? VT_ST_OK :
 			    val == VT_EXIT_TIMEOUT ? VT_ST_GUEST_TIMEOUT :
@@ -180,6 +314,81 @@ static bool handle_port(struct vcpu *v, char *extra, size_t len)
 	return false;
 }
 
+static void on_alarm(int sig)
+{
+	(void)sig;
+	alarms_taken++;
+}
+
+/*
+ * SIGALRM reaches a vCPU thread only inside KVM_RUN (KVM_SET_SIGNAL_MASK),
+ * where it makes KVM_RUN return EINTR; outside it stays blocked, pending,
+ * and the loop eats it (as QEMU does with SIG_IPI). Its timers (a late
+ * injection's kick, the spec's periodic alarm) target this thread.
+ */
+static int vcpu_signals(struct vcpu *v)
+{
+	const struct vt_test *t = v->vm->t;
+	union {
+		struct kvm_signal_mask m;
+		uint8_t raw[sizeof(struct kvm_signal_mask) + 8];
+	} km;
+	struct sigevent sev;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGALRM);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) ||
+	    pthread_sigmask(SIG_BLOCK, NULL, &set))
+		return -1;
+	sigdelset(&set, SIGALRM);
+	km.m.len = 8;		/* the kernel's sigset_t */
+	memcpy(km.m.sigset, &set, 8);
+	if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, &km.m) < 0)
+		return -1;
+
+	memset(&sev, 0, sizeof(sev));
+	sev.sigev_notify = SIGEV_THREAD_ID;
+	sev.sigev_signo = SIGALRM;
+	sev._sigev_un._tid = gettid();
+	if (t->inject == INJECT_LATE) {
+		if (timer_create(CLOCK_MONOTONIC, &sev, &v->kick) < 0)
+			return -1;
+		v->has_kick = true;
+	}
+	if (t->alarm_us) {
+		if (timer_create(CLOCK_MONOTONIC, &sev, &v->alarm) < 0)
+			return -1;
+		v->has_alarm = true;
+		if (set_alarm(v->alarm, 0, t->alarm_us) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void vcpu_signals_end(struct vcpu *v)
+{
+	if (v->has_kick)
+		timer_delete(v->kick);
+	if (v->has_alarm)
+		timer_delete(v->alarm);
+}
+
+/* Eat the pending SIGALRMs; returns how many this KVM_RUN return had. */
+static int eat_alarms(void)
+{
+	static const struct timespec zero;
+	sigset_t set;
+	int n = alarms_taken;
+
+	alarms_taken = 0;
+	sigemptyset(&set);
+	sigaddset(&set, SIGALRM);
+	while (sigtimedwait(&set, NULL, &zero) == SIGALRM)
+		n++;
+	return n;
+}
+
 static void *vcpu_loop(void *arg)
 {
 	struct vcpu *v = arg;
@@ -187,20 +396,31 @@ static void *vcpu_loop(void *arg)
 	struct kvm_run *run = v->run;
 	bool done = false;
 
+	if (vcpu_signals(v) < 0) {
+		vmm_err(v, "vCPU signals");
+		v->status = VT_ST_VMM_ERROR;
+		done = true;
+	}
 	while (!done) {
-		char extra[128] = "", hist[32] = "", lvl[24] = "-";
+		char extra[128] = "", hist[32] = "", lvl[24] = "-", sig[16] = "";
 		uint64_t t0 = now_ns(), level, h;
 		int ret = ioctl(v->fd, KVM_RUN, 0);
 		int err = errno;
 		uint64_t dt = now_ns() - t0;
 		bool shown, notice, read = false;
+		int nsig = 0;
 
 		v->exits++;
+		/* a signal exit: ours only if it was EINTR (else it kicks the next run) */
+		if (ret < 0 && err == EINTR)
+			nsig = eat_alarms();
+		if (nsig)
+			snprintf(sig, sizeof(sig), " sig=%d", nsig);
 		if (vt_stop) {
-			rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=- read=0 ntc=0 stop=1",
+			rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=- read=0 ntc=0 stop=1%s",
 				 v->idx, (unsigned long long)v->exits,
 				 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
-				 (unsigned long long)dt);
+				 (unsigned long long)dt, sig);
 			v->status = VT_ST_WATCHDOG;
 			break;
 		}
@@ -235,20 +455,33 @@ static void *vcpu_loop(void *arg)
 				}
 			}
 		}
-		rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=%s read=%d ntc=%d%s%s",
+		rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=%s read=%d ntc=%d%s%s%s",
 			 v->idx, (unsigned long long)v->exits,
 			 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
-			 (unsigned long long)dt, lvl, read, notice, hist, extra);
+			 (unsigned long long)dt, lvl, read, notice, sig, hist, extra);
 		if (read) {
 			v->level = level;
-			if (!!(level & t->abi->timers) != v->line &&
-			    drive_line(v, !!(level & t->abi->timers)) < 0) {
+			if (follow_line(v, !!(level & t->abi->timers)) < 0) {
 				vmm_err(v, "KVM_IRQ_LINE");
 				v->status = VT_ST_VMM_ERROR;
 				done = true;
 			}
 		}
+		if (!done && release_line(v) < 0) {
+			vmm_err(v, "KVM_IRQ_LINE (late)");
+			v->status = VT_ST_VMM_ERROR;
+			done = true;
+		}
+		if (!done && v->save_req) {
+			v->save_req = false;
+			if (save_restore(v) < 0) {
+				vmm_err(v, "timer save/restore");
+				v->status = VT_ST_VMM_ERROR;
+				done = true;
+			}
+		}
 	}
+	vcpu_signals_end(v);
 	return NULL;
 }
 
@@ -285,6 +518,8 @@ int run_test(const struct vt_test *t)
 	sigaction(SIGUSR2, &sa, NULL);
 	sa.sa_handler = on_stop;
 	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
 
 	if (vm_create(&vm) < 0) {
 		rec_emit(t->name, "error", "msg=\"VM setup: %s\"", strerror(errno));
@@ -299,8 +534,12 @@ int run_test(const struct vt_test *t)
 			return VT_ST_VMM_ERROR;
 		}
 	}
-	rec_emit(t->name, "begin", "vcpus=%d abi=%s policy=%s", t->vcpus,
-		 t->abi->name, t->policy == POLICY_EINTR_ONLY ? "eintr-only" : "every-exit");
+	rec_emit(t->name, "begin",
+		 "vcpus=%d abi=%s policy=%s inject=%s inject_delay_ms=%u alarm_us=%u save_restore=%d downtime_ms=%u",
+		 t->vcpus, t->abi->name,
+		 t->policy == POLICY_EINTR_ONLY ? "eintr-only" : "every-exit",
+		 inject_names[t->inject], t->inject_delay_ms, t->alarm_us,
+		 t->save_restore, t->downtime_ms);
 
 	/* The vCPU threads take only kicks (SIGUSR2); this thread takes SIGUSR1. */
 	sigemptyset(&set);

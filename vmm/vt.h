@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <linux/kvm.h>
 
-#define VT_MAX_VCPUS	4
+#include "vt_ports.h"
 
 /* --- records (record.c): versioned, sequence-numbered, checksummed --- */
 void rec_init(void);
@@ -35,6 +35,13 @@ const char *exit_reason_name(uint32_t reason);
 
 enum vt_policy { POLICY_EVERY_EXIT, POLICY_EINTR_ONLY };
 
+/* How the VMM raises the vCPU's IRQ line once it has read a rise. */
+enum vt_inject {
+	INJECT_NOW,	/* at once, before the vCPU runs again */
+	INJECT_LATE,	/* inject_delay_ms later; the vCPU runs on meanwhile */
+	INJECT_NEVER,	/* never: the guest must cope (bounded wait) */
+};
+
 /* --- one test (vm.c) --- */
 struct vt_test {
 	char name[64];
@@ -43,7 +50,15 @@ struct vt_test {
 	unsigned int timeout_ms;
 	const struct vt_abi *abi;
 	enum vt_policy policy;
+	/* per-test VMM behaviour, from the spec's vmm: mapping */
+	enum vt_inject inject;
+	unsigned int inject_delay_ms;
+	unsigned int alarm_us;		/* SIGALRM period during KVM_RUN (0: none) */
+	bool save_restore;		/* honour the guest's VT_SAVE port */
+	unsigned int downtime_ms;	/* between save and restore */
 };
+
+extern const char *const inject_names[];
 
 /* Child exit codes of run_test(). */
 enum vt_status {

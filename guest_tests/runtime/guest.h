@@ -6,9 +6,14 @@
  * vt_timer_irq(pending), called from the IRQ vector with the set of
  * timers whose output is high; it must quiesce them (mask, disable or
  * re-arm) or the line stays high. The default masks every pending timer.
+ *
+ * Every vCPU runs vt_main with its own index; the runtime's counters and
+ * IRQ log are per vCPU (RAM is shared, the MMU is off: no atomics).
  */
 #ifndef VT_GUEST_H
 #define VT_GUEST_H
+
+#include <stdbool.h>
 
 #include "vt_ports.h"
 
@@ -71,27 +76,64 @@ static inline void timer_tval(int t, u64 tval)
 	isb();
 }
 
+static inline int timer_tval_read(int t)
+{
+	return (int)(t ? sysreg_read(cntp_tval_el0) : sysreg_read(cntv_tval_el0));
+}
+
+static inline bool timer_istatus(int t)
+{
+	return timer_ctl_read(t) & CTL_ISTATUS;
+}
+
 static inline u64 timer_now(int t) { return t ? cntpct() : cntvct(); }
+
+/* The vCPU index: start.S keeps it in TPIDR_EL1. */
+static inline unsigned int cpu_id(void) { return sysreg_read(tpidr_el1); }
 
 static inline void irq_unmask(void) { asm volatile("msr daifclr, #2" : : : "memory"); }
 static inline void irq_mask(void) { asm volatile("msr daifset, #2" : : : "memory"); }
 static inline void wfi(void) { asm volatile("dsb sy; wfi" : : : "memory"); }
+static inline bool irqs_masked(void) { return sysreg_read(daif) & (1UL << 7); }
 
 /* Arm timer t to fire delta ticks from now (CVAL), unmasked. */
 void timer_arm(int t, u64 delta);
 /* Mask timer t (IMASK set, ENABLE kept). */
 void timer_mask(int t);
 
-/* IRQs taken so far (incremented by the runtime before vt_timer_irq). */
-extern volatile u64 vt_irqs;
+/*
+ * IRQs taken so far on this vCPU (incremented by the runtime before
+ * vt_timer_irq), and a log of the first VT_IRQ_LOG of them: the timers
+ * pending and CNTVCT at entry.
+ */
+#define VT_IRQ_LOG	16
+struct vt_irq_rec {
+	u64 cnt;
+	u32 pending;
+};
+extern volatile u64 vt_irq_count[VT_MAX_VCPUS];
+extern volatile struct vt_irq_rec vt_irq_log[VT_MAX_VCPUS][VT_IRQ_LOG];
+#define vt_irqs		(vt_irq_count[cpu_id()])
+#define vt_irq(i)	(vt_irq_log[cpu_id()][i])
 
-enum vt_wait { WAIT_SPIN, WAIT_MMIO, WAIT_WFI };
+enum vt_wait { WAIT_SPIN, WAIT_MMIO, WAIT_WFI, WAIT_BEAT };
+#define VT_BEAT_MS	5
 /*
  * Wait until vt_irqs reaches n or timeout_ms of counter time passes.
  * WAIT_SPIN makes no exit at all, WAIT_MMIO reports a heartbeat on every
- * iteration, WAIT_WFI sleeps. Returns 0 when reached.
+ * iteration, WAIT_WFI sleeps, WAIT_BEAT spins with a heartbeat (the
+ * iteration count) every VT_BEAT_MS. Returns 0 when reached.
  */
 int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how);
+/* Spin for ms of counter time with no exits. */
+void spin_ms(u64 ms);
+/*
+ * Spin for ms of counter time, counting loop iterations, with a VT_HBEAT
+ * report of the count every period_ms. Returns the iterations.
+ */
+u64 spin_heartbeat(u64 ms, u64 period_ms);
+/* Spin until timer t shows ISTATUS; returns 0, or -1 after timeout_ms. */
+int wait_istatus(int t, u64 timeout_ms);
 
 int vt_main(unsigned int cpu);
 void vt_timer_irq(unsigned int pending);

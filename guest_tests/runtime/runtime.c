@@ -2,8 +2,9 @@
 /* The C half of the guest runtime: IRQ dispatch and waiting helpers. */
 #include "guest.h"
 
-volatile u64 vt_irqs;
-static u64 spurious;
+volatile u64 vt_irq_count[VT_MAX_VCPUS];
+volatile struct vt_irq_rec vt_irq_log[VT_MAX_VCPUS][VT_IRQ_LOG];
+static u64 spurious[VT_MAX_VCPUS];
 
 /* After this many IRQs with no timer pending the line is stuck high. */
 #define SPURIOUS_LIMIT	3
@@ -61,9 +62,13 @@ void vt_irq_entry(void)
 		 * storm: return with IRQs masked, so the test's bounded wait
 		 * ends it with a verdict instead of the watchdog.
 		 */
-		if (++spurious >= SPURIOUS_LIMIT)
+		if (++spurious[cpu_id()] >= SPURIOUS_LIMIT)
 			sysreg_write(spsr_el1, sysreg_read(spsr_el1) | PSR_I_BIT);
 		return;
+	}
+	if (vt_irqs < VT_IRQ_LOG) {
+		vt_irq(vt_irqs).cnt = now;
+		vt_irq(vt_irqs).pending = pending;
 	}
 	vt_irqs++;
 	vt_timer_irq(pending);
@@ -72,18 +77,58 @@ void vt_irq_entry(void)
 
 int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how)
 {
-	u64 end = cntvct() + ms_to_ticks(timeout_ms);
+	u64 now = cntvct(), end = now + ms_to_ticks(timeout_ms);
+	u64 beat = now + ms_to_ticks(VT_BEAT_MS);
 	u64 i = 0;
 
 	while (vt_irqs < n) {
-		if (cntvct() > end)
+		now = cntvct();
+		if (now > end)
 			return -1;
-		if (how == WAIT_MMIO)
-			vt_report(VT_HBEAT, i++);
-		else if (how == WAIT_WFI) {
+		if (how == WAIT_MMIO) {
+			vt_report(VT_HBEAT, i);
+		} else if (how == WAIT_WFI) {
 			wfi();
 			vt_report(VT_WAKE, vt_irqs);
+		} else if (how == WAIT_BEAT && now >= beat) {
+			vt_report(VT_HBEAT, i);
+			beat = now + ms_to_ticks(VT_BEAT_MS);
+		}
+		i++;
+	}
+	return 0;
+}
+
+void spin_ms(u64 ms)
+{
+	u64 end = cntvct() + ms_to_ticks(ms);
+
+	while (cntvct() < end)
+		;
+}
+
+u64 spin_heartbeat(u64 ms, u64 period_ms)
+{
+	u64 now = cntvct(), end = now + ms_to_ticks(ms);
+	u64 beat = now + ms_to_ticks(period_ms);
+	u64 i;
+
+	for (i = 0; now < end; i++) {
+		now = cntvct();
+		if (now >= beat) {
+			vt_report(VT_HBEAT, i);
+			beat = now + ms_to_ticks(period_ms);
 		}
 	}
+	return i;
+}
+
+int wait_istatus(int t, u64 timeout_ms)
+{
+	u64 end = cntvct() + ms_to_ticks(timeout_ms);
+
+	while (!timer_istatus(t))
+		if (cntvct() > end)
+			return -1;
 	return 0;
 }

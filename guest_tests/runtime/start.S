@@ -2,7 +2,7 @@
 /*
  * Entry and exception vectors of the bare-metal guest runtime.
  * The VMM enters every vCPU at _start, EL1h, MMU off, DAIF masked,
- * with x0 = vCPU index. Each vCPU gets VT_STACK_SIZE of stack from the top
+ * with x0 = vCPU index (kept in TPIDR_EL1). Each vCPU gets VT_STACK_SIZE of stack from the top
  * of RAM.
  */
 #include "vt_ports.h"
@@ -12,6 +12,7 @@ VT_PORTS(VT_PORT_EQU)
 	.section .text.start, "ax"
 	.global _start
 _start:
+	msr	tpidr_el1, x0		/* the vCPU index, for cpu_id() */
 	ldr	x1, =(VT_RAM_BASE + VT_RAM_SIZE)
 	mov	x2, #VT_STACK_SIZE
 	msub	x1, x0, x2, x1

@@ -19,6 +19,7 @@
 #define VT_RAM_BASE	_VT_UL(0x40000000)
 #define VT_RAM_SIZE	_VT_UL(0x00200000)
 #define VT_STACK_SIZE	_VT_UL(0x00010000)	/* per vCPU, from the top of RAM */
+#define VT_MAX_VCPUS	4
 
 #define VT_PORTS(X)							\
 	X(EXIT,		0)	/* guest done; value: exit code (0 ok) */	\
@@ -32,7 +33,8 @@
 	X(SPURIOUS,	8)	/* IRQ with no timer pending; value: CTLs */	\
 	X(WAKE,		9)	/* WFI returned; value: IRQs so far */		\
 	X(DISARM,	10)	/* timer masked/disabled; value: timer */	\
-	X(CNT,		11)	/* a counter reading; value: CNTVCT */
+	X(CNT,		11)	/* a counter reading; value: CNTVCT */	\
+	X(SAVE,		12)	/* VMM: save and restore the vtimer; value: 0 */
 
 #ifdef __ASSEMBLER__
 #define VT_PORT_EQU(name, nr) .equ VT_##name, nr;

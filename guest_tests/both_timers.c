@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Both timers on the one IRQ line. First staggered: virtual at 5 ms,
+ * physical at 15 ms, two IRQs in that order. Then at once: both fire
+ * while IRQs are masked, the guest reports (the exit shows both bits),
+ * unmasks and takes one IRQ that finds both pending.
+ */
+#include "guest.h"
+
+#define VIRT	(1U << VT_TIMER_VIRT)
+#define PHYS	(1U << VT_TIMER_PHYS)
+
+int vt_main(unsigned int cpu)
+{
+	(void)cpu;
+	timer_arm(0, ms_to_ticks(5));
+	timer_arm(1, ms_to_ticks(15));
+	irq_unmask();
+	VT_CHECK(wait_irqs(2, 2000, WAIT_SPIN) == 0);
+	VT_CHECK(vt_irq(0).pending == VIRT);
+	VT_CHECK(vt_irq(1).pending == PHYS);
+	VT_CHECK(vt_irq(1).cnt > vt_irq(0).cnt);
+
+	irq_mask();
+	vt_report(VT_MARK, 1);
+	timer_cval(0, cntvct());
+	timer_cval(1, cntpct());
+	timer_ctl(0, CTL_ENABLE);
+	timer_ctl(1, CTL_ENABLE);
+	VT_CHECK(wait_istatus(0, 100) == 0 && wait_istatus(1, 100) == 0);
+	vt_report(VT_MARK, 2);		/* the exit shows both bits */
+	irq_unmask();
+	VT_CHECK(wait_irqs(3, 2000, WAIT_SPIN) == 0);
+	VT_CHECK(vt_irq(2).pending == (VIRT | PHYS));
+	wait_irqs(4, 20, WAIT_SPIN);
+	VT_CHECK(vt_irqs == 3);
+	return VT_EXIT_OK;
+}

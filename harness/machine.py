@@ -96,11 +96,14 @@ def load(name_or_path: str) -> MachineConfig:
         raise InputError(path, "gic_version must be 2 or 3", line=data.lines["gic_version"])
     fragments = []
     for frag in data["kernel_fragments"]:
-        frag_path = FRAGMENTS / str(frag)
-        if not repo.inside(FRAGMENTS, frag_path) or not frag_path.is_file():
+        # next to the machine file first (a user's own config), then the shipped ones
+        frag_path = next(
+            (p for p in (path.parent / str(frag), FRAGMENTS / str(frag)) if p.is_file()), None
+        )
+        if frag_path is None:
             raise InputError(
                 path,
-                f"kernel fragment '{frag}' not found in {repo.rel(FRAGMENTS)}",
+                f"kernel fragment '{frag}' not found next to it or in {repo.rel(FRAGMENTS)}",
                 line=data.lines["kernel_fragments"],
             )
         fragments.append(frag_path)

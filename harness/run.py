@@ -201,8 +201,7 @@ class Run:
         parsed = self.stream.parsed
         recs = [r for r in parsed.records if r.test == spec.name]
         probs = parsed.problems_for(spec.name)
-        # QEMU's trace cannot tell one VM's vCPUs apart: layer 0 for 1-vCPU tests only
-        hw = self.hardware(spec.name) if spec.vcpus == 1 else None
+        hw = self.hardware(spec.name)
         res = evaluate(spec, recs, probs, self.model, hw)
         self.results[spec.name] = res
         for m in self.extra_models:

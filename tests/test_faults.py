@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 
 import pytest
@@ -54,3 +55,78 @@ def test_qemu_that_dies_at_start_keeps_exit_status_and_stderr(tmp_path):
     assert "no-such-device" in (out.run_dir / "qemu.stderr").read_text()
     (res,) = out.results
     assert res.status == "MISS"
+
+
+def test_patch_that_does_not_apply_is_an_error_naming_patch_and_file(tmp_path):
+    rev = tmp_path / "broken-rev"
+    rev.mkdir()
+    for f in ("series", "profile.yaml"):
+        (rev / f).write_text((repo.KERNEL_PATCHES / "v5" / f).read_text())
+    (rev / "profile.yaml").write_text(
+        (rev / "profile.yaml").read_text().replace("revision: v5", "revision: broken-rev")
+    )
+    (patch,) = (repo.KERNEL_PATCHES / "v5").glob("*.patch")
+    text = patch.read_text().replace(" struct kvm_sync_regs {", " struct kvm_sync_regz {", 1)
+    (rev / patch.name).write_text(text)
+    out, lines = _run(tmp_path, revision=str(rev), tests=["oneshot_wfi"])
+    assert out.exit_code == 1
+    err = next(line for line in lines if line.startswith("error: "))
+    assert patch.name in err and "does not apply" in err
+    assert "arch/arm64/include/uapi/asm/kvm.h" in err
+    assert [r.status for r in out.results] == ["ERROR"]
+    data = json.loads((out.run_dir / "results.json").read_text())
+    assert "does not apply" in data["identity"]["error"]
+
+
+def test_config_option_that_does_not_stick_is_listed(tmp_path):
+    (tmp_path / "bogus.config").write_text("CONFIG_VTIMER_HARNESS_NO_SUCH_OPTION=y\n")
+    cfg = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
+    machine_file = tmp_path / "bogus.yaml"
+    machine_file.write_text(
+        cfg.replace("[kvm-minimal.config, trace.config]", "[kvm-minimal.config, bogus.config]")
+    )
+    out, lines = _run(tmp_path, machine=str(machine_file), tests=["oneshot_wfi"])
+    assert out.exit_code == 1
+    err = next(line for line in lines if line.startswith("error: "))
+    assert "did not stick" in err and "CONFIG_VTIMER_HARNESS_NO_SUCH_OPTION=y (got n)" in err
+    assert [r.status for r in out.results] == ["ERROR"]
+
+
+def test_compiler_error_shows_the_log_tail_and_keeps_the_build_dir(tmp_path):
+    rev = tmp_path / "cc-error"
+    shutil.copytree(repo.KERNEL_PATCHES / "upstream", rev)
+    (rev / "profile.yaml").write_text(
+        (rev / "profile.yaml").read_text().replace("revision: upstream", "revision: cc-error")
+    )
+    (rev / "0001-break.patch").write_text(
+        "--- a/arch/arm64/kvm/arch_timer.c\n+++ b/arch/arm64/kvm/arch_timer.c\n"
+        "@@ -1,3 +1,4 @@\n+#error vtimer-harness: deliberately broken\n"
+        + "".join(" " + line + "\n" for line in _head("arch/arm64/kvm/arch_timer.c", 3))
+    )
+    (rev / "series").write_text("0001-break.patch\n")
+    out, lines = _run(tmp_path, revision=str(rev), tests=["oneshot_wfi"])
+    assert out.exit_code == 1
+    text = "\n".join(lines)
+    assert "kernel build failed" in text and "deliberately broken" in text  # the log tail
+    assert [r.status for r in out.results] == ["ERROR"]
+    build_dir = (
+        repo.ROOT
+        / json.loads((out.run_dir / "results.json").read_text())["identity"]["error"].split(":")[0]
+    )
+    assert build_dir.is_file()  # build.log kept
+    shutil.rmtree(build_dir.parent)
+
+
+def _head(rel: str, n: int) -> list[str]:
+    """The first lines of a file of the pristine kernel source (for a patch's context)."""
+    import subprocess
+
+    from harness import kernel
+
+    for src in kernel.KERNELS.glob("src-*/linux"):
+        return (src / rel).read_text().splitlines()[:n]
+    text = subprocess.run(
+        ["tar", "-xOf", str(kernel.SOURCE_TARBALL), f"linux-source-6.1/{rel}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return text.splitlines()[:n]

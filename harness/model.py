@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness import kernel_trace
 from harness.revision import Revision
 from harness.trace import Change, Exit, TestTrace
 
@@ -183,18 +184,29 @@ class Model:
                 return PropertyResult(
                     "truthful", FAIL, "IRQ entry with no timer pending", seq=e.seq
                 )
+        shown = sum(1 for c in tr.changes("vtimer") if c.level == 1)
+        kev = kernel_trace.events(tr.records)
+        if kev and "vtimer" in self.timers and kernel_trace.rises(kev) != shown:
+            return PropertyResult(
+                "truthful", FAIL, "the ABI showed a different number of vtimer rises than the "
+                "kernel's kvm_timer_update_irq saw",
+                expected=f"{kernel_trace.rises(kev)} (L1 tracepoints)", observed=str(shown),
+            )  # fmt: skip
         if tr.hw is None:
             return PropertyResult(
-                "truthful", PASS, "every IRQ found its timer pending (no hardware trace)"
-            )
-        shown = sum(1 for c in tr.changes("vtimer") if c.level == 1)
+                "truthful", PASS, f"every IRQ found its timer pending; {shown} rises shown "
+                "(no hardware trace)"
+            )  # fmt: skip
         if "vtimer" in self.timers and shown != tr.hw.edges():
             return PropertyResult(
                 "truthful", FAIL, "the ABI showed a different number of vtimer rises than QEMU's "
                 "timer produced", expected=f"{tr.hw.edges()} (QEMU arm_gt_*)", observed=str(shown),
             )  # fmt: skip
         return PropertyResult(
-            "truthful", PASS, f"{shown} vtimer rises shown, {tr.hw.edges()} in QEMU's trace"
+            "truthful",
+            PASS,
+            f"{shown} vtimer rises shown, {tr.hw.edges()} in QEMU's trace"
+            + (f", {kernel_trace.rises(kev)} in the kernel's" if kev else ""),
         )
 
     def progress(self, tr: TestTrace) -> PropertyResult:

@@ -56,6 +56,7 @@ class HwChange:
     index: int
     next_tick: int | None  # for a rise: the physical count at which it fired
     while_out: bool  # happened while the vCPU was not loaded (seen at the next load)
+    tick: int | None = None  # a rise's physical count: CVAL + offset when the counter caused it
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
     pending_put: GtEvent | None = None
     cval: int | None = 0  # the loaded vCPU's timer state, as written
     ctl = 0
+    offset = 0  # the CNTVOFF in force
+    wrote = False  # the guest's last timer-1 event was a write (a rise now is the write's)
     for i, e in enumerate(events):
         if e.event == "arm_gt_cntvoff_write":
             if e.value:
@@ -153,6 +156,8 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
                     vms[e.value] = current
                     current.offsets.append(e.value)
                 current.loads += 1
+                offset = e.value
+                wrote = False
                 last = current
                 restoring = 2
                 pending_put = None
@@ -181,6 +186,7 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
             elif e.value is not None:
                 ctl = e.value & 3
             pending_put = None
+            wrote = True
             continue
         if e.irqstate is None:
             continue
@@ -190,8 +196,14 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
         if restoring == 0 and hw != level:
             # first recalc after the restore: a change while out, else a change in the guest
             loaded_first = _first_recalc_since_load(events, i)
-            current.changes.append(HwChange(hw, e.index, e.next_tick, while_out=loaded_first))
+            by_counter = hw == 1 and cval is not None and (loaded_first or not wrote)
+            tick = cval + offset if by_counter else None
+            current.changes.append(
+                HwChange(hw, e.index, e.next_tick, while_out=loaded_first, tick=tick)
+            )
             level = hw
+        if restoring == 0:
+            wrote = False
     return order
 
 

@@ -26,6 +26,7 @@ class Exit:
     value: int | None
     t_ns: int
     in_run_ns: int
+    cnt: int | None = None  # the L1 counter when KVM_RUN returned
     stop: bool = False
     sig: int = 0  # SIGALRMs of the VMM's own timers that ended this KVM_RUN
 
@@ -88,6 +89,7 @@ class TestTrace:
                         value=int(val, 16) if val is not None else None,
                         t_ns=r.t_ns,
                         in_run_ns=r.int("dt"),
+                        cnt=r.int("cnt", base=16) if r.get("cnt") else None,
                         stop=r.get("stop") == "1",
                         sig=r.int("sig"),
                     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from harness import correlate
 from harness.guest_spec import GuestTest
 from harness.model import FAIL, Model, PropertyResult
 from harness.qemu_trace import VmTimeline
@@ -41,7 +42,7 @@ class TestResult:
 def _metrics(tr: TestTrace) -> dict[str, float | int | None]:
     span = (tr.exits[-1].t_ns - tr.exits[0].t_ns) / 1e9 if len(tr.exits) > 1 else None
     rises = [c for c in tr.changes("vtimer") if c.level == 1]
-    return {
+    return correlate.metrics(tr) | {
         "hw_vtimer_edges": tr.hw.edges() if tr.hw else None,
         "exits": len(tr.exits),
         "notice_exits": sum(1 for e in tr.exits if e.notice),

@@ -36,9 +36,20 @@ def test_upstream_suite_passes_for_real(tmp_path):
     assert data["identity"]["kernel"]["release"].startswith("6.1.")
     assert data["boot"]["qemu_version"].startswith(("7.", "8.", "9."))
     assert "arm_gt_recalc" in data["boot"]["trace_events"]
-    for name in ("console.log", "junit.xml", "ktap.txt", "qemu-cmdline.sh", "qemu-trace.log"):
+    for name in (
+        "console.log",
+        "junit.xml",
+        "ktap.txt",
+        "qemu-cmdline.sh",
+        "qemu-trace.log",
+        "report.html",
+    ):
         assert (out.run_dir / name).is_file(), name
     assert "gt_recalc" in (out.run_dir / "qemu-trace.log").read_text()
+    for t in data["tests"]:  # all three layers saw the same edges, in every test
+        m = t["metrics"]
+        assert m["vtimer_edges"] == m["hw_vtimer_edges"] == m["kt_vtimer_edges"], t["name"]
+        assert m["exits"] == m["kt_userspace_exits"], t["name"]
     rearm = next(t for t in data["tests"] if t["name"] == "rearm_n")
     assert rearm["metrics"]["vtimer_edges"] == 5 and rearm["metrics"]["irqs"] == 5
 

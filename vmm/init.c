@@ -88,11 +88,12 @@ static bool wait_for(pid_t pid, unsigned int ms, int *ws)
  */
 static void run_one(struct vt_test *t)
 {
-	const char *status;
+	char end[96];
 	int ws = 0;
 	pid_t pid;
 
 	fflush(stdout);
+	kt_start();
 	pid = fork();
 	if (pid == 0) {
 		rec_set_buffered(true);
@@ -102,26 +103,23 @@ static void run_one(struct vt_test *t)
 		_exit(st);
 	}
 	if (pid < 0) {
-		rec_emit(t->name, "end", "status=vmm-error msg=\"fork: %s\"",
-			 strerror(errno));
-		return;
-	}
-	if (!wait_for(pid, t->timeout_ms, &ws)) {
+		snprintf(end, sizeof(end), "status=vmm-error msg=\"fork: %s\"", strerror(errno));
+	} else if (!wait_for(pid, t->timeout_ms, &ws)) {
 		kill(pid, SIGUSR1);
 		if (!wait_for(pid, STOP_GRACE_MS, &ws)) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &ws, 0);
 		}
-		rec_emit(t->name, "end", "status=watchdog timeout_ms=%u", t->timeout_ms);
-		return;
+		snprintf(end, sizeof(end), "status=watchdog timeout_ms=%u", t->timeout_ms);
+	} else if (WIFSIGNALED(ws)) {
+		snprintf(end, sizeof(end), "status=vmm-crash signal=%d", WTERMSIG(ws));
+	} else {
+		snprintf(end, sizeof(end), "status=%s",
+			 WEXITSTATUS(ws) < (int)(sizeof(status_names) / sizeof(status_names[0])) ?
+			 status_names[WEXITSTATUS(ws)] : "vmm-error");
 	}
-	if (WIFSIGNALED(ws)) {
-		rec_emit(t->name, "end", "status=vmm-crash signal=%d", WTERMSIG(ws));
-		return;
-	}
-	status = WEXITSTATUS(ws) < (int)(sizeof(status_names) / sizeof(status_names[0])) ?
-		 status_names[WEXITSTATUS(ws)] : "vmm-error";
-	rec_emit(t->name, "end", "status=%s", status);
+	kt_drain(t->name);
+	rec_emit(t->name, "end", "%s", end);
 }
 
 const char *const inject_names[] = {
@@ -227,7 +225,8 @@ static int run_suite(const char *path)
 
 	uname(&u);
 	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	rec_emit("-", "boot", "release=%s kvm=%d user_irq=%d", u.release, kvm >= 0,
+	rec_emit("-", "boot", "release=%s frq=%llu kt=%d kvm=%d user_irq=%d", u.release,
+		 (unsigned long long)read_cntfrq(), kt_available(), kvm >= 0,
 		 kvm >= 0 ? ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_USER_IRQ) : -1);
 	if (kvm >= 0)
 		close(kvm);

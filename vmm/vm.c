@@ -165,7 +165,8 @@ static int drive_line(struct vcpu *v, int level)
 			 (unsigned long long)(now_ns() - v->held_since) / 1000);
 	v->held = false;
 	v->line = level;
-	rec_emit(v->vm->t->name, "inject", "vcpu=%d level=%d%s", v->idx, level, late);
+	rec_emit(v->vm->t->name, "inject", "vcpu=%d level=%d cnt=%llx%s", v->idx, level,
+		 (unsigned long long)read_cnt(), late);
 	return 0;
 }
 
@@ -406,6 +407,7 @@ static void *vcpu_loop(void *arg)
 		uint64_t t0 = now_ns(), level, h;
 		int ret = ioctl(v->fd, KVM_RUN, 0);
 		int err = errno;
+		uint64_t cnt = read_cnt();
 		uint64_t dt = now_ns() - t0;
 		bool shown, notice, read = false;
 		int nsig = 0;
@@ -455,10 +457,12 @@ static void *vcpu_loop(void *arg)
 				}
 			}
 		}
-		rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=%s read=%d ntc=%d%s%s%s",
+		rec_emit(t->name, "exit",
+			 "vcpu=%d n=%llu r=%s err=%d dt=%llu cnt=%llx lvl=%s read=%d ntc=%d%s%s%s",
 			 v->idx, (unsigned long long)v->exits,
 			 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
-			 (unsigned long long)dt, lvl, read, notice, sig, hist, extra);
+			 (unsigned long long)dt, (unsigned long long)cnt, lvl, read, notice, sig,
+			 hist, extra);
 		if (read) {
 			v->level = level;
 			if (follow_line(v, !!(level & t->abi->timers)) < 0) {

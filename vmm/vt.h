@@ -17,6 +17,28 @@ void rec_emit(const char *test, const char *kind, const char *fmt, ...)
 void rec_flush(void);
 uint64_t now_ns(void);
 
+/* The L1 counter (CNTVCT_EL0: the physical count for the host), ties records to QEMU's. */
+static inline uint64_t read_cnt(void)
+{
+	uint64_t v;
+
+	asm volatile("isb; mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+}
+
+static inline uint64_t read_cntfrq(void)
+{
+	uint64_t v;
+
+	asm volatile("mrs %0, cntfrq_el0" : "=r"(v));
+	return v;
+}
+
+/* --- layer 1 (tracefs.c) --- */
+bool kt_available(void);
+void kt_start(void);
+void kt_drain(const char *test);
+
 /* --- ABIs (abi.c): how a revision reports the timer line --- */
 struct vt_abi {
 	const char *name;

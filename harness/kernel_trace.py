@@ -1,0 +1,73 @@
+"""Layer 1: the L1 kernel's kvm_* tracepoints, carried in "kt" records.
+
+The VMM switches tracefs on per test with trace_clock "mono", so an
+event's time is the same CLOCK_MONOTONIC as the records' t_ns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.records import Record
+
+_LINE = re.compile(
+    r"^\s*(?P<task>.+?)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>\d+\.\d+): (?P<ev>\w+): ?(?P<rest>.*)$"
+)
+_UPDATE = re.compile(r"VCPU: (\d+), IRQ (\d+), level (\d)")
+VTIMER_IRQ, PTIMER_IRQ = 27, 30
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    t_ns: int
+    event: str
+    text: str
+    seq: int
+
+    def timer_update(self) -> tuple[int, int, int] | None:
+        """(vcpu, irq, level) of a kvm_timer_update_irq event."""
+        if self.event != "kvm_timer_update_irq":
+            return None
+        m = _UPDATE.search(self.text)
+        return (int(m[1]), int(m[2]), int(m[3])) if m else None
+
+
+def parse_record(r: Record) -> KernelEvent | None:
+    ts, ev, msg = r.get("ts"), r.get("ev"), r.get("msg", "")
+    if ts is None or ev is None:  # an older or raw form: the trace file's own line
+        m = _LINE.match(r.get("line") or r.get("raw") or "")
+        if not m:
+            return None
+        ts, ev, msg = m["ts"], m["ev"], m["rest"]
+    sec, _, frac = ts.partition(".")
+    if not sec.isdigit():
+        return None
+    t_ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+    return KernelEvent(t_ns, ev, msg, r.seq)
+
+
+def events(records: list[Record]) -> list[KernelEvent]:
+    """The test's kernel events; none when the VMM had to drop some (ktdrop)."""
+    if any(r.kind == "ktdrop" for r in records):
+        return []
+    return [e for r in records if r.kind == "kt" and (e := parse_record(r))]
+
+
+def level_changes(evs: list[KernelEvent], irq: int = VTIMER_IRQ) -> list[tuple[int, int, int]]:
+    """(t_ns, vcpu, level) each time the kernel's view of the timer line changed."""
+    out = []
+    current: dict[int, int] = {}
+    for e in evs:
+        u = e.timer_update()
+        if u is None or u[1] != irq:
+            continue
+        vcpu, _, level = u
+        if current.get(vcpu, 0) != level:
+            out.append((e.t_ns, vcpu, level))
+        current[vcpu] = level
+    return out
+
+
+def rises(evs: list[KernelEvent], irq: int = VTIMER_IRQ) -> int:
+    return sum(1 for _, _, level in level_changes(evs, irq) if level == 1)

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Layer 1: the L1 kernel's kvm_* tracepoints, from tracefs. Switched on
+ * before each test (trace_clock "mono", so its times are the records'
+ * CLOCK_MONOTONIC), drained after it and written as "kt" records:
+ *
+ *   @VT1 <seq> <test> <t_ns> kt ts=<sec.usec> ev=<event> msg="<its text>"
+ *
+ * Reads of "trace" return about a page at a time: read until EOF. A kernel
+ * without tracefs still runs; the boot record says kt=0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vt.h"
+
+#define TRACEFS "/sys/kernel/tracing"
+/* A runaway test (an exit storm) would flood the console: keep the first ones. */
+#define KT_MAX_LINES	4000
+
+static const char *const events[] = {
+	"kvm_timer_update_irq", "kvm_exit", "kvm_entry", "kvm_userspace_exit",
+	"kvm_irq_line", "kvm_vcpu_wakeup", "kvm_timer_hrtimer_expire",
+};
+
+static int put(const char *file, const char *val)
+{
+	char path[160];
+	int fd, ret;
+
+	snprintf(path, sizeof(path), TRACEFS "/%s", file);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	if (fd < 0)
+		return -1;
+	ret = write(fd, val, strlen(val)) < 0 ? -1 : 0;
+	close(fd);
+	return ret;
+}
+
+bool kt_available(void)
+{
+	return access(TRACEFS "/events/kvm/kvm_exit/enable", W_OK) == 0;
+}
+
+void kt_start(void)
+{
+	char file[128];
+	size_t i;
+
+	if (!kt_available())
+		return;
+	put("tracing_on", "0");
+	put("trace_clock", "mono");
+	put("buffer_size_kb", "4096");
+	put("trace", "");
+	for (i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+		snprintf(file, sizeof(file), "events/kvm/%s/enable", events[i]);
+		put(file, "1");
+	}
+	put("tracing_on", "1");
+}
+
+/*
+ * "  init-23  [000] d....  0.339615: kvm_entry: PC: 0x40000000" becomes
+ * "kt ts=0.339615 ev=kvm_entry msg="PC: 0x40000000"": the task, CPU and
+ * flags columns say nothing here (one VMM thread per vCPU, one CPU).
+ */
+static void emit_line(const char *test, char *line)
+{
+	char *ts, *ev, *msg, *p;
+
+	if (line[0] == '#' || !line[0])
+		return;
+	for (p = line; *p; p++)
+		if (*p == '"')
+			*p = '\'';
+	p = strchr(line, ']');
+	ev = p ? strstr(p, ": ") : NULL;
+	if (!ev) {
+		rec_emit(test, "kt", "raw=\"%s\"", line);
+		return;
+	}
+	*ev = 0;
+	ts = strrchr(p, ' ');
+	ev += 2;
+	msg = strstr(ev, ": ");
+	if (msg) {
+		*msg = 0;
+		msg += 2;
+	}
+	rec_emit(test, "kt", "ts=%s ev=%s msg=\"%s\"", ts ? ts + 1 : "?", ev, msg ? msg : "");
+}
+
+/* Stop tracing and write every buffered event as a record of test. */
+void kt_drain(const char *test)
+{
+	char buf[4096], line[400];
+	unsigned long lines = 0;
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	if (!kt_available())
+		return;
+	put("tracing_on", "0");
+	fd = open(TRACEFS "/trace", O_RDONLY);
+	if (fd < 0)
+		return;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				line[len] = 0;
+				if (line[0] != '#' && ++lines <= KT_MAX_LINES)
+					emit_line(test, line);
+				len = 0;
+			} else if (len < sizeof(line) - 1) {
+				line[len++] = buf[i];
+			}
+		}
+	}
+	close(fd);
+	put("trace", "");
+	if (lines > KT_MAX_LINES)
+		rec_emit(test, "ktdrop", "n=%lu kept=%d", lines - KT_MAX_LINES, KT_MAX_LINES);
+}

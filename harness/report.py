@@ -13,14 +13,28 @@ from harness.guest_spec import PROPERTIES
 from harness.trace import TestTrace
 from harness.verdict import TestResult
 
-WIDTH, LEFT, ROW = 900, 170, 34
-COLORS = {"notice": "#d93025", "mmio": "#9aa0a6", "other": "#f29900", "irq": "#1a73e8"}
+WIDTH, LEFT, ROW = 960, 235, 34
+COLORS = {
+    "notice": "#d93025",
+    "mmio": "#9aa0a6",
+    "other": "#f29900",
+    "irq": "#1a73e8",
+    "hw": "#188038",
+}
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("harness", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+
+
+def _marks(ticks: list[timeline.Tick], x) -> list[dict]:
+    return [
+        {"x": x(k.t), "t": k.t, "label": k.label, "color": COLORS.get(k.kind, "#000"),
+         "tall": k.kind in ("notice", "irq", "hw")}
+        for k in ticks
+    ]  # fmt: skip
 
 
 def svg(tl: timeline.Timeline) -> Markup:
@@ -31,6 +45,11 @@ def svg(tl: timeline.Timeline) -> Markup:
 
     rows = []
     y = 4
+    first = {k: v for k, v in tl.ticks.items() if k.startswith("hardware")}
+    rest = {k: v for k, v in tl.ticks.items() if k not in first}
+    for name, ticks in first.items():
+        rows.append({"name": name, "y": y, "path": "", "ticks": _marks(ticks, x)})
+        y += ROW
     for name, steps in tl.tracks.items():
         pts = []
         for i, s in enumerate(steps):
@@ -41,13 +60,8 @@ def svg(tl: timeline.Timeline) -> Markup:
         pts.append(f"{x(tl.span_ms)},{y + (6 if steps[-1].level else 24)}")
         rows.append({"name": name, "y": y, "path": " ".join(pts), "ticks": []})
         y += ROW
-    for name, ticks in tl.ticks.items():
-        marks = [
-            {"x": x(k.t), "t": k.t, "label": k.label, "color": COLORS.get(k.kind, "#000"),
-             "tall": k.kind in ("notice", "irq")}
-            for k in ticks
-        ]  # fmt: skip
-        rows.append({"name": name, "y": y, "path": "", "ticks": marks})
+    for name, ticks in rest.items():
+        rows.append({"name": name, "y": y, "path": "", "ticks": _marks(ticks, x)})
         y += ROW
     # autoescaped (select_autoescape is on for .j2 via autoescape=True), so safe to embed
     html = _env.get_template("timeline.svg.j2").render(

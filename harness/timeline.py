@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness import correlate, kernel_trace
 from harness.trace import TestTrace
 
 
@@ -25,7 +26,7 @@ class Timeline:
     test: str
     span_ms: float
     tracks: dict[str, list[Step]] = field(default_factory=dict)
-    ticks: dict[str, list[Tick]] = field(default_factory=dict)
+    ticks: dict[str, list[Tick]] = field(default_factory=dict)  # drawn before the tracks
     notes: list[str] = field(default_factory=list)
 
 
@@ -37,6 +38,19 @@ def build(tr: TestTrace) -> Timeline:
         return round((ns - t0) / 1e6, 3)
 
     tl = Timeline(tr.name, max(ms(end), 0.001))
+    clk = correlate.clock(tr)
+    if tr.hw is not None and clk is not None:
+        tl.ticks["hardware rise (QEMU)"] = [
+            Tick(ms(int(clk.mono(c.tick))), f"CNTV fired at count {c.tick:#x}", "hw")
+            for c in tr.hw.changes
+            if c.level == 1 and c.tick is not None
+        ]
+    kernel_steps = [Step(0.0, 0)]
+    for t_ns, vcpu, level in kernel_trace.level_changes(kernel_trace.events(tr.records)):
+        if vcpu == 0:
+            kernel_steps.append(Step(ms(t_ns), level))
+    if len(kernel_steps) > 1:
+        tl.tracks["kernel sees (kvm_timer_update_irq)"] = kernel_steps
     shown: list[Step] = [Step(0.0, 0)]
     for e in tr.exits:
         if e.level is not None and (e.level & 1) != shown[-1].level:

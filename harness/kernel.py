@@ -278,7 +278,11 @@ def build(
             (bdir / ".patched").touch()
         allconfig = bdir / "allconfig"
         allconfig.write_text(config)
-        if _make(src, [f"KCONFIG_ALLCONFIG={allconfig}", "allnoconfig"], log, 1).returncode:
+        seeded = (src / "out" / ".config").is_file()  # a donor's tree has this very config
+        if (
+            not seeded
+            and _make(src, [f"KCONFIG_ALLCONFIG={allconfig}", "allnoconfig"], log, 1).returncode
+        ):
             raise BuildError(log, "kernel configuration failed", log_tail=_tail(log))
         bad = kconfig.missing(config, (src / "out" / ".config").read_text())
         if bad:

@@ -81,6 +81,7 @@ class QemuRun:
         self._logf = None
         self.argv: list[str] = []
         self.init_s: float | None = None
+        self._pending = ""  # a console line not yet complete
 
     # -- lifecycle ---------------------------------------------------------
     def __enter__(self) -> QemuRun:
@@ -111,6 +112,9 @@ class QemuRun:
             timeout=None,
         )
         self._child.logfile_read = self._logf
+        self._child.delayafterread = None  # pexpect's default sleeps 0.1 ms after every read
+        self._child.delayafterclose = 0.0
+        self._child.delayafterterminate = 0.0
         self._qmp = self._connect_qmp(sock)
         return self
 
@@ -221,25 +225,49 @@ class QemuRun:
         path.write_text("".join(parts))
         return path
 
+    def _lines(self, timeout: float) -> list[str] | None:
+        """The complete console lines that arrive within timeout ([] if none; None at EOF).
+
+        Reads in large chunks: a console read slowly backs QEMU's serial up and
+        slows the guest itself down.
+        """
+        try:
+            chunk = self._child.read_nonblocking(1 << 16, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return []
+        except pexpect.EOF:
+            return None
+        text = self._pending + chunk
+        lines = text.split("\n")
+        self._pending = lines.pop()
+        return [line.rstrip("\r") for line in lines]
+
     def follow(self, on_line: Callable[[str], None], done: Callable[[], bool]) -> tuple[str, str]:
         """Read the console line by line until the suite is done, a panic, EOF or a time-out.
 
         Returns (status, reason) with status in completed, panic, hang, qemu-died.
         """
-        child = self._child
         t = self.timeouts
         started = time.monotonic()
         deadline = started + t.boot_s
+        quiet_since = started
         init_seen = False
         while True:
             now = time.monotonic()
             phase = "suite" if init_seen else "boot (before /init)"
             if now > deadline:
                 return "hang", f"{phase} did not finish in time"
-            wait = min(deadline - now, t.silence_s)
-            i = child.expect(["\r?\n", pexpect.EOF, pexpect.TIMEOUT], timeout=wait)
-            if i == 0:
-                line = child.before
+            if now - quiet_since >= t.silence_s:
+                return "hang", f"{phase}: no console output for {t.silence_s:.0f} s"
+            lines = self._lines(min(deadline - now, t.silence_s - (now - quiet_since)))
+            if lines is None:
+                if self._pending:
+                    on_line(self._pending)
+                    self._pending = ""
+                return "qemu-died", "QEMU exited before the suite finished"
+            if lines:
+                quiet_since = time.monotonic()
+            for line in lines:
                 if not init_seen and INIT_STARTED.search(line):
                     init_seen = True
                     self.init_s = time.monotonic() - started
@@ -250,22 +278,16 @@ class QemuRun:
                 on_line(line)
                 if done():
                     return "completed", "suite finished"
-            elif i == 1:
-                if child.before:
-                    on_line(child.before)
-                return "qemu-died", "QEMU exited before the suite finished"
-            elif time.monotonic() - now >= t.silence_s:
-                return "hang", f"{phase}: no console output for {t.silence_s:.0f} s"
 
     def _drain(self, seconds: float, on_line: Callable[[str], None]) -> None:
         """Keep reading for a moment (a panic's backtrace) so the log has it."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            try:
-                self._child.expect(["\r?\n"], timeout=max(0.05, end - time.monotonic()))
-                on_line(self._child.before)
-            except (pexpect.TIMEOUT, pexpect.EOF):
+            lines = self._lines(max(0.05, end - time.monotonic()))
+            if lines is None:
                 return
+            for line in lines:
+                on_line(line)
 
     def wait_exit(self) -> int | None:
         """After the suite: let the guest power off by itself (bounded)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 VIRT = 1
 
@@ -254,3 +255,35 @@ def _first_recalc_since_load(events: list[GtEvent], i: int) -> bool:
         if e.timer == VIRT and e.event in ("arm_gt_cval_write", "arm_gt_ctl_write"):
             continue
     return True
+
+
+class Reader:
+    """Follows a growing trace log: parses only what was appended since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.events: list[GtEvent] = []
+        self._pos = 0
+        self._partial = ""
+        self._lines = 0
+        self._vms: list[VmTimeline] = []
+
+    def timelines(self) -> list[VmTimeline]:
+        try:
+            with open(self.path, errors="replace") as f:
+                f.seek(self._pos)
+                chunk = f.read()
+                self._pos = f.tell()
+        except OSError:
+            return self._vms
+        if not chunk:
+            return self._vms
+        text = self._partial + chunk
+        lines = text.split("\n")
+        self._partial = lines.pop()  # an unfinished last line waits for the next call
+        for line in lines:
+            self._lines += 1
+            if e := parse_line(line, self._lines):
+                self.events.append(e)
+        self._vms = timelines(self.events)
+        return self._vms

@@ -140,7 +140,7 @@ class Run:
             "harness": _git_rev(),
         }
         self.boot: BootResult | None = None
-        self.trace_log: Path | None = None
+        self.hw_reader: qemu_trace.Reader | None = None
         self.started = time.monotonic()
         self.stream = records.Stream()
         self.ktap: ktap.KtapWriter | None = None
@@ -183,13 +183,12 @@ class Run:
 
     def hardware(self, test: str) -> qemu_trace.VmTimeline | None:
         """Layer 0 for test: the n-th VM in QEMU's trace is the n-th test that began."""
-        if self.trace_log is None or not self.trace_log.is_file():
+        if self.hw_reader is None:
             return None
         began = [r.test for r in self.stream.parsed.records if r.kind == "begin"]
         if test not in began:
             return None
-        with open(self.trace_log, errors="replace") as f:
-            vms = qemu_trace.timelines(qemu_trace.parse(f))
+        vms = self.hw_reader.timelines()
         n = began.index(test)
         # the next test's VM may have started already; more VMs than that means a
         # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable
@@ -287,7 +286,7 @@ class Run:
         timeouts = self.opts.timeouts
         timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))
         q = QemuRun(self.machine, image, initrd, self.run_dir, self.opts.trace_events, timeouts)
-        self.trace_log = q.trace_log
+        self.hw_reader = qemu_trace.Reader(q.trace_log) if q.trace_log else None
         version, enabled, diag, exit_status = "", [], None, None
         try:
             with q:

@@ -13,7 +13,11 @@ ABIS = ("upstream", "v4", "v5", "v6")
 TIMERS = ("vtimer", "ptimer")
 EXPECT_KEYS = {"exit_code", "irqs", "edges", "spurious"}
 INJECT = ("now", "late", "never")
-VMM_KEYS = {"inject", "inject_delay_ms", "alarm_us", "save_restore", "downtime_ms"}
+VMM_KEYS = {
+    "inject", "inject_delay_ms", "alarm_us", "save_restore", "downtime_ms",
+    "crash_after_exits", "garble_record",
+}  # fmt: skip
+TAGS = ("fault",)  # fault: a test of the harness itself, run only when named
 MAX_VCPUS = 4  # VT_MAX_VCPUS in guest_tests/runtime/vt_ports.h
 
 
@@ -26,6 +30,8 @@ class VmmOptions:
     alarm_us: int = 0  # a SIGALRM to each vCPU thread this often during KVM_RUN
     save_restore: bool = False  # honour the guest's VT_SAVE port
     downtime_ms: int = 0  # between save and restore
+    crash_after_exits: int = 0  # fault injection: the VMM crashes at this exit
+    garble_record: int = 0  # fault injection: this record is mangled, the next one lost
 
     def manifest_args(self) -> str:
         """The manifest's key=value words for the options that differ from the default."""
@@ -60,6 +66,7 @@ class GuestTest:
     expect: Expect
     spec_path: Path
     vmm: VmmOptions = field(default_factory=VmmOptions)
+    tags: tuple[str, ...] = ()
 
     @property
     def image(self) -> Path:
@@ -135,6 +142,9 @@ def _vmm(path: Path, data: yamlfile.LineDict) -> VmmOptions:
         opts["alarm_us"] = _count(path, data, "alarm_us", 100, 10_000_000)
     if "save_restore" in data:
         opts["save_restore"] = yamlfile.expect_type(path, data, "save_restore", bool)
+    for key in ("crash_after_exits", "garble_record"):
+        if key in data:
+            opts[key] = _count(path, data, key, 1, 1_000_000)
     if "downtime_ms" in data:
         opts["downtime_ms"] = _count(path, data, "downtime_ms", 0, 60000)
         if not opts.get("save_restore"):
@@ -152,7 +162,7 @@ def load(path: Path) -> GuestTest:
         path,
         data,
         {"name", "description", "source", "properties", "abis", "expect"},
-        {"timeout_s", "vcpus", "vmm"},
+        {"timeout_s", "vcpus", "vmm", "tags"},
     )
     name = yamlfile.expect_type(path, data, "name", str)
     if name != path.stem:
@@ -191,6 +201,7 @@ def load(path: Path) -> GuestTest:
         expect=_expect(path, expect),
         spec_path=path,
         vmm=vmm,
+        tags=_names(path, data, "tags", TAGS) if "tags" in data else (),
     )
 
 
@@ -199,9 +210,10 @@ def load_all(directory: Path = repo.GUEST_TESTS) -> dict[str, GuestTest]:
 
 
 def select(tests: dict[str, GuestTest], names: list[str] | None) -> list[GuestTest]:
-    """The named tests (all when names is empty); unknown names list the valid ones."""
+    """The named tests (all but the fault tests when names is empty); unknown names list
+    the valid ones."""
     if not names:
-        return list(tests.values())
+        return [t for t in tests.values() if "fault" not in t.tags]
     unknown = [n for n in names if n not in tests]
     if unknown:
         raise InputError(None, f"unknown test '{unknown[0]}' (valid: {', '.join(sorted(tests))})")

@@ -19,9 +19,12 @@ class SuitePlan:
     abi: str
     policy: str
     tests: tuple[GuestTest, ...]
+    live: bool = False  # records written as they happen, for faults injected mid-test
 
     def manifest(self) -> str:
         lines = [f"abi {self.abi}", f"policy {self.policy}"]
+        if self.live:
+            lines.append("records live")
         for t in self.tests:
             line = (
                 f"test {t.name} /suite/{t.name}.bin vcpus={t.vcpus} "

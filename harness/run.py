@@ -240,7 +240,9 @@ class Run:
             how = "cached" if k.cached else f"built in {k.build_seconds} s"
             say(f"# kernel: {k.release} ({how}, {k.build_dir})")
         self.identity["kernel"] = kern_identity
-        plan = initramfs.SuitePlan(self.rev.abi.name, self.opts.policy, tuple(self.runnable))
+        plan = initramfs.SuitePlan(
+            self.rev.abi.name, self.opts.policy, tuple(self.runnable), live=bool(self.opts.fault)
+        )
         initrd = initramfs.build(plan, repo.VMM_BIN, self.run_dir / "initramfs.cpio.gz")
         self.ktap = ktap.KtapWriter(
             say,

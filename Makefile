@@ -4,6 +4,7 @@
 REV ?= upstream
 MACHINE ?= virt-gicv3
 POLICY ?= every-exit
+VMM ?= ours
 ARGS ?=
 PYTHON ?= python3
 CROSS ?= aarch64-linux-gnu-
@@ -16,6 +17,12 @@ DEPS_STAMP := $(BUILD)/.deps-stamp
 GUEST_SRCS := $(wildcard guest_tests/*.c)
 GUEST_BINS := $(patsubst guest_tests/%.c,$(BUILD)/guests/%.bin,$(GUEST_SRCS))
 RUNTIME_OBJS := $(BUILD)/guests/runtime/start.o $(BUILD)/guests/runtime/runtime.o
+# guests whose VMM is QEMU (guest_tests/qemu/): their own runtime, ELF images
+QEMU_GUEST_SRCS := $(filter-out guest_tests/qemu/qrt.c,$(wildcard guest_tests/qemu/*.c))
+QEMU_GUEST_ELFS := $(patsubst guest_tests/qemu/%.c,$(BUILD)/qemu-guests/%.elf,$(QEMU_GUEST_SRCS))
+QEMU_RT_OBJS := $(BUILD)/qemu-guests/rt/start.o $(BUILD)/qemu-guests/rt/qrt.o
+QEMU_RT_HDRS := guest_tests/qemu/qrt.h guest_tests/runtime/guest.h guest_tests/runtime/vt_ports.h
+.SECONDARY: $(QEMU_RT_OBJS)
 VMM_SRCS := $(wildcard vmm/*.c)
 PY_DIRS := $(wildcard harness tests bench)
 VMM_HDRS := $(wildcard vmm/*.h) guest_tests/runtime/vt_ports.h
@@ -41,13 +48,13 @@ $(VENV)/.stamp: pyproject.toml $(DEPS_STAMP)
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
-artifacts: $(BUILD)/vmm/vtvmm $(GUEST_BINS)
+artifacts: $(BUILD)/vmm/vtvmm $(GUEST_BINS) $(QEMU_GUEST_ELFS)
 
 $(BUILD)/vmm/vtvmm: $(VMM_SRCS) $(VMM_HDRS) $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CROSS)gcc $(VMM_CFLAGS) -o $@ $(VMM_SRCS)
 
-$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.S guest_tests/runtime/vt_ports.h $(DEPS_STAMP)
+$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.S guest_tests/runtime/vt_ports.h guest_tests/runtime/vectors.h $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
 
@@ -61,8 +68,19 @@ $(BUILD)/guests/%.elf: guest_tests/%.c $(RUNTIME_OBJS) guest_tests/runtime/guest
 $(BUILD)/guests/%.bin: $(BUILD)/guests/%.elf
 	$(CROSS)objcopy -O binary $< $@
 
+$(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.S guest_tests/runtime/vectors.h $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
+
+$(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.c $(QEMU_RT_HDRS) $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
+
+$(BUILD)/qemu-guests/%.elf: guest_tests/qemu/%.c $(QEMU_RT_OBJS) guest_tests/qemu/guest.lds $(QEMU_RT_HDRS)
+	$(CROSS)gcc $(GUEST_CFLAGS) -Iguest_tests/qemu -static -no-pie -Wl,-z,max-page-size=4096 -T guest_tests/qemu/guest.lds -Wl,--build-id=none -Wl,--no-warn-rwx-segments -o $@ $(QEMU_RT_OBJS) $<
+
 boot-test: venv artifacts
-	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) $(ARGS)
+	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) --vmm $(VMM) $(ARGS)
 
 test: venv artifacts
 	$(VENV)/bin/ruff check $(PY_DIRS)
@@ -77,7 +95,7 @@ format: venv
 	$(VENV)/bin/ruff format $(PY_DIRS)
 
 clean:
-	rm -rf $(BUILD)/guests $(BUILD)/vmm
+	rm -rf $(BUILD)/guests $(BUILD)/qemu-guests $(BUILD)/vmm
 
 distclean:
 	rm -rf $(BUILD) $(VENV)

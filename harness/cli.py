@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import compare, guest_spec, machine, revision
+from harness import compare, guest_spec, machine, qemu_vmm, revision
 from harness.errors import HarnessError
-from harness.run import FAULTS, POLICIES, RunOptions, boot_test
+from harness.run import FAULTS, POLICIES, VMMS, RunOptions, boot_test
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +19,12 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--machine", default="virt-gicv3", help="machine under qemu_configs/")
     bt.add_argument("--policy", default="every-exit", choices=POLICIES, help="VMM read policy")
     bt.add_argument("--test", action="append", default=[], help="run only this test (repeatable)")
+    bt.add_argument(
+        "--vmm",
+        default="ours",
+        choices=VMMS,
+        help="the VMM under test: ours, or QEMU (kernel-irqchip=off) for guest_tests/qemu/",
+    )
     bt.add_argument("--kernel", type=Path, help="boot this prebuilt Image instead of building")
     bt.add_argument("--jobs", type=int, help="parallel kernel build jobs")
     bt.add_argument("--fault", choices=FAULTS, help="inject a fault at each test's timer arming")
@@ -38,7 +44,100 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--policy", default="every-exit", choices=POLICIES)
     cmp.add_argument("--test", action="append", default=[])
     sub.add_parser("list", help="list revisions, machines and guest tests")
+    mx = sub.add_parser(
+        "matrix", help="run a matrix file's cells (revision x kernel source x machine x policy)"
+    )
+    mx.add_argument("file", type=Path, help="the matrix file, e.g. matrix/nightly.yaml")
+    mx.add_argument("--cell", action="append", default=[], help="run only this cell (repeatable)")
+    mx.add_argument("--slots", type=int, help="CPU tokens for parallel boots (default: CPUs)")
+    mx.add_argument("--jobs", type=int, help="parallel kernel build jobs")
+    mx.add_argument("--results", type=Path, help="base directory for results (default results/)")
+    mx.add_argument("--list", action="store_true", help="list the cells and exit")
+    df = sub.add_parser(
+        "diff", help="compare two runs (or two matrix runs): status changes, metric changes"
+    )
+    df.add_argument("a", type=Path, help="the earlier run (results/<run-id> or a matrix run)")
+    df.add_argument("b", type=Path, help="the later run")
+    df.add_argument("--html", type=Path, help="write the HTML page here (default: in run b)")
+    df.add_argument("--no-html", action="store_true", help="text only")
+    df.add_argument("--all", action="store_true", help="also list unchanged cells and tests")
+    le = sub.add_parser("lava-export", help="write a LAVA job definition per matrix cell")
+    le.add_argument("file", type=Path, help="the matrix file")
+    le.add_argument("--out", type=Path, required=True, help="directory for the jobs (and files)")
+    le.add_argument(
+        "--artifact-url", required=True, help="base URL the kernels and initramfs are served from"
+    )
+    le.add_argument("--cell", action="append", default=[], help="only this cell (repeatable)")
+    le.add_argument(
+        "--with-kernels",
+        action="store_true",
+        help="also build/fetch the kernels and copy them under --out (else only the initramfs)",
+    )
+    li = sub.add_parser("lava-ingest", help="judge a LAVA job's console log into our results")
+    li.add_argument("log", type=Path, help="LAVA's job log (YAML/JSON) or the raw console log")
+    li.add_argument("--out", type=Path, default=None, help="base directory (default results/)")
+    li.add_argument("--job", type=Path, help="the job definition lava-export wrote (its metadata)")
+    li.add_argument("--rev", help="the revision (default: from the log or --job)")
+    li.add_argument("--machine", help="the machine (default: from the log or --job)")
+    li.add_argument("--policy", choices=POLICIES, help="the VMM policy (default: from the log)")
     return p
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    from harness import matrix
+
+    if args.list:
+        m = matrix.load(args.file).select(args.cell)
+        for c in m.cells:
+            extra = f" expect {c.expect}" + (f" ({c.expect_reason})" if c.expect_reason else "")
+            tests = f" tests {','.join(c.tests)}" if c.tests else ""
+            print(f"{c.name}:{extra}{tests}")
+        return 0
+    code, _ = matrix.run(
+        args.file,
+        **({"results_base": args.results} if args.results else {}),
+        slots=args.slots,
+        build_jobs=args.jobs,
+        cells=args.cell,
+    )
+    return code
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from harness import diff
+
+    d = diff.compare(args.a, args.b)
+    for line in diff.text(d, show_all=args.all):
+        print(line)
+    if not args.no_html:
+        out = diff.write_html(d, args.html)
+        print(f"# html: {out}")
+    return 1 if d.regressions else 0
+
+
+def _lava_export(args: argparse.Namespace) -> int:
+    from harness import lava
+
+    jobs = lava.export(
+        args.file, args.out, args.artifact_url, cells=args.cell, with_kernels=args.with_kernels
+    )
+    for j in jobs:
+        print(f"{j}")
+    return 0
+
+
+def _lava_ingest(args: argparse.Namespace) -> int:
+    from harness import lava
+
+    out = lava.ingest(
+        args.log,
+        **({"results_base": args.out} if args.out else {}),
+        job=args.job,
+        rev=args.rev,
+        machine=args.machine,
+        policy=args.policy,
+    )
+    return out.exit_code
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -68,9 +167,19 @@ def main(argv: list[str] | None = None) -> int:
             print("machines: ", " ".join(machine.available()))
             for t in guest_spec.load_all().values():
                 print(f"test {t.name}: {t.description}")
+            for t in qemu_vmm.load_all().values():
+                print(f"qemu test {t.name} (--vmm qemu): {t.description}")
             return 0
         if args.command == "compare":
             return _compare(args)
+        if args.command == "matrix":
+            return _matrix(args)
+        if args.command == "diff":
+            return _diff(args)
+        if args.command == "lava-export":
+            return _lava_export(args)
+        if args.command == "lava-ingest":
+            return _lava_ingest(args)
         traces = tuple(args.trace) if args.trace else ("arm_gt_*",)
         if traces == ("none",):
             traces = ()
@@ -83,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             trace_events=traces,
             jobs=args.jobs,
             fault=args.fault,
+            vmm=args.vmm,
             **({"results_base": args.results} if args.results else {}),
         )
         return boot_test(opts).exit_code

@@ -1,4 +1,7 @@
-"""Build a revision's kernel: Debian's linux-source-6.1 + the series + config, cached.
+"""Build a revision's kernel: a Debian linux-source-X package + the series + config, cached.
+
+The source package is a parameter (SOURCES; default linux-source-6.1) and part
+of the cache key, so one revision on two sources is two cached builds.
 
 Layout: build/kernels/<rev>-<key>/linux is the patched source and linux/out
 the object tree. The object tree sits directly inside the source, so the
@@ -32,8 +35,11 @@ from harness.errors import BuildError, HarnessError
 from harness.machine import MachineConfig
 from harness.revision import Revision
 
-SOURCE_PACKAGE = "linux-source-6.1"
-SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+DEFAULT_SOURCE = "linux-source-6.1"
+# kernel sources: Debian's linux-source-X packages, each a tarball in /usr/src
+SOURCES = ("linux-source-6.1", "linux-source-6.12")
+SOURCE_PACKAGE = DEFAULT_SOURCE
+SOURCE_TARBALL = Path(f"/usr/src/{DEFAULT_SOURCE}.tar.xz")
 CROSS = "aarch64-linux-gnu-"
 KERNELS = repo.BUILD / "kernels"
 # shared by every clone on the machine, so a fresh clone rebuilds from cache
@@ -132,7 +138,7 @@ def apply_patches(src: Path, patches: tuple[Path, ...], log: Path) -> None:
                     if "can't find file to patch" in line:
                         failed = failed or "(file not in tree)"
                 raise BuildError(
-                    patch,
+                    repo.rel(patch),
                     f"does not apply: fails on {failed or current}",
                     log_tail=dry.stdout[-2000:],
                 )
@@ -167,14 +173,23 @@ def _break_links(src: Path, files: list[str]) -> None:
             path.write_bytes(data)
 
 
-def _pristine(source: str, say: Callable[[str], None]) -> Path:
+def source_tarball(package: str) -> Path:
+    """The tarball a linux-source-X package installs."""
+    if package not in SOURCES:
+        raise HarnessError(None, f"unknown kernel source '{package}' (valid: {', '.join(SOURCES)})")
+    if package == DEFAULT_SOURCE:
+        return SOURCE_TARBALL  # a module attribute, so tests can point it elsewhere
+    return Path(f"/usr/src/{package}.tar.xz")
+
+
+def _pristine(source: str, tarball: Path, say: Callable[[str], None]) -> Path:
     """The unpacked source tree shared (by hard links) by every build tree."""
     top = KERNELS / f"src-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
     with locked(KERNELS / f".{top.name}.lock"):
         if not (top / ".unpacked").is_file():
             shutil.rmtree(top, ignore_errors=True)
-            say(f"kernel: unpacking {SOURCE_TARBALL.name} into {repo.rel(top)}")
-            _unpack(SOURCE_TARBALL, top / "linux")
+            say(f"kernel: unpacking {tarball.name} into {repo.rel(top)}")
+            _unpack(tarball, top / "linux")
             (top / ".unpacked").touch()
     return top / "linux"
 
@@ -236,21 +251,44 @@ def _make(src: Path, args: list[str], log: Path, jobs: int) -> subprocess.Comple
         return subprocess.run(cmd, cwd=src, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def _plan(
+    revision: Revision, machine: MachineConfig, source_package: str
+) -> tuple[Path, str, str, str]:
+    """(build dir, source identity, merged config, cache key) of a build."""
+    source = f"{source_package} {package_version(source_package)}"
+    config = kconfig.merge(list(machine.kernel_fragments))
+    key = cache_key(source, revision.patch_hashes(), config, compiler_version())
+    tag = "" if source_package == DEFAULT_SOURCE else source_package.rsplit("-", 1)[-1] + "-"
+    return KERNELS / f"{revision.name}-{tag}{key}", source, config, key
+
+
+def build_dir(
+    revision: Revision, machine: MachineConfig, source_package: str = DEFAULT_SOURCE
+) -> Path:
+    """Where build() keeps (or will keep) this kernel: its name is content-addressed."""
+    source_tarball(source_package)  # a known source
+    return _plan(revision, machine, source_package)[0]
+
+
 def build(
     revision: Revision,
     machine: MachineConfig,
     jobs: int | None = None,
     say: Callable[[str], None] = print,
+    source_package: str = DEFAULT_SOURCE,
 ) -> Kernel:
-    """Build (or reuse) the kernel Image for revision on machine's config fragments."""
+    """Build (or reuse) the kernel Image for revision on machine's config fragments.
+
+    source_package is one of SOURCES; the default keeps its historical cache
+    directory names (<rev>-<key>), another source adds its version
+    (<rev>-<X.Y>-<key>).
+    """
     jobs = jobs or os.cpu_count() or 2
-    if not SOURCE_TARBALL.is_file():
-        raise HarnessError(SOURCE_TARBALL, "missing (install linux-source-6.1: make deps)")
-    source = f"{SOURCE_PACKAGE} {package_version(SOURCE_PACKAGE)}"
-    config = kconfig.merge(list(machine.kernel_fragments))
+    tarball = source_tarball(source_package)
+    if not tarball.is_file():
+        raise HarnessError(tarball, f"missing (install {source_package}: make deps)")
+    bdir, source, config, key = _plan(revision, machine, source_package)
     patches = revision.patch_hashes()
-    key = cache_key(source, patches, config, compiler_version())
-    bdir = KERNELS / f"{revision.name}-{key}"
     src = bdir / "linux"
     image = src / "out" / "arch" / "arm64" / "boot" / "Image"
     log = bdir / "build.log"
@@ -266,7 +304,7 @@ def build(
         config_hash = hashlib.sha256(config.encode()).hexdigest()[:16]
         if not (bdir / ".patched").is_file():
             shutil.rmtree(src, ignore_errors=True)
-            pristine = _pristine(source, say)
+            pristine = _pristine(source, tarball, say)
             subprocess.run(["cp", "-al", str(pristine), str(src)], check=True)
             _break_links(src, touched)
             say(f"kernel: applying {len(revision.patches)} patch(es) of {revision.name}")

@@ -33,6 +33,10 @@ class KtapWriter:
             tag = {FAILED: "FAIL", ERROR: "ERROR", MISSED: "MISS"}[r.status]
             self._emit(f"not ok {self._n} {r.name} # {tag}")
 
+    def diag(self, text: str) -> None:
+        """A diagnostic line between results."""
+        self._emit(f"# {text}")
+
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
 

@@ -122,19 +122,24 @@ class QemuRun:
         self.stop()
 
     def _connect_qmp(self, sock: Path) -> QEMUMonitorProtocol:
+        """Connect to QEMU's QMP socket. QEMU creates the socket file a moment before it
+        listens on it, so a refused connection is retried until the deadline."""
         deadline = time.monotonic() + self.timeouts.qmp_connect_s
-        while not sock.exists():
+        while True:
             if not self._child.isalive():
                 raise HarnessError(self.qemu_stderr, "QEMU exited before its QMP socket appeared")
-            if time.monotonic() > deadline:
+            if sock.exists():
+                qmp = QEMUMonitorProtocol(str(sock))
+                try:
+                    qmp.connect()
+                    return qmp
+                except Exception as e:  # qemu.qmp raises its own ConnectError family
+                    qmp.close()
+                    if time.monotonic() > deadline:
+                        raise HarnessError(sock, f"QMP connection failed: {e}") from None
+            elif time.monotonic() > deadline:
                 raise HarnessError(sock, "QMP socket did not appear")
             time.sleep(0.01)
-        qmp = QEMUMonitorProtocol(str(sock))
-        try:
-            qmp.connect()
-        except Exception as e:  # qemu.qmp raises its own ConnectError family
-            raise HarnessError(sock, f"QMP connection failed: {e}") from None
-        return qmp
 
     def qmp(self, command: str, **args):
         if self._qmp is None:

@@ -32,6 +32,9 @@ from harness.trace import TestTrace
 from harness.verdict import ERROR, FAILED, MISSED, PASSED, SKIPPED, TestResult, evaluate, skipped
 
 POLICIES = ("every-exit", "eintr-only")
+# which VMM runs the tests: ours (vmm/), or QEMU itself for the tests in
+# guest_tests/qemu/, next to their peers under ours (harness/qemu_vmm.py)
+VMMS = ("ours", "qemu")
 # faults injected during a run at each test's first timer arming:
 # stop-cont pauses the whole machine over QMP for 200 ms; host-load burns the
 # host's CPUs for 500 ms. Either way each timer must still fire exactly once.
@@ -64,11 +67,14 @@ class RunOptions:
     tests: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)  # extra models to judge the same traces by
     kernel_image: Path | None = None  # a prebuilt Image instead of building
+    kernel_info: dict | None = None  # what that prebuilt Image is (package, version, ...)
+    kernel_source: str = kernel.DEFAULT_SOURCE  # the source package a built kernel comes from
     trace_events: tuple[str, ...] = ("arm_gt_*",)
     timeouts: Timeouts = field(default_factory=Timeouts)
     results_base: Path = repo.RESULTS
     jobs: int | None = None
     fault: str | None = None  # one of FAULTS
+    vmm: str = "ours"  # one of VMMS
 
 
 @dataclass
@@ -127,7 +133,9 @@ class Run:
         }
         self.by_model: dict[str, dict[str, TestResult]] = {m.name: {} for m in self.extra_models}
         self.run_dir = resultsfile.new_run_dir(
-            f"{self.rev.name}-{self.machine.name}-{opts.policy}", opts.results_base
+            f"{self.rev.name}-{self.machine.name}-{opts.policy}"
+            + ("" if opts.vmm == "ours" else f"-{opts.vmm}"),
+            opts.results_base,
         )
         self.identity: dict = {
             "revision": self.rev.name,
@@ -137,6 +145,7 @@ class Run:
             "machine": asdict(self.machine)
             | {"kernel_fragments": [repo.rel(f) for f in self.machine.kernel_fragments]},
             "policy": opts.policy,
+            "vmm": opts.vmm,
             "harness": _git_rev(),
         }
         self.boot: BootResult | None = None
@@ -227,11 +236,16 @@ class Run:
         self.identity["guest_images"] = {s.name: _sha256(s.image) for s in self.runnable}
         if self.opts.kernel_image:
             kern_identity = {"image": str(self.opts.kernel_image), "prebuilt": True}
+            kern_identity |= self.opts.kernel_info or {}
             image = self.opts.kernel_image
         else:
             try:
                 k = kernel.build(
-                    self.rev, self.machine, jobs=self.opts.jobs, say=lambda m: say(f"# {m}")
+                    self.rev,
+                    self.machine,
+                    jobs=self.opts.jobs,
+                    say=lambda m: say(f"# {m}"),
+                    source_package=self.opts.kernel_source,
                 )
             except BuildError as e:
                 return self._harness_failure(e)
@@ -240,10 +254,7 @@ class Run:
             how = "cached" if k.cached else f"built in {k.build_seconds} s"
             say(f"# kernel: {k.release} ({how}, {k.build_dir})")
         self.identity["kernel"] = kern_identity
-        plan = initramfs.SuitePlan(
-            self.rev.abi.name, self.opts.policy, tuple(self.runnable), live=bool(self.opts.fault)
-        )
-        initrd = initramfs.build(plan, repo.VMM_BIN, self.run_dir / "initramfs.cpio.gz")
+        initrd = self._initrd()
         self.ktap = ktap.KtapWriter(
             say,
             [
@@ -275,6 +286,12 @@ class Run:
             )
         self.save(complete=status == "completed")
         return self._write_outputs()
+
+    def _initrd(self) -> Path:
+        plan = initramfs.SuitePlan(
+            self.rev.abi.name, self.opts.policy, tuple(self.runnable), live=bool(self.opts.fault)
+        )
+        return initramfs.build(plan, repo.VMM_BIN, self.run_dir / "initramfs.cpio.gz")
 
     def _boot(
         self,
@@ -336,8 +353,16 @@ class Run:
         return wrapped
 
     def _close_unfinished(self, status: str, why: str) -> None:
-        """The test the boot died in gets status; the ones never started are MISS."""
-        started = {r.test for r in self.stream.parsed.records}
+        """The test the boot died in gets status; the ones never started are MISS.
+
+        Tests run one after the other and a test's own records arrive when it
+        ends, so once /init is up the first unfinished test is the running one.
+        """
+        recs = self.stream.parsed.records
+        started = {r.test for r in recs}
+        if any(r.kind == "boot" for r in recs):
+            running = next((s.name for s in self.runnable if s.name not in self.results), None)
+            started.add(running)
         for s in self.runnable:
             if s.name in self.results:
                 continue
@@ -385,6 +410,12 @@ def boot_test(opts: RunOptions, say: Callable[[str], None] | None = None) -> Run
     def out(line: str) -> None:
         print(line, flush=True)
 
+    if opts.vmm not in VMMS:
+        raise HarnessError(None, f"unknown VMM '{opts.vmm}' (valid: {', '.join(VMMS)})")
+    if opts.vmm == "qemu":
+        from harness.qemu_vmm import QemuVmmRun
+
+        return QemuVmmRun(opts, say or out).execute()
     return Run(opts, say or out).execute()
 
 

@@ -1,21 +1,36 @@
 #!/bin/sh
 # Install the host packages vtimer-harness needs (Debian 12, run as root).
-# Idempotent: does nothing when every package is already installed.
+# Idempotent: does nothing when every package is already installed and dpkg
+# already knows the arm64 architecture.
+# linux-source-6.12: the second kernel source of the matrix (matrix/*.yaml).
+# ipxe-qemu: the NIC ROM LAVA's qemu device type needs (its -net nic), for
+# checking exported LAVA jobs locally (harness/lava.py run_job_locally).
+# arm64 (foreign architecture, lists only): prebuilt Debian kernels are
+# fetched with apt-get download NAME:arm64 (harness/debkernel.py); no arm64
+# package is ever installed into the host.
 set -eu
 PKGS="python3 python3-venv python3-pip patch qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
-linux-source-6.1 flex bison bc libssl-dev libelf-dev cpio ccache make xz-utils gzip
-chromium"
+linux-source-6.1 linux-source-6.12 flex bison bc libssl-dev libelf-dev cpio ccache make xz-utils gzip
+chromium ipxe-qemu"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" ||
 		missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
+arm64=yes
+dpkg --print-foreign-architectures | grep -qx arm64 || arm64=""
+[ -z "$missing" ] && [ -n "$arm64" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
-	echo "install-deps: missing packages:$missing (run as root, or install them)" >&2
+	echo "install-deps: missing packages:$missing${arm64:- (and dpkg's arm64 architecture)} (run as root, or install them)" >&2
 	exit 1
 fi
-echo "install-deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
+if [ -z "$arm64" ]; then
+	echo "install-deps: dpkg --add-architecture arm64"
+	dpkg --add-architecture arm64
+fi
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends $missing
+if [ -n "$missing" ]; then
+	echo "install-deps: installing$missing"
+	apt-get install -y -qq --no-install-recommends $missing
+fi

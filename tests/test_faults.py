@@ -76,6 +76,10 @@ def test_patch_that_does_not_apply_is_an_error_naming_patch_and_file(tmp_path):
     assert [r.status for r in out.results] == ["ERROR"]
     data = json.loads((out.run_dir / "results.json").read_text())
     assert "does not apply" in data["identity"]["error"]
+    from harness import kernel
+
+    for kept in kernel.KERNELS.glob("broken-rev-*"):  # kept for the user; not for the test
+        shutil.rmtree(kept)
 
 
 def test_config_option_that_does_not_stick_is_listed(tmp_path):
@@ -130,3 +134,74 @@ def _head(rel: str, n: int) -> list[str]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return text.splitlines()[:n]
+
+
+def test_hang_crash_and_garbled_console_are_classified_and_the_suite_goes_on(tmp_path):
+    out, _ = _run(
+        tmp_path, tests=["hang_forever", "fault_vmm_crash", "fault_garble", "oneshot_wfi"]
+    )
+    res = {r.name: r for r in out.results}
+    assert out.exit_code == 1
+    assert res["hang_forever"].status == "FAIL"
+    assert "watchdog" in res["hang_forever"].reasons[0]
+    assert res["fault_vmm_crash"].status == "ERROR"
+    assert "the VMM crashed" in res["fault_vmm_crash"].reasons
+    garbled = res["fault_garble"]
+    assert garbled.status == "ERROR"
+    assert any("checksum mismatch" in r for r in garbled.reasons)
+    assert any("lost" in r for r in garbled.reasons)
+    assert res["oneshot_wfi"].status == "PASS"  # the suite went on after all of them
+    log = (out.run_dir / "console.log").read_text()
+    assert "status=watchdog" in log and "status=vmm-crash signal=11" in log
+
+
+def test_fault_tests_run_only_when_named():
+    from harness import guest_spec
+
+    default = {t.name for t in guest_spec.select(guest_spec.load_all(), [])}
+    assert "hang_forever" not in default and "oneshot_wfi" in default
+
+
+@pytest.mark.parametrize("fault", ["stop-cont", "host-load"])
+def test_timer_still_fires_once_under_injected_faults(tmp_path, fault):
+    out, lines = _run(tmp_path, fault=fault, tests=["oneshot_wfi", "rearm_n", "mmio_spin"])
+    assert out.exit_code == 0, "\n".join(lines)
+    injected = [line for line in lines if line.startswith(f"# fault {fault} injected")]
+    assert len(injected) == 3
+    for r in out.results:
+        once = next(p for p in r.properties if p.prop == "once")
+        assert once.status == "pass", (r.name, once.detail)
+
+
+def test_ctrl_c_ends_qemu_and_keeps_partial_results(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "boot-test", "--results", str(results),
+         "--test", "oneshot_wfi", "--test", "hang_forever"],
+        cwd=repo.ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("ok 1 oneshot_wfi"):
+            break
+    time.sleep(0.3)  # hang_forever is running now
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest
+    (run_dir,) = results.iterdir()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["complete"] is False
+    status = {t["name"]: t["status"] for t in data["tests"]}
+    assert status == {"oneshot_wfi": "PASS", "hang_forever": "ERROR"}
+    assert (run_dir / "console.log").stat().st_size > 0
+    qemus = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
+    assert qemus.stdout == "", "QEMU still running after Ctrl-C"
+    assert os.path.exists(run_dir / "junit.xml")

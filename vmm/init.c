@@ -9,6 +9,7 @@
  *   abi <upstream|v4|v5|v6>
  *   policy <every-exit|eintr-only>
  *   test <name> <image> vcpus=<n> timeout_ms=<ms> [key=value ...]
+ *   qemu <name> timeout_ms=<ms> -- <program> <args...>   (see qemu_vmm.c)
  *
  * where the optional keys (the spec's vmm: mapping) are
  *   inject=<now|late|never> inject_delay_ms=<ms> alarm_us=<us>
@@ -34,6 +35,9 @@
 #include "vt.h"
 
 #define STOP_GRACE_MS	5000
+
+/* "records live": tests write records as they happen (for faults injected mid-test). */
+static bool live_records;
 
 static const char *const status_names[] = {
 	[VT_ST_OK] = "ok",
@@ -96,7 +100,7 @@ static void run_one(struct vt_test *t)
 	kt_start();
 	pid = fork();
 	if (pid == 0) {
-		rec_set_buffered(true);
+		rec_set_buffered(!live_records);
 		int st = run_test(t);
 
 		rec_flush();
@@ -170,6 +174,10 @@ static int parse_option(const char *key, const char *val, struct vt_test *t)
 		t->save_restore = u;
 	} else if (!strcmp(key, "downtime_ms")) {
 		return parse_uint(val, 60000, &t->downtime_ms);
+	} else if (!strcmp(key, "crash_after_exits")) {
+		return parse_uint(val, 1000000, &t->crash_after_exits);
+	} else if (!strcmp(key, "garble_record")) {
+		return parse_uint(val, 1000000, &t->garble_record);
 	} else {
 		return -1;
 	}
@@ -242,6 +250,8 @@ static int run_suite(const char *path)
 				rec_emit("-", "error", "msg=\"unknown abi %s\"", word);
 				return 1;
 			}
+		} else if (!strncmp(line, "records live", 12)) {
+			live_records = true;
 		} else if (sscanf(line, "policy %63s", word) == 1) {
 			policy = strcmp(word, "eintr-only") ? POLICY_EVERY_EXIT :
 				 POLICY_EINTR_ONLY;
@@ -251,6 +261,9 @@ static int run_suite(const char *path)
 				continue;
 			}
 			run_one(&t);
+			ntests++;
+		} else if (!strncmp(line, "qemu ", 5)) {
+			run_qemu(line);
 			ntests++;
 		}
 	}

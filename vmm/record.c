@@ -29,6 +29,7 @@ static size_t used;
 static bool buffered;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t crc_table[256];
+static unsigned int garble_at, emitted;	/* fault injection: see rec_fault_garble() */
 
 uint64_t now_ns(void)
 {
@@ -105,6 +106,17 @@ void rec_set_buffered(bool on)
 	buffered = on;
 }
 
+/*
+ * Fault injection for the harness's own tests: from now on, the n-th record
+ * is mangled after its checksum was computed and the one after it is lost,
+ * as a noisy serial line would do.
+ */
+void rec_fault_garble(unsigned int n)
+{
+	garble_at = n;
+	emitted = 0;
+}
+
 void rec_emit(const char *test, const char *kind, const char *fmt, ...)
 {
 	char line[512];
@@ -124,6 +136,12 @@ void rec_emit(const char *test, const char *kind, const char *fmt, ...)
 	while (n > 0 && line[n - 1] == ' ')
 		n--;
 	n += snprintf(line + n, sizeof(line) - n, " *%08x\n", crc32(line, n));
+	if (garble_at && ++emitted == garble_at + 1) {
+		pthread_mutex_unlock(&lock);
+		return;
+	}
+	if (garble_at && emitted == garble_at)
+		line[6] ^= 0x01;	/* a flipped bit in the sequence number */
 	if (used + n > BUF_SIZE)
 		flush_locked();
 	memcpy(buf + used, line, n);

@@ -413,6 +413,10 @@ static void *vcpu_loop(void *arg)
 		int nsig = 0;
 
 		v->exits++;
+		if (t->crash_after_exits && v->exits == t->crash_after_exits) {
+			rec_flush();
+			*(volatile int *)0 = 0;	/* fault injection: the VMM crashes */
+		}
 		/* a signal exit: ours only if it was EINTR (else it kicks the next run) */
 		if (ret < 0 && err == EINTR)
 			nsig = eat_alarms();
@@ -517,6 +521,8 @@ int run_test(const struct vt_test *t)
 	int i, status = VT_ST_OK;
 
 	memset(vcpus, 0, sizeof(vcpus));
+	if (t->garble_record)
+		rec_fault_garble(t->garble_record);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_kick;	/* no SA_RESTART: KVM_RUN returns EINTR */
 	sigaction(SIGUSR2, &sa, NULL);

@@ -15,6 +15,7 @@ void rec_set_buffered(bool buffered);
 void rec_emit(const char *test, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void rec_flush(void);
+void rec_fault_garble(unsigned int n);
 uint64_t now_ns(void);
 
 /* The L1 counter (CNTVCT_EL0: the physical count for the host), ties records to QEMU's. */
@@ -78,6 +79,9 @@ struct vt_test {
 	unsigned int alarm_us;		/* SIGALRM period during KVM_RUN (0: none) */
 	bool save_restore;		/* honour the guest's VT_SAVE port */
 	unsigned int downtime_ms;	/* between save and restore */
+	/* fault injection, for the harness's own tests */
+	unsigned int crash_after_exits;	/* the VMM crashes (SIGSEGV) at this exit */
+	unsigned int garble_record;	/* this record of the test is mangled, the next lost */
 };
 
 extern const char *const inject_names[];
@@ -93,5 +97,8 @@ enum vt_status {
 
 int run_test(const struct vt_test *t);
 extern volatile int vt_stop;
+
+/* --- QEMU as the VMM of a test (qemu_vmm.c): a manifest "qemu" line --- */
+void run_qemu(char *line);
 
 #endif

@@ -6,6 +6,7 @@
  * of RAM.
  */
 #include "vt_ports.h"
+#include "vectors.h"
 
 VT_PORTS(VT_PORT_EQU)
 
@@ -27,60 +28,7 @@ _start:
 1:	wfi
 	b	1b
 
-	/* save the caller-saved registers, call \handler, restore, eret */
-	.macro	entry handler
-	stp	x0, x1, [sp, #-176]!
-	stp	x2, x3, [sp, #16]
-	stp	x4, x5, [sp, #32]
-	stp	x6, x7, [sp, #48]
-	stp	x8, x9, [sp, #64]
-	stp	x10, x11, [sp, #80]
-	stp	x12, x13, [sp, #96]
-	stp	x14, x15, [sp, #112]
-	stp	x16, x17, [sp, #128]
-	stp	x18, x29, [sp, #144]
-	str	x30, [sp, #160]
-	bl	\handler
-	ldp	x2, x3, [sp, #16]
-	ldp	x4, x5, [sp, #32]
-	ldp	x6, x7, [sp, #48]
-	ldp	x8, x9, [sp, #64]
-	ldp	x10, x11, [sp, #80]
-	ldp	x12, x13, [sp, #96]
-	ldp	x14, x15, [sp, #112]
-	ldp	x16, x17, [sp, #128]
-	ldp	x18, x29, [sp, #144]
-	ldr	x30, [sp, #160]
-	ldp	x0, x1, [sp], #176
-	eret
-	.endm
-
-	.macro	vector target
-	.balign	0x80
-	b	\target
-	.endm
-
-	.balign	0x800
-vectors:
-	vector	bad_exception	/* current EL, SP0 */
-	vector	bad_exception
-	vector	bad_exception
-	vector	bad_exception
-	vector	bad_exception	/* current EL, SPx: sync */
-	vector	irq_entry	/* current EL, SPx: IRQ */
-	vector	bad_exception	/* FIQ */
-	vector	bad_exception	/* SError */
-	vector	bad_exception	/* lower EL, AArch64 */
-	vector	bad_exception
-	vector	bad_exception
-	vector	bad_exception
-	vector	bad_exception	/* lower EL, AArch32 */
-	vector	bad_exception
-	vector	bad_exception
-	vector	bad_exception
-
-irq_entry:
-	entry	vt_irq_entry
+	VECTORS vt_irq_entry, bad_exception
 
 bad_exception:
 	mrs	x0, esr_el1

@@ -1,0 +1,326 @@
+"""An arm64 root file system holding Debian's qemu-system-aarch64, for the L1 kernel.
+
+The package set is Debian's: qemu-system-arm:arm64 and the library packages
+(Section: libs) of its Depends/Pre-Depends closure, resolved with apt-cache,
+fetched with `apt-get download` and unpacked with `dpkg-deb -x` into a build
+folder; nothing is installed on the host. From that tree only what the
+binary loads goes into the image: qemu-system-aarch64, its DT_NEEDED closure
+of shared libraries and the dynamic loader. No docs, locales, firmware or
+modules: the inner QEMU runs `-nographic -nic none -kernel <elf>`.
+
+The image (~52 MiB, ~50 files) is an uncompressed newc cpio, a second
+initramfs part: the L1 kernel unpacks it next to the suite's part without
+decompressing (gunzip under TCG: ~0.5 s more per boot). It needs nothing of
+the kernel config (no block device, no file system driver). Cached under
+build/rootfs/ by the package versions and the recipe; the package resolution
+(~7 s of apt-cache) by the state of apt's lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import kernel, repo
+from harness.errors import BuildError, HarnessError
+from harness.initramfs import CpioWriter
+
+ARCH = "arm64"
+TOP_PACKAGE = "qemu-system-arm"
+BINARY = "usr/bin/qemu-system-aarch64"
+INTERP = "lib/ld-linux-aarch64.so.1"
+LIBDIR = "lib/aarch64-linux-gnu"
+ROOTFS = repo.BUILD / "rootfs"
+DEBS = ROOTFS / "debs"
+APT_LISTS = Path("/var/lib/apt/lists")
+# change when what goes into the image changes (invalidates every cached image)
+RECIPE = "qemu-rootfs-1"
+KEEP = 2  # images kept (package updates make new ones)
+_SEARCH = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
+_NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+
+    @property
+    def deb(self) -> Path:
+        """The file apt-get download writes (an epoch's colon URL-encoded)."""
+        return DEBS / f"{self.name}_{self.version.replace(':', '%3a')}_{ARCH}.deb"
+
+
+@dataclass(frozen=True)
+class Rootfs:
+    """A built image: the cpio, what it was made from and what it holds."""
+
+    cpio: Path
+    key: str
+    packages: dict[str, str]
+    files: dict[str, int]  # path in the image -> size
+    build_seconds: float | None = None
+    cached: bool = False
+
+    @property
+    def qemu_version(self) -> str:
+        return self.packages.get(TOP_PACKAGE, "?")
+
+    def identity(self) -> dict:
+        return {
+            "cpio": repo.rel(self.cpio),
+            "key": self.key,
+            "bytes": self.cpio.stat().st_size,
+            "packages": self.packages,
+            "build_seconds": self.build_seconds,
+        }
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> str:
+    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if out.returncode != 0:
+        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-10:])
+        raise BuildError(None, f"{' '.join(argv[:3])} ... failed", log_tail=tail)
+    return out.stdout
+
+
+def ensure_arch() -> None:
+    """apt must know arm64 packages (dpkg --add-architecture; never installs any)."""
+    foreign = _run(["dpkg", "--print-foreign-architectures"]).split()
+    if ARCH in foreign:
+        return
+    if os.geteuid() != 0:
+        raise HarnessError(
+            None,
+            f"apt does not know {ARCH} packages: run 'dpkg --add-architecture {ARCH}' "
+            "and 'apt-get update' as root",
+        )
+    _run(["dpkg", "--add-architecture", ARCH])
+    _run(["apt-get", "update", "-qq"])
+
+
+def _show(names: list[str]) -> list[dict[str, str]]:
+    """apt-cache show of the candidate versions: one dict per stanza."""
+    text = _run(["apt-cache", "show", "--no-all-versions", *[f"{n}:{ARCH}" for n in names]])
+    stanzas = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = None
+        for line in block.splitlines():
+            if line.startswith((" ", "\t")) and key:
+                fields[key] += " " + line.strip()
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if "Package" in fields:
+            stanzas.append(fields)
+    return stanzas
+
+
+def _depends(fields: dict[str, str]) -> list[list[str]]:
+    """Depends and Pre-Depends as alternative groups of bare names."""
+    groups = []
+    for key in ("Pre-Depends", "Depends"):
+        for group in filter(None, (g.strip() for g in fields.get(key, "").split(","))):
+            alts = [re.split(r"[\s(:]", a.strip(), maxsplit=1)[0] for a in group.split("|")]
+            groups.append([a for a in alts if a])
+    return groups
+
+
+def _lists_state() -> str:
+    """Identifies apt's package lists: a resolution holds until apt-get update changes them."""
+    h = hashlib.sha256(RECIPE.encode())
+    for p in sorted(APT_LISTS.glob("*_Packages*")):
+        st = p.stat()
+        h.update(f"\0{p.name} {st.st_size} {st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def resolve() -> list[Package]:
+    """resolve_apt(), remembered per state of apt's lists (each apt-cache call costs ~2 s)."""
+    path = ROOTFS / f"resolved-{_lists_state()}.json"
+    try:
+        return [Package(**p) for p in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        pass
+    packages = resolve_apt()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([p.__dict__ for p in packages], indent=1))
+    tmp.rename(path)
+    return packages
+
+
+def resolve_apt() -> list[Package]:
+    """qemu-system-arm:arm64 plus the library packages of its dependency closure."""
+    found: dict[str, Package] = {}
+    sections: dict[str, str] = {}
+    todo = [TOP_PACKAGE]
+    while todo:
+        stanzas = _show(sorted(set(todo)))
+        todo = []
+        for f in stanzas:
+            name = f["Package"]
+            sections[name] = f.get("Section", "")
+            if name != TOP_PACKAGE and sections[name] not in ("libs", "oldlibs"):
+                continue
+            if name in found:
+                continue
+            found[name] = Package(name, f["Version"])
+            for alts in _depends(f):
+                # the first alternative apt knows (virtual ones show nothing)
+                if not any(a in found or a in sections for a in alts):
+                    todo.extend(alts[:1])
+    if TOP_PACKAGE not in found:
+        raise BuildError(None, f"apt knows no {TOP_PACKAGE}:{ARCH} (apt-get update?)")
+    return sorted(found.values(), key=lambda p: p.name)
+
+
+def cache_key(packages: list[Package]) -> str:
+    h = hashlib.sha256(RECIPE.encode())
+    for p in packages:
+        h.update(f"\0{p.name}={p.version}".encode())
+    return h.hexdigest()[:16]
+
+
+def _download(packages: list[Package], say: Callable[[str], None]) -> None:
+    DEBS.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in packages if not p.deb.is_file()]
+    if not missing:
+        return
+    say(f"rootfs: downloading {len(missing)} {ARCH} package(s)")
+    _run(
+        ["apt-get", "download", "-q", *[f"{p.name}:{ARCH}={p.version}" for p in missing]],
+        cwd=DEBS,
+    )
+    lost = [p.deb.name for p in missing if not p.deb.is_file()]
+    if lost:
+        raise BuildError(DEBS, "apt-get download did not write " + ", ".join(lost))
+
+
+def needed(path: Path) -> list[str]:
+    """The DT_NEEDED sonames of an ELF file."""
+    out = _run([f"{kernel.CROSS}readelf", "-d", str(path)])
+    return _NEEDED.findall(out)
+
+
+def _find(tree: Path, soname: str) -> Path | None:
+    for d in _SEARCH:
+        p = tree / d / soname
+        if p.exists():
+            return p.resolve()
+    return None
+
+
+def closure(tree: Path, binary: str) -> dict[str, Path]:
+    """Image path -> file in tree for binary and every shared library it loads."""
+    files = {binary: tree / binary}
+    todo = [tree / binary]
+    seen: set[str] = set()
+    while todo:
+        for soname in needed(todo.pop()):
+            if soname in seen:
+                continue
+            seen.add(soname)
+            src = _find(tree, soname)
+            if src is None or not repo.inside(tree, src):
+                raise BuildError(tree, f"{soname} (needed by the QEMU closure) is in no package")
+            name = INTERP if soname == Path(INTERP).name else f"{LIBDIR}/{soname}"
+            files[name] = src
+            todo.append(src)
+    interp = _find(tree, Path(INTERP).name)
+    if interp is None:
+        raise BuildError(tree, f"no dynamic loader {INTERP} in libc6:{ARCH}")
+    files[INTERP] = interp
+    return files
+
+
+def _image(files: dict[str, Path]) -> bytes:
+    cpio = CpioWriter()
+    dirs = sorted({str(p) for name in files for p in Path(name).parents if str(p) != "."})
+    for d in [*dirs, "tmp"]:
+        cpio.directory(d)
+    for name, src in sorted(files.items()):
+        cpio.file(name, src.read_bytes(), executable=True)
+    return cpio.finish()
+
+
+def _cached(packages: list[Package]) -> Rootfs | None:
+    key = cache_key(packages)
+    cpio = ROOTFS / f"qemu-{key}" / "rootfs.cpio"
+    info_path = cpio.with_name("rootfs.json")
+    if not (cpio.is_file() and info_path.is_file()):
+        return None
+    info = json.loads(info_path.read_text())
+    return Rootfs(cpio, key, info["packages"], info["files"], info["build_seconds"], True)
+
+
+def _assemble(packages: list[Package], started: float, say: Callable[[str], None]) -> Rootfs:
+    key = cache_key(packages)
+    top = ROOTFS / f"qemu-{key}"
+    cpio = top / "rootfs.cpio"
+    tree = top / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    say(f"rootfs: unpacking {len(packages)} package(s) into {repo.rel(tree)}")
+    for p in packages:
+        _run(["dpkg-deb", "-x", str(p.deb), str(tree)])
+    files = closure(tree, BINARY)
+    tmp = cpio.with_suffix(".tmp")
+    tmp.write_bytes(_image(files))
+    sizes = {name: src.stat().st_size for name, src in sorted(files.items())}
+    shutil.rmtree(tree)
+    info = {
+        "recipe": RECIPE,
+        "packages": {p.name: p.version for p in packages},
+        "files": sizes,
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
+    (top / "rootfs.json").write_text(json.dumps(info, indent=1))
+    tmp.rename(cpio)
+    say(f"rootfs: {len(files)} files, {cpio.stat().st_size >> 20} MiB, {repo.rel(cpio)}")
+    return Rootfs(cpio, key, info["packages"], sizes, info["build_seconds"])
+
+
+def build(say: Callable[[str], None] = print) -> Rootfs:
+    """The cached image for apt's current candidate versions (built on first use)."""
+    started = time.monotonic()
+    ensure_arch()
+    with kernel.locked(ROOTFS / ".build.lock"):
+        packages = resolve()
+        if fs := _cached(packages):
+            return fs
+        try:
+            _download(packages, say)
+        except BuildError:
+            if os.geteuid() != 0:
+                raise
+            # a security update replaced a version the lists still name: refresh, again
+            say("rootfs: download failed, apt-get update and again")
+            _run(["apt-get", "update", "-qq"])
+            packages = resolve()
+            if fs := _cached(packages):
+                return fs
+            _download(packages, say)
+        fs = _assemble(packages, started, say)
+        _prune(packages)
+        return fs
+
+
+def _prune(packages: list[Package]) -> None:
+    """Keep the newest KEEP images, and only the .debs the current one was made from."""
+    images = sorted(ROOTFS.glob("qemu-*/rootfs.json"), key=lambda p: p.stat().st_mtime)
+    for info in images[:-KEEP]:
+        shutil.rmtree(info.parent, ignore_errors=True)
+    current = {p.deb.name for p in packages}
+    for deb in DEBS.glob("*.deb"):
+        if deb.name not in current:
+            deb.unlink(missing_ok=True)

@@ -1,0 +1,208 @@
+"""LAVA: exported jobs pass LAVA's own schema (lava_common, from Debian's lava-common);
+recorded job logs (a job run by run_job_locally) are judged by our verdict."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import cli, lava, matrix, repo
+from harness.errors import HarnessError, InputError
+
+DATA = repo.ROOT / "tests" / "data" / "lava"
+SMOKE = repo.ROOT / "matrix" / "smoke.yaml"
+NIGHTLY = repo.ROOT / "matrix" / "nightly.yaml"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lava")
+    lava.export(NIGHTLY, out, "https://lab.example/vtimer/")
+    return out
+
+
+def test_every_exported_job_passes_lavas_schema(exported):
+    jobs = sorted((exported / "jobs").glob("*.yaml"))
+    assert len(jobs) == len(matrix.load(NIGHTLY).cells)
+    for job in jobs:
+        lava.validate(job.read_text())  # raises on any schema error
+    import lava_common.schemas  # imported from Debian's package, unpacked under build/
+
+    assert Path(lava_common.schemas.__file__).is_relative_to(repo.BUILD)
+
+
+def test_schema_rejects_what_lava_would(exported):
+    good = yaml.safe_load(
+        (exported / "jobs" / "upstream-6.1-virt-gicv3-every-exit.yaml").read_text()
+    )
+    cases = [
+        (lambda j: j["context"].update(smp=2), "context"),
+        (lambda j: j["timeouts"].update(job={"minutes": 1}), "timeout"),
+        (lambda j: j["actions"][2]["test"]["monitors"][0].update(name="a b"), "monitors"),
+        (lambda j: j["actions"][1]["boot"].update(method="qemux"), "qemux"),
+        (lambda j: j.pop("visibility"), "visibility"),
+    ]
+    for mutate, where in cases:
+        job = yaml.safe_load(yaml.safe_dump(good))
+        mutate(job)
+        with pytest.raises(HarnessError, match="LAVA schema") as e:
+            lava.validate(yaml.safe_dump(job))
+        assert where in str(e.value)
+
+
+def test_jobs_carry_the_cells_machine_kernel_and_initramfs(exported):
+    jobs = {p.stem: yaml.safe_load(p.read_text()) for p in (exported / "jobs").glob("*.yaml")}
+    deb = jobs["upstream-deb6.1.0-56-virt-gicv3-debian-every-exit"]
+    assert deb["device_type"] == "qemu"
+    assert deb["context"]["machine"] == "virt,virtualization=on,gic-version=3"
+    assert deb["context"]["memory"] == 1024 and "-smp 1" in deb["context"]["extra_options"]
+    images = deb["actions"][0]["deploy"]["images"]
+    assert images["kernel"]["url"] == (
+        "https://lab.example/vtimer/kernels/linux-image-6.1.0-56-arm64/Image"
+    )
+    assert "cryptomgr.notests" in images["kernel"]["image_arg"]
+    assert (
+        "vtimer.cell=upstream-deb6.1.0-56-virt-gicv3-debian-every-exit"
+        in (images["kernel"]["image_arg"])
+    )
+    assert deb["metadata"]["vtimer.source"] == "linux-image-6.1.0-56-arm64"
+    nvhe = jobs["upstream-6.1-virt-gicv3-nvhe-every-exit"]["actions"][0]["deploy"]["images"]
+    assert "kvm-arm.mode=nvhe" in nvhe["kernel"]["image_arg"]
+    assert "/kernels/upstream-" in nvhe["kernel"]["url"]  # the build's content-addressed dir
+    gic2 = jobs["upstream-6.1-virt-gicv2-every-exit"]["context"]["machine"]
+    assert gic2.endswith("gic-version=2")
+    assert "-smp 2" in jobs["upstream-6.1-virt-gicv3-smp2-every-exit"]["context"]["extra_options"]
+    # every initramfs the jobs name was written, with the sha256 the job checks
+    manifest = json.loads((exported / "artifacts.json").read_text())
+    for a in manifest["artifacts"]:
+        if a["path"].startswith("initramfs/"):
+            assert (exported / "artifacts" / a["path"]).is_file() and a["sha256"]
+    initrd = jobs["v5-6.1-virt-gicv3-eintr-only"]["actions"][0]["deploy"]["images"]["initrd"]
+    assert "/initramfs/v5-eintr-only-" in initrd["url"] and len(initrd["sha256sum"]) == 64
+
+
+def test_local_qemu_command_is_lavas_qemu_device_type():
+    job = yaml.safe_load((DATA / "upstream-eintr-only-mmio_spin.job.yaml").read_text())
+    deploy = job["actions"][0]["deploy"]["images"]
+    files = {deploy["kernel"]["url"]: Path("K"), deploy["initrd"]["url"]: Path("I")}
+    argv = lava.qemu_argv(job, files)
+    assert argv[:5] == ["qemu-system-aarch64", "-cpu", "max", "-machine", argv[4]]
+    assert argv[argv.index("-kernel") + 1] == "K" and argv[argv.index("-initrd") + 1] == "I"
+    append = argv[argv.index("-append") + 1]
+    assert append.startswith("console=ttyAMA0 panic=-1 rdinit=/init vtimer.cell=")
+
+
+def _log(name: str) -> list[dict]:
+    with gzip.open(DATA / name, "rt") as f:
+        return yaml.safe_load(f)
+
+
+def test_monitor_patterns_find_one_case_per_test_in_recorded_logs():
+    job = yaml.safe_load((DATA / "upstream-eintr-only-mmio_spin.job.yaml").read_text())
+    for name, test in (
+        ("upstream-every-exit-rearm_n.log.yaml.gz", "rearm_n"),
+        ("upstream-eintr-only-mmio_spin.log.yaml.gz", "mmio_spin"),
+    ):
+        entries = _log(name)
+        lines = [e["msg"] for e in entries if e["lvl"] == "target"]
+        cases = lava.monitor_cases(job, lines)
+        assert [(c["name"], c["result"]) for c in cases] == [(test, "pass")]
+        recorded = [e["msg"] for e in entries if e["lvl"] == "results"]
+        assert [(r["name"], r["result"]) for r in recorded] == [(test, "pass")]
+
+
+def test_ingest_judges_what_lavas_monitor_cannot(tmp_path):
+    # LAVA's monitor saw the VMM end mmio_spin with status ok; our model sees that an
+    # eintr-only VMM never read a change that rode on an MMIO exit
+    out = lava.ingest(
+        DATA / "upstream-eintr-only-mmio_spin.log.yaml.gz", tmp_path, say=lambda s: None
+    )
+    data = json.loads((out.run_dir / "results.json").read_text())
+    assert data["complete"] and data["boot"]["status"] == "completed"
+    ident = data["identity"]
+    assert (ident["revision"], ident["policy"], ident["machine"]["name"]) == (
+        "upstream",
+        "eintr-only",
+        "virt-gicv3",
+    )  # from the vtimer.* words on the kernel command line
+    assert ident["lava"]["cell"] == "upstream-6.1-virt-gicv3-eintr-only"
+    assert ident["kernel"]["release"] == "6.1.192"
+    (t,) = data["tests"]
+    assert t["name"] == "mmio_spin" and t["status"] == "FAIL"
+    assert any(r.startswith("visible:") for r in t["reasons"])
+    for name in ("console.log", "junit.xml", "ktap.txt", "report.html"):
+        assert (out.run_dir / name).is_file()
+    assert out.exit_code == 1
+
+
+def test_ingest_of_a_passing_log_and_of_a_raw_console(tmp_path):
+    out = lava.ingest(
+        DATA / "upstream-every-exit-rearm_n.log.yaml.gz", tmp_path, say=lambda s: None
+    )
+    assert out.exit_code == 0 and [r.status for r in out.results] == ["PASS"]
+    # the same job log as JSON (LAVA's API can give either)
+    as_json = tmp_path / "log.json"
+    as_json.write_text(json.dumps(_log("upstream-every-exit-rearm_n.log.yaml.gz"), default=str))
+    assert lava.console_lines(as_json)[1] == "LAVA job log"
+    assert lava.ingest(as_json, tmp_path, say=lambda s: None).exit_code == 0
+    # the same console as a plain log; with a job's metadata naming the tests
+    lines = [
+        e["msg"] for e in _log("upstream-every-exit-rearm_n.log.yaml.gz") if e["lvl"] == "target"
+    ]
+    raw = tmp_path / "console.txt"
+    raw.write_text("\n".join(lines) + "\n")
+    out2 = lava.ingest(raw, tmp_path, say=lambda s: None)
+    assert [(r.name, r.status) for r in out2.results] == [("rearm_n", "PASS")]
+    # a log cut short: the test that never ended is an ERROR, the rest MISS
+    cut = tmp_path / "cut.txt"
+    end = next(i for i, x in enumerate(lines) if " rearm_n " in x and " end " in x)
+    cut.write_text("\n".join(lines[:end]) + "\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        yaml.safe_dump(
+            {"metadata": {"vtimer.revision": "upstream", "vtimer.tests": "rearm_n,oneshot_wfi"}}
+        )
+    )
+    out3 = lava.ingest(cut, tmp_path, job=job, say=lambda s: None)
+    assert {r.name: r.status for r in out3.results} == {"rearm_n": "ERROR", "oneshot_wfi": "MISS"}
+    assert out3.boot.status == "hang"
+
+
+def test_ingest_refuses_lavas_results_list(tmp_path):
+    results = tmp_path / "results.yaml"
+    results.write_text(yaml.safe_dump([{"name": "rearm_n", "result": "pass", "suite": "x"}]))
+    with pytest.raises(InputError, match="list of test results"):
+        lava.ingest(results, tmp_path)
+    assert cli.main(["lava-ingest", str(results), "--out", str(tmp_path)]) == 2
+
+
+def test_cli_export_then_ingest(tmp_path, capsys):
+    assert (
+        cli.main(
+            [
+                "lava-export",
+                str(SMOKE),
+                "--out",
+                str(tmp_path / "x"),
+                "--artifact-url",
+                "http://h/a",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == len(matrix.load(SMOKE).cells)
+    assert cli.main(["lava-export", str(SMOKE), "--out", str(tmp_path), "--artifact-url", "h"]) == 2
+    code = cli.main(
+        [
+            "lava-ingest",
+            str(DATA / "upstream-every-exit-rearm_n.log.yaml.gz"),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 0 and "ok 1 rearm_n" in capsys.readouterr().out

@@ -20,7 +20,12 @@ int vt_main(unsigned int cpu)
 	vt_report(VT_ARM, 0);
 	cval = timer_cval_read(0);
 	VT_CHECK(cval >= before + delta && cval <= after + delta);
-	VT_CHECK(!timer_istatus(0));
+	/*
+	 * ISTATUS agrees with the counter (the report's exit may take longer
+	 * than the delay on a loaded host, so "not yet fired" is not a given).
+	 */
+	after = cntvct();
+	VT_CHECK(timer_istatus(0) || after < cval);
 	irq_unmask();
 	VT_CHECK(wait_irqs(1, 2000, WAIT_SPIN) == 0);
 	VT_CHECK(vt_irq(0).pending == 1U << VT_TIMER_VIRT);

@@ -205,3 +205,21 @@ def test_ctrl_c_ends_qemu_and_keeps_partial_results(tmp_path):
     qemus = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
     assert qemus.stdout == "", "QEMU still running after Ctrl-C"
     assert os.path.exists(run_dir / "junit.xml")
+
+
+def test_two_runs_at_once_share_the_kernel_but_not_results(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int):
+        return boot_test(
+            RunOptions(results_base=tmp_path / "results", tests=["rearm_n"]),
+            say=lambda line: None,
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(one, range(2))
+    assert a.exit_code == b.exit_code == 0
+    assert a.run_dir != b.run_dir
+    ka = json.loads((a.run_dir / "results.json").read_text())["identity"]["kernel"]
+    kb = json.loads((b.run_dir / "results.json").read_text())["identity"]["kernel"]
+    assert ka["build_dir"] == kb["build_dir"]

@@ -152,3 +152,30 @@ def test_vmm_must_be_a_mapping_and_vcpus_in_range(tmp_path):
     path = _spec_copy(tmp_path)
     path.write_text(path.read_text() + "vcpus: 5\n")
     assert "key 'vcpus' must be in 1..4" in str(_vmm_error(path))
+
+
+def test_profile_with_an_unknown_key_names_file_line_and_key(tmp_path):
+    rev = tmp_path / "badrev"
+    shutil.copytree(repo.KERNEL_PATCHES / "v5", rev)
+    prof = rev / "profile.yaml"
+    text = prof.read_text().replace("revision: v5", "revision: badrev")
+    prof.write_text(
+        text.replace("  eintr_suffices: true", "  eintr_suffices: true\n  coalesc: false")
+    )
+    line = prof.read_text().splitlines().index("  coalesc: false") + 1
+    with pytest.raises(InputError) as e:
+        revision.load(str(rev))
+    assert str(e.value) == (
+        f"{prof}:{line}: unknown key 'coalesc' (allowed: coalesce, eintr_suffices)"
+    )
+
+
+def test_series_naming_a_missing_patch(tmp_path):
+    rev = tmp_path / "norev"
+    shutil.copytree(repo.KERNEL_PATCHES / "v5", rev)
+    (rev / "profile.yaml").write_text(
+        (rev / "profile.yaml").read_text().replace("revision: v5", "revision: norev")
+    )
+    (rev / "series").write_text("# ours\n0002-missing.patch\n")
+    with pytest.raises(InputError, match=r"series:2: patch '0002-missing.patch' does not exist"):
+        revision.load(str(rev))

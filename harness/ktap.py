@@ -29,7 +29,7 @@ class KtapWriter:
             self._emit(f"ok {self._n} {r.name} # SKIP {'; '.join(r.reasons)}")
         else:
             for why in r.reasons:
-                self._emit(f"    # {why}")
+                self._emit(f"# {r.name}: {why}")
             tag = {FAILED: "FAIL", ERROR: "ERROR", MISSED: "MISS"}[r.status]
             self._emit(f"not ok {self._n} {r.name} # {tag}")
 

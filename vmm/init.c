@@ -72,18 +72,34 @@ static void setup_pid1(void)
 static bool wait_for(pid_t pid, unsigned int ms, int *ws)
 {
 	uint64_t end = now_ns() + (uint64_t)ms * 1000000;
+	sigset_t chld;
 
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
 	for (;;) {
 		pid_t w = waitpid(pid, ws, WNOHANG);
+		uint64_t now = now_ns();
+		struct timespec left;
 
-		if (w == pid)
+		if (w == pid || (w < 0 && errno != EINTR))
 			return true;
-		if (w < 0 && errno != EINTR)
-			return true;
-		if (now_ns() >= end)
+		if (now >= end)
 			return false;
-		usleep(2000);
+		left.tv_sec = (end - now) / 1000000000;
+		left.tv_nsec = (end - now) % 1000000000;
+		/* SIGCHLD is blocked in /init: this sleeps until a child ends */
+		sigtimedwait(&chld, NULL, &left);
 	}
+}
+
+/* The blocked SIGCHLD that wait_for() waits on is not for the children. */
+void unblock_sigchld(void)
+{
+	sigset_t chld;
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_UNBLOCK, &chld, NULL);
 }
 
 /*
@@ -100,6 +116,7 @@ static void run_one(struct vt_test *t)
 	kt_start();
 	pid = fork();
 	if (pid == 0) {
+		unblock_sigchld();
 		rec_set_buffered(!live_records);
 		int st = run_test(t);
 
@@ -275,8 +292,12 @@ static int run_suite(const char *path)
 int main(int argc, char **argv)
 {
 	bool pid1 = getpid() == 1;
+	sigset_t chld;
 	int ret;
 
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
 	if (pid1)
 		setup_pid1();
 	rec_init();

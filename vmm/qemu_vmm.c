@@ -87,6 +87,7 @@ static pid_t spawn(char **argv, int out)
 
 	if (pid)
 		return pid;
+	unblock_sigchld();
 	null = open("/dev/null", O_RDONLY);
 	if (null >= 0)
 		dup2(null, STDIN_FILENO);

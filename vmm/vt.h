@@ -96,6 +96,7 @@ enum vt_status {
 };
 
 int run_test(const struct vt_test *t);
+void unblock_sigchld(void);
 extern volatile int vt_stop;
 
 /* --- QEMU as the VMM of a test (qemu_vmm.c): a manifest "qemu" line --- */

@@ -121,14 +121,7 @@ def _vmm(path: Path, data: yamlfile.LineDict) -> VmmOptions:
     yamlfile.check_keys(path, data, set(), VMM_KEYS)
     opts: dict = {}
     if "inject" in data:
-        inject = yamlfile.expect_type(path, data, "inject", str)
-        if inject not in INJECT:
-            raise InputError(
-                path,
-                f"key 'inject': unknown value '{inject}' (allowed: {', '.join(INJECT)})",
-                line=data.lines["inject"],
-            )
-        opts["inject"] = inject
+        opts["inject"] = yamlfile.expect_choice(path, data, "inject", INJECT)
     if "inject_delay_ms" in data:
         opts["inject_delay_ms"] = _count(path, data, "inject_delay_ms", 1, 60000)
     if (opts.get("inject") == "late") != ("inject_delay_ms" in opts):

@@ -240,13 +240,7 @@ def load(path: Path) -> Matrix:
         tests = _tests(path, item, known_tests) if "tests" in item else defaults["tests"]
         expect = "pass"
         if "expect" in item:
-            expect = yamlfile.expect_type(path, item, "expect", str)
-            if expect not in EXPECTS:
-                raise InputError(
-                    path,
-                    f"key 'expect' must be one of {', '.join(EXPECTS)}, not '{expect}'",
-                    line=item.lines["expect"],
-                )
+            expect = yamlfile.expect_choice(path, item, "expect", EXPECTS)
         reason = None
         if "expect_reason" in item:
             reason = yamlfile.expect_type(path, item, "expect_reason", str)

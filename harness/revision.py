@@ -76,12 +76,7 @@ def _abi(path: Path, data: yamlfile.LineDict) -> Abi:
     if not isinstance(data, yamlfile.LineDict):
         raise InputError(path, "key 'abi' must be a mapping")
     yamlfile.check_keys(path, data, ABI_KEYS)
-    if data["name"] not in ABI_NAMES:
-        raise InputError(
-            path,
-            f"abi.name '{data['name']}' is not one of {', '.join(ABI_NAMES)}",
-            line=data.lines["name"],
-        )
+    yamlfile.expect_choice(path, data, "name", ABI_NAMES)
     bits = data["bits"]
     if not isinstance(bits, dict) or not all(isinstance(v, int) for v in bits.values()):
         raise InputError(
@@ -119,12 +114,7 @@ def load(name: str) -> Revision:
             f"revision '{data['revision']}' must match the directory name '{name}'",
             line=data.lines["revision"],
         )
-    if data["provenance"] not in PROVENANCES:
-        raise InputError(
-            path,
-            f"provenance '{data['provenance']}' is not one of {', '.join(PROVENANCES)}",
-            line=data.lines["provenance"],
-        )
+    yamlfile.expect_choice(path, data, "provenance", PROVENANCES)
     sem = data["semantics"]
     if not isinstance(sem, yamlfile.LineDict):
         raise InputError(path, "key 'semantics' must be a mapping", line=data.lines["semantics"])

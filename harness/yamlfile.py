@@ -87,3 +87,15 @@ def expect_type(path: Path, data: LineDict, key: str, kind: type | tuple[type, .
             path, f"key '{key}' must be {names}, not {value!r}", line=data.lines.get(key)
         )
     return value
+
+
+def expect_choice(path: Path, data: LineDict, key: str, choices: tuple[str, ...]) -> str:
+    """Return data[key] if it is one of choices, else a one-line error listing them."""
+    value = data[key]
+    if value not in choices:
+        raise InputError(
+            path,
+            f"key '{key}': unknown value '{value}' (allowed: {', '.join(choices)})",
+            line=data.lines.get(key),
+        )
+    return value

@@ -81,7 +81,7 @@ cells:
         ("  - {revision: upstream, policy: sometimes}", 4, "key 'policy': unknown policy"),
         ("  - {revision: upstream, source: linux-source-5.10}", 4, "unknown kernel source"),
         ("  - {revision: upstream, machine: pdp11}", 4, "unknown machine 'pdp11'"),
-        ("  - {revision: upstream, expect: maybe}", 4, "key 'expect' must be one of"),
+        ("  - {revision: upstream, expect: maybe}", 4, "key 'expect': unknown value 'maybe'"),
         ("  - {revision: upstream, expect_reason: x}", 4, "'expect_reason' needs expect"),
         ("  - {revision: upstream, tests: [nosuch]}", 4, "unknown test 'nosuch'"),
         ("  - {revision: [upstream, v4], name: x}", 4, "expands to 2 cells"),

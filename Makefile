@@ -33,6 +33,8 @@ GUEST_CFLAGS := -O2 -Wall -Wextra -ffreestanding -fno-builtin -nostdlib -mgenera
 VMM_CFLAGS := -O2 -Wall -Wextra -static -pthread -Iguest_tests/runtime
 
 .PHONY: all deps venv artifacts boot-test test lint format clean distclean
+# keep the guests' objects and ELF files (intermediates) for debugging
+.SECONDARY:
 all: artifacts
 
 deps: $(DEPS_STAMP)

@@ -34,7 +34,7 @@ VMM_CFLAGS := -O2 -Wall -Wextra -static -pthread -Iguest_tests/runtime
 
 .PHONY: all deps venv artifacts boot-test test lint format clean distclean
 # keep the guests' objects and ELF files (intermediates) for debugging
-.SECONDARY:
+.PRECIOUS: $(BUILD)/guests/%.elf $(BUILD)/guests/runtime/%.o $(BUILD)/qemu-guests/rt/%.o
 all: artifacts
 
 deps: $(DEPS_STAMP)

@@ -53,7 +53,7 @@ def _summary(values: list[float]) -> dict[str, float | None]:
 def metrics(tr: TestTrace, freq: int = DEFAULT_FREQ) -> dict:
     """Notice latency, IRQ delivery latency, and each layer's edge count."""
     ns_per_tick = 1e9 / freq
-    kev = kernel_trace.events(tr.records)
+    kev = tr.kernel_events
     out: dict = {
         "kt_vtimer_edges": kernel_trace.rises(kev) if kev else None,
         "kt_userspace_exits": sum(e.event == "kvm_userspace_exit" for e in kev) if kev else None,

@@ -185,7 +185,7 @@ class Model:
                     "truthful", FAIL, "IRQ entry with no timer pending", seq=e.seq
                 )
         shown = sum(1 for c in tr.changes("vtimer") if c.level == 1)
-        kev = kernel_trace.events(tr.records)
+        kev = tr.kernel_events
         if kev and "vtimer" in self.timers and kernel_trace.rises(kev) != shown:
             return PropertyResult(
                 "truthful", FAIL, "the ABI showed a different number of vtimer rises than the "

@@ -397,14 +397,11 @@ class Run:
         for name, recs in self.stream.parsed.by_test().items():
             traces[name] = TestTrace.from_records(name, recs)
             traces[name].hw = self.hardware(name)
-        models = {self.rev.name: results} | {
-            m: list(rs.values()) for m, rs in self.by_model.items()
-        }
-        report.render(self.run_dir, results, traces, models)
+        by_model = {m: list(rs.values()) for m, rs in self.by_model.items()}
+        report.render(self.run_dir, results, traces, {self.rev.name: results} | by_model)
         self.say(ktap.summary(results))
         ok = all(r.status in (PASSED, SKIPPED) for r in results)
         self.say(f"# results: {repo.rel(self.run_dir)}/results.json")
-        by_model = {m: list(rs.values()) for m, rs in self.by_model.items()}
         return RunOutcome(self.run_dir, results, self.boot, 0 if ok else 1, by_model)
 
 

@@ -46,7 +46,7 @@ def build(tr: TestTrace) -> Timeline:
             if c.level == 1 and c.tick is not None
         ]
     kernel_steps = [Step(0.0, 0)]
-    for t_ns, vcpu, level in kernel_trace.level_changes(kernel_trace.events(tr.records)):
+    for t_ns, vcpu, level in kernel_trace.level_changes(tr.kernel_events):
         if vcpu == 0:
             kernel_steps.append(Step(ms(t_ns), level))
     if len(kernel_steps) > 1:

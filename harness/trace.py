@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from harness import kernel_trace
 from harness.qemu_trace import VmTimeline
 from harness.records import Record
 
@@ -95,6 +97,11 @@ class TestTrace:
                     )
                 )
         return tr
+
+    @cached_property
+    def kernel_events(self) -> list[kernel_trace.KernelEvent]:
+        """Layer 1: the kernel's events during this test, parsed once."""
+        return kernel_trace.events(self.records)
 
     # -- guest events ------------------------------------------------------
     def ports(self, port: str, vcpu: int | None = None) -> list[Exit]:

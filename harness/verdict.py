@@ -61,7 +61,11 @@ def _spec_checks(spec: GuestTest, tr: TestTrace) -> list[str]:
     code = tr.guest_exit_code
     if code != exp.exit_code:
         fails = tr.ports("FAIL")
-        where = f" (guest check at line {fails[0].value} of {spec.source.name})" if fails else ""
+        where = ""
+        if fails:
+            value = fails[0].value or 0
+            source = "runtime/runtime.c" if value >> 32 == 1 else spec.source.name
+            where = f" (guest check at line {value & 0xFFFFFFFF} of {source})"
         bad.append(f"exit_code: expected {exp.exit_code}, observed {code}{where}")
     if exp.irqs is not None and len(tr.ports("IRQ")) != exp.irqs:
         bad.append(f"irqs: expected {exp.irqs}, observed {len(tr.ports('IRQ'))}")

@@ -135,13 +135,27 @@ u64 spin_heartbeat(u64 ms, u64 period_ms);
 /* Spin until timer t shows ISTATUS; returns 0, or -1 after timeout_ms. */
 int wait_istatus(int t, u64 timeout_ms);
 
+/*
+ * A periodic virtual timer: periodic_vtimer_irq() re-arms it period_ms
+ * ahead until n IRQs were taken, then masks it; periodic_vtimer() arms it,
+ * spins with no exits until the n IRQs came and checks no more follow.
+ * A test using it calls periodic_vtimer_irq() from its vt_timer_irq().
+ */
+void periodic_vtimer_irq(unsigned int pending);
+int periodic_vtimer(u64 n, u64 period_ms);
+
 int vt_main(unsigned int cpu);
 void vt_timer_irq(unsigned int pending);
+
+/* Which file a VT_FAIL line is in: 0 the test's own source, 1 runtime.c. */
+#ifndef VT_CHECK_FILE
+#define VT_CHECK_FILE	0
+#endif
 
 #define VT_CHECK(cond)						\
 	do {							\
 		if (!(cond)) {					\
-			vt_report(VT_FAIL, __LINE__);		\
+			vt_report(VT_FAIL, (u64)VT_CHECK_FILE << 32 | __LINE__); \
 			return VT_EXIT_FAIL;			\
 		}						\
 	} while (0)

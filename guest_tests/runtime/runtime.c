@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* The C half of the guest runtime: IRQ dispatch and waiting helpers. */
+#define VT_CHECK_FILE	1
 #include "guest.h"
 
 volatile u64 vt_irq_count[VT_MAX_VCPUS];
@@ -131,4 +132,28 @@ int wait_istatus(int t, u64 timeout_ms)
 		if (cntvct() > end)
 			return -1;
 	return 0;
+}
+
+static u64 periodic_n, periodic_ms;
+
+void periodic_vtimer_irq(unsigned int pending)
+{
+	if (!(pending & (1U << VT_TIMER_VIRT)))
+		return;
+	if (vt_irqs < periodic_n)
+		timer_cval(0, cntvct() + ms_to_ticks(periodic_ms));
+	else
+		timer_mask(0);
+}
+
+int periodic_vtimer(u64 n, u64 period_ms)
+{
+	periodic_n = n;
+	periodic_ms = period_ms;
+	timer_arm(0, ms_to_ticks(period_ms));
+	irq_unmask();
+	VT_CHECK(wait_irqs(n, 5000, WAIT_SPIN) == 0);
+	wait_irqs(n + 1, 3 * period_ms, WAIT_SPIN);
+	VT_CHECK(vt_irqs == n);
+	return VT_EXIT_OK;
 }

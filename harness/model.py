@@ -18,6 +18,8 @@ from harness.trace import Change, Exit, TestTrace
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 # properties of the kernel's notices that every trace shows, whatever the test
 ALWAYS = ("coalesce", "eintr-suffices")
+# the VT_WAKE value: IRQs taken so far, and VT_WAKE_EARLY (guest_tests/runtime/vt_ports.h)
+_WAKE_IRQS, _WAKE_EARLY = 0xFFFFFFFF, 1 << 32
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,13 @@ class Model:
         return PropertyResult("eintr-suffices", PASS, "every change came with a notice exit")
 
     def wake(self, tr: TestTrace) -> PropertyResult:
-        wakes = [e for e in tr.ports("WAKE") if (e.value or 0) >= 1]
+        """A vCPU asleep in WFI when its timer fires is woken and takes the IRQ.
+
+        The guest's VT_WAKE says whether it was asleep before the timer fired
+        (timer_arm_wfi reads ISTATUS just before the WFI); the kernel layer,
+        when present, must show KVM itself blocking and waking the vCPU.
+        """
+        wakes = [e for e in tr.ports("WAKE") if (e.value or 0) & _WAKE_IRQS >= 1]
         if not wakes:
             return PropertyResult(
                 "wake",
@@ -173,6 +181,23 @@ class Model:
                 "the vCPU never returned from WFI with its IRQ taken",
                 expected="a WAKE report after the IRQ",
                 observed="none",
+            )
+        if all((e.value or 0) & _WAKE_EARLY for e in wakes):
+            return PropertyResult(
+                "wake",
+                SKIP,
+                "not exercised: the timer had fired before the vCPU reached its WFI",
+                seq=wakes[0].seq,
+            )
+        events = tr.kernel_events
+        if events and not any(ev.event == "kvm_vcpu_wakeup" for ev in events):
+            return PropertyResult(
+                "wake",
+                FAIL,
+                "the guest slept in WFI but KVM never blocked the vCPU",
+                seq=wakes[0].seq,
+                expected="a kvm_vcpu_wakeup event",
+                observed="none among the test's kvm events",
             )
         return PropertyResult("wake", PASS, "woken from WFI by the timer")
 

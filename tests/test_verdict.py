@@ -59,3 +59,50 @@ def test_upstream_trace_breaks_a_no_coalesce_model():
     props = {p.prop: p for p in res.properties}
     assert props["coalesce"].status == "fail"
     assert "rode on exit" in props["coalesce"].detail
+
+
+def _oneshot_wfi(change) -> list[records.Record]:
+    parsed = records.parse(console("upstream-every-exit.console.log"))
+    return [change(r) for r in parsed.records if r.test == "oneshot_wfi"]
+
+
+def _wake(recs: list[records.Record]):
+    spec = guest_spec.load_all()["oneshot_wfi"]
+    res = evaluate(spec, [r for r in recs if r], [], Model.of(revision.load("upstream")))
+    return res, next(p for p in res.properties if p.prop == "wake")
+
+
+def _is_wake(r: records.Record) -> bool:
+    return r.kind == "exit" and r.get("port") == "WAKE"
+
+
+def test_wake_passes_with_the_kernel_blocking_the_vcpu():
+    res, wake = _wake(_oneshot_wfi(lambda r: r))
+    assert res.status == PASSED and wake.status == "pass"
+
+
+def test_wake_not_exercised_when_the_timer_fired_before_the_wfi():
+    """VT_WAKE_EARLY: the guest got to its WFI after the fire; the test still passes."""
+    early = _oneshot_wfi(
+        lambda r: (
+            dataclasses.replace(r, fields=r.fields | {"val": "0x100000001"}) if _is_wake(r) else r
+        )
+    )
+    res, wake = _wake(early)
+    assert wake.status == "skip" and "not exercised" in wake.detail
+    assert res.status == PASSED
+
+
+def test_wake_fails_without_a_wake_report():
+    """The failure a racy guest produced under load: the IRQ came before any WFI."""
+    res, wake = _wake(_oneshot_wfi(lambda r: None if _is_wake(r) else r))
+    assert res.status == FAILED and wake.status == "fail"
+
+
+def test_wake_fails_when_kvm_never_blocked_the_vcpu():
+    def drop(r: records.Record):
+        return None if r.kind == "kt" and r.get("ev") == "kvm_vcpu_wakeup" else r
+
+    res, wake = _wake(_oneshot_wfi(drop))
+    assert res.status == FAILED and wake.status == "fail"
+    assert wake.expected == "a kvm_vcpu_wakeup event"

@@ -98,6 +98,13 @@ static inline bool irqs_masked(void) { return sysreg_read(daif) & (1UL << 7); }
 
 /* Arm timer t to fire delta ticks from now (CVAL), unmasked. */
 void timer_arm(int t, u64 delta);
+/*
+ * Arm timer t delta ticks ahead and sleep in WFI until its IRQ (or timeout_ms
+ * of counter time). The VT_ARM report (value VT_ARM_WFI | t) comes before
+ * the arming and IRQs stay masked from the arming to the WFI, so nothing
+ * but a few instructions lies between them. Returns 0 when the IRQ came.
+ */
+int timer_arm_wfi(int t, u64 delta, u64 timeout_ms);
 /* Mask timer t (IMASK set, ENABLE kept). */
 void timer_mask(int t);
 
@@ -121,7 +128,7 @@ enum vt_wait { WAIT_SPIN, WAIT_MMIO, WAIT_WFI, WAIT_BEAT };
 /*
  * Wait until vt_irqs reaches n or timeout_ms of counter time passes.
  * WAIT_SPIN makes no exit at all, WAIT_MMIO reports a heartbeat on every
- * iteration, WAIT_WFI sleeps, WAIT_BEAT spins with a heartbeat (the
+ * iteration, WAIT_WFI sleeps (and leaves IRQs unmasked), WAIT_BEAT spins with a heartbeat (the
  * iteration count) every VT_BEAT_MS. Returns 0 when reached.
  */
 int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how);

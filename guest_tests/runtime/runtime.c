@@ -76,6 +76,47 @@ void vt_irq_entry(void)
 	vt_report(VT_IRQ, now << 4 | pending);
 }
 
+/*
+ * One WFI sleep until vt_irqs reaches n. IRQs are masked from the check to
+ * the WFI: an IRQ taken between them would leave the vCPU asleep with its
+ * timer already quiesced (a lost wake-up). WFI still returns on a pending
+ * IRQ while PSTATE.I masks it; the IRQ is taken at the unmask after it.
+ * The VT_WAKE report carries the IRQs so far and VT_WAKE_EARLY if the
+ * timer had already fired when the vCPU got to the WFI.
+ */
+static void sleep_once(u64 n, u64 early)
+{
+	bool slept = false;
+
+	irq_mask();
+	if (vt_irqs < n) {
+		wfi();
+		slept = true;
+	}
+	irq_unmask();
+	isb();
+	if (slept)
+		vt_report(VT_WAKE, (early ? VT_WAKE_EARLY : 0) | vt_irqs);
+}
+
+int timer_arm_wfi(int t, u64 delta, u64 timeout_ms)
+{
+	u64 n = vt_irqs + 1, end, early;
+
+	vt_report(VT_ARM, VT_ARM_WFI | t);
+	irq_mask();
+	end = cntvct() + ms_to_ticks(timeout_ms);
+	timer_cval(t, timer_now(t) + delta);
+	timer_ctl(t, CTL_ENABLE);
+	early = timer_istatus(t);
+	while (vt_irqs < n) {
+		if (cntvct() > end)
+			return -1;
+		sleep_once(n, early);
+	}
+	return 0;
+}
+
 int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how)
 {
 	u64 now = cntvct(), end = now + ms_to_ticks(timeout_ms);
@@ -89,8 +130,7 @@ int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how)
 		if (how == WAIT_MMIO) {
 			vt_report(VT_HBEAT, i);
 		} else if (how == WAIT_WFI) {
-			wfi();
-			vt_report(VT_WAKE, vt_irqs);
+			sleep_once(n, 0);
 		} else if (how == WAIT_BEAT && now >= beat) {
 			vt_report(VT_HBEAT, i);
 			beat = now + ms_to_ticks(VT_BEAT_MS);

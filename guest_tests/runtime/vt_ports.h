@@ -31,7 +31,7 @@
 	X(FAIL,		6)	/* guest assertion failed; value: line */	\
 	X(BADEXC,	7)	/* unexpected exception; value: ESR_EL1 */	\
 	X(SPURIOUS,	8)	/* IRQ with no timer pending; value: CTLs */	\
-	X(WAKE,		9)	/* WFI returned; value: IRQs so far */		\
+	X(WAKE,		9)	/* WFI returned; value: IRQs so far, VT_WAKE_EARLY */ \
 	X(DISARM,	10)	/* timer masked/disabled; value: timer */	\
 	X(CNT,		11)	/* a counter reading; value: CNTVCT */	\
 	X(SAVE,		12)	/* VMM: save and restore the vtimer; value: 0 */
@@ -47,6 +47,11 @@ enum vt_port { VT_PORTS(VT_PORT_ENUM) VT_NR_PORTS };
 /* Bits of the VT_IRQ value: which timers were pending at handler entry. */
 #define VT_TIMER_VIRT	0
 #define VT_TIMER_PHYS	1
+
+/* VT_ARM value bit: timer_arm_wfi() arms next, then sleeps with no exit between. */
+#define VT_ARM_WFI	_VT_UL(0x100)
+/* VT_WAKE value bit: the timer had fired before the vCPU got to its WFI. */
+#define VT_WAKE_EARLY	(_VT_UL(1) << 32)
 
 /* Guest exit codes (VT_EXIT value). */
 #define VT_EXIT_OK	0

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Two vCPUs, each with its own virtual timer and its own IRQ line.
- * vCPU 0 re-arms its timer 4 ms ahead 3 times and spins with no exits;
- * vCPU 1 re-arms 7 ms ahead 2 times and waits in WFI. Each takes exactly
+ * vCPU 0 re-arms its timer 4 ms ahead 3 times from its handler and spins
+ * with no exits; vCPU 1 arms 7 ms ahead 2 times and sleeps in WFI each time
+ * (timer_arm_wfi: no window between arming and sleeping, so a host stall
+ * cannot make the timer fire before the vCPU sleeps). Each takes exactly
  * its own IRQs: the lines are kept apart.
  */
 #include "guest.h"
@@ -12,12 +14,10 @@ static const u64 period_ms[2] = { 4, 7 };
 
 void vt_timer_irq(unsigned int pending)
 {
-	unsigned int cpu = cpu_id();
-
 	if (!(pending & (1U << VT_TIMER_VIRT)))
 		return;
-	if (vt_irqs < rearms[cpu])
-		timer_cval(0, cntvct() + ms_to_ticks(period_ms[cpu]));
+	if (cpu_id() == 0 && vt_irqs < rearms[0])
+		timer_rearm(0, ms_to_ticks(period_ms[0]));
 	else
 		timer_mask(0);
 }
@@ -27,9 +27,14 @@ int vt_main(unsigned int cpu)
 	u64 i;
 
 	VT_CHECK(cpu == cpu_id() && cpu < 2);
-	timer_arm(0, ms_to_ticks(period_ms[cpu]));
-	irq_unmask();
-	VT_CHECK(wait_irqs(rearms[cpu], 5000, cpu ? WAIT_WFI : WAIT_SPIN) == 0);
+	if (cpu == 0) {
+		timer_arm(0, ms_to_ticks(period_ms[0]));
+		irq_unmask();
+		VT_CHECK(wait_irqs(rearms[0], 5000, WAIT_SPIN) == 0);
+	} else {
+		for (i = 0; i < rearms[1]; i++)
+			VT_CHECK(timer_arm_wfi(0, ms_to_ticks(period_ms[1]), 5000) == 0);
+	}
 	wait_irqs(rearms[cpu] + 1, 3 * period_ms[cpu], WAIT_SPIN);
 	VT_CHECK(vt_irqs == rearms[cpu]);
 	for (i = 0; i < rearms[cpu]; i++)

@@ -105,6 +105,12 @@ void timer_arm(int t, u64 delta);
  * but a few instructions lies between them. Returns 0 when the IRQ came.
  */
 int timer_arm_wfi(int t, u64 delta, u64 timeout_ms);
+/*
+ * From an IRQ handler: re-arm timer t delta ticks ahead. The timer stays
+ * masked until the runtime's VT_IRQ report is out, then is unmasked, so
+ * the report's exit always shows the line low.
+ */
+void timer_rearm(int t, u64 delta);
 /* Mask timer t (IMASK set, ENABLE kept). */
 void timer_mask(int t);
 
@@ -128,15 +134,19 @@ enum vt_wait { WAIT_SPIN, WAIT_MMIO, WAIT_WFI, WAIT_BEAT };
 /*
  * Wait until vt_irqs reaches n or timeout_ms of counter time passes.
  * WAIT_SPIN makes no exit at all, WAIT_MMIO reports a heartbeat on every
- * iteration, WAIT_WFI sleeps (and leaves IRQs unmasked), WAIT_BEAT spins with a heartbeat (the
- * iteration count) every VT_BEAT_MS. Returns 0 when reached.
+ * iteration, WAIT_WFI sleeps (and leaves IRQs unmasked), WAIT_BEAT spins
+ * with a heartbeat (the iteration count) every VT_BEAT_MS and times out
+ * only after timeout_ms / VT_BEAT_MS heartbeats too: the counter runs on
+ * while a loaded host keeps the vCPU out, the heartbeats count time the
+ * guest really ran. Returns 0 when reached.
  */
 int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how);
 /* Spin for ms of counter time with no exits. */
 void spin_ms(u64 ms);
 /*
- * Spin for ms of counter time, counting loop iterations, with a VT_HBEAT
- * report of the count every period_ms. Returns the iterations.
+ * Spin for ms of counter time and at least ms / period_ms heartbeats,
+ * counting loop iterations, with a VT_HBEAT report of the count every
+ * period_ms. Returns the iterations.
  */
 u64 spin_heartbeat(u64 ms, u64 period_ms);
 /* Spin until timer t shows ISTATUS; returns 0, or -1 after timeout_ms. */

@@ -6,6 +6,7 @@
 volatile u64 vt_irq_count[VT_MAX_VCPUS];
 volatile struct vt_irq_rec vt_irq_log[VT_MAX_VCPUS][VT_IRQ_LOG];
 static u64 spurious[VT_MAX_VCPUS];
+static unsigned int rearmed[VT_MAX_VCPUS];	/* timers timer_rearm() left masked */
 
 /* After this many IRQs with no timer pending the line is stuck high. */
 #define SPURIOUS_LIMIT	3
@@ -30,6 +31,13 @@ void timer_arm(int t, u64 delta)
 	timer_cval(t, timer_now(t) + delta);
 	timer_ctl(t, CTL_ENABLE);
 	vt_report(VT_ARM, t);
+}
+
+void timer_rearm(int t, u64 delta)
+{
+	timer_cval(t, timer_now(t) + delta);
+	timer_ctl(t, CTL_ENABLE | CTL_IMASK);
+	rearmed[cpu_id()] |= 1U << t;
 }
 
 void timer_mask(int t)
@@ -74,6 +82,16 @@ void vt_irq_entry(void)
 	vt_irqs++;
 	vt_timer_irq(pending);
 	vt_report(VT_IRQ, now << 4 | pending);
+	/*
+	 * Timers the handler re-armed stay masked until the report is out, so
+	 * its exit shows the line low even when the new deadline has already
+	 * passed (a stalled host): a fire that early is then a new rise the
+	 * VMM sees, not a line that never dropped.
+	 */
+	for (int t = 0; t < 2; t++)
+		if (rearmed[cpu_id()] & (1U << t))
+			timer_ctl(t, CTL_ENABLE);
+	rearmed[cpu_id()] = 0;
 }
 
 /*
@@ -121,11 +139,12 @@ int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how)
 {
 	u64 now = cntvct(), end = now + ms_to_ticks(timeout_ms);
 	u64 beat = now + ms_to_ticks(VT_BEAT_MS);
+	u64 beats = 0, min_beats = how == WAIT_BEAT ? timeout_ms / VT_BEAT_MS : 0;
 	u64 i = 0;
 
 	while (vt_irqs < n) {
 		now = cntvct();
-		if (now > end)
+		if (now > end && beats >= min_beats)
 			return -1;
 		if (how == WAIT_MMIO) {
 			vt_report(VT_HBEAT, i);
@@ -134,6 +153,7 @@ int wait_irqs(u64 n, u64 timeout_ms, enum vt_wait how)
 		} else if (how == WAIT_BEAT && now >= beat) {
 			vt_report(VT_HBEAT, i);
 			beat = now + ms_to_ticks(VT_BEAT_MS);
+			beats++;
 		}
 		i++;
 	}
@@ -152,13 +172,15 @@ u64 spin_heartbeat(u64 ms, u64 period_ms)
 {
 	u64 now = cntvct(), end = now + ms_to_ticks(ms);
 	u64 beat = now + ms_to_ticks(period_ms);
+	u64 beats = 0, min_beats = ms / period_ms;
 	u64 i;
 
-	for (i = 0; now < end; i++) {
+	for (i = 0; now < end || beats < min_beats; i++) {
 		now = cntvct();
 		if (now >= beat) {
 			vt_report(VT_HBEAT, i);
 			beat = now + ms_to_ticks(period_ms);
+			beats++;
 		}
 	}
 	return i;
@@ -181,7 +203,7 @@ void periodic_vtimer_irq(unsigned int pending)
 	if (!(pending & (1U << VT_TIMER_VIRT)))
 		return;
 	if (vt_irqs < periodic_n)
-		timer_cval(0, cntvct() + ms_to_ticks(periodic_ms));
+		timer_rearm(0, ms_to_ticks(periodic_ms));
 	else
 		timer_mask(0);
 }

@@ -56,8 +56,15 @@ class MachineConfig:
         if qmp_socket is not None:
             argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off", "-S"]
         if trace_log is not None:
-            argv += ["-D", str(trace_log)]
+            # timestamp=on prefixes each trace line with the thread id: the L1 CPU
+            argv += ["-D", str(trace_log), "-msg", "timestamp=on"]
         return argv + list(self.extra_args)
+
+    @property
+    def layer0_per_cpu(self) -> bool:
+        """Can QEMU's trace be split per L1 CPU (qemu_trace.CpuOf)? One CPU needs
+        no split; several need GICv3's redistributor lines."""
+        return self.smp == 1 or self.gic_version == 3
 
 
 def shell_line(argv: list[str]) -> str:

@@ -80,6 +80,7 @@ class QemuRun:
         self._qmp: QEMUMonitorProtocol | None = None
         self._logf = None
         self.argv: list[str] = []
+        self.cpu_threads: dict[int, int] = {}  # vCPU thread id -> CPU index (QMP)
         self.init_s: float | None = None
         self._pending = ""  # a console line not yet complete
 
@@ -209,6 +210,9 @@ class QemuRun:
             for ev in self.qmp("trace-event-get-state", name=pattern):
                 if ev["state"] == "enabled":
                     enabled.append(ev["name"])
+        self.cpu_threads = {
+            int(c["thread-id"]): int(c["cpu-index"]) for c in self.qmp("query-cpus-fast")
+        }
         self.qmp("cont")
         return version, enabled
 

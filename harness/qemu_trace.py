@@ -20,18 +20,34 @@ multi-vCPU VM apart. A new offset whose load restores a parked, non-reset
 state of the VM loaded last is that VM's offset changed by user space
 (KVM_SET_ONE_REG of the counter, as a save/restore does), not a new VM: a
 new VM's vCPUs restore their reset state (0, 0).
+
+With several L1 CPUs every line needs its CPU. QEMU's log backend prefixes
+a line with the thread id when run with `-msg timestamp=on`; a vCPU
+thread's lines are its CPU's (the thread ids come from QMP's
+query-cpus-fast). A timer that fires by itself is recalculated in the main
+thread, which first raises the GICv3 redistributor's PPI input: that
+`gicv3_redist_set_irq` line, just before in the same thread, names the CPU.
+A main-thread line with no such line before it left the level unchanged
+and is dropped. State is then kept per CPU; the parked vCPUs stay per VM,
+so a vCPU put on one CPU and loaded on the other is followed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 VIRT = 1
 
-_LINE = re.compile(r"^(?:\d+@(?P<ts>\d+\.\d+):)?(?P<event>arm_gt_\w+) (?P<text>.*)$")
+_LINE = re.compile(r"^(?:(?P<tid>\d+)@(?P<ts>\d+\.\d+):)?(?P<event>arm_gt_\w+) (?P<text>.*)$")
+_REDIST = re.compile(
+    r"^(?:(?P<tid>\d+)@[\d.]+:)?gicv3_redist_set_irq .*redistributor 0x(?P<aff>[0-9a-f]+) "
+    r"interrupt (?P<irq>\d+) "
+)
+TRACE_EVENTS_SMP = ("gicv3_redist_set_irq",)  # what parse() needs besides arm_gt_* on smp > 1
 _TIMER = re.compile(r"timer (\d+)")
 _IRQSTATE = re.compile(r"irqstate (\d)")
 _VALUE = re.compile(r"value (0x[0-9a-f]+)")
@@ -47,6 +63,7 @@ class GtEvent:
     value: int | None
     next_tick: int | None
     host_ts: float | None
+    cpu: int | None = 0  # the L1 CPU (None: not known, the line is dropped)
 
 
 @dataclass(frozen=True)
@@ -121,25 +138,65 @@ def parse_line(line: str, index: int) -> GtEvent | None:
     )
 
 
-def parse(lines: Iterable[str]) -> list[GtEvent]:
-    return [e for i, line in enumerate(lines, 1) if (e := parse_line(line, i))]
+class CpuOf:
+    """Gives each line its L1 CPU (see the module docstring).
+
+    threads maps a vCPU thread id to its CPU index; None for one CPU, where
+    every line is CPU 0's. The redistributor's affinity is the CPU index
+    (true of the virt board's flat topology)."""
+
+    def __init__(self, threads: dict[int, int] | None = None) -> None:
+        self.threads = threads
+        self._redist: dict[int | None, int] = {}  # a thread's PPI line just before
+
+    def event(self, line: str, index: int) -> GtEvent | None:
+        if self.threads is None:
+            return parse_line(line, index)
+        if r := _REDIST.match(line):
+            tid = int(r["tid"]) if r["tid"] else None
+            if 16 <= int(r["irq"]) < 32:
+                self._redist[tid] = int(r["aff"], 16)
+            return None
+        e = parse_line(line, index)
+        if e is None:
+            return None
+        m = _LINE.match(line.strip())
+        tid = int(m["tid"]) if m and m["tid"] else None
+        before = self._redist.pop(tid, None)
+        cpu = self.threads.get(tid) if tid is not None else None
+        if cpu is None:
+            cpu = before
+        return dataclasses.replace(e, cpu=cpu)
+
+
+def parse(lines: Iterable[str], threads: dict[int, int] | None = None) -> list[GtEvent]:
+    cpu_of = CpuOf(threads)
+    events = (cpu_of.event(line, i) for i, line in enumerate(lines, 1))
+    return [e for e in events if e is not None and e.cpu is not None]
+
+
+@dataclass
+class _Cpu:
+    """What one L1 CPU has loaded (see timelines)."""
+
+    current: VmTimeline | None = None
+    level: int = 0  # the loaded vCPU's line as of its last observation while loaded
+    restoring: int = 0  # restore writes still to come after a load
+    pending_put: GtEvent | None = None
+    cval: int | None = 0  # the loaded vCPU's timer state, as written
+    ctl: int = 0
+    offset: int = 0  # the CNTVOFF in force
+    wrote: bool = False  # the guest's last timer-1 event was a write
 
 
 def timelines(events: list[GtEvent]) -> list[VmTimeline]:
     """One timeline per VM, in the order the VMs first ran."""
     vms: dict[int, VmTimeline] = {}  # by offset (a VM may have had several)
     order: list[VmTimeline] = []
-    current: VmTimeline | None = None
     last: VmTimeline | None = None  # the VM loaded last
-    level = 0  # the loaded vCPU's line as of its last observation while loaded
-    restoring = 0  # restore writes still to come after a load
-    hw = 0  # QEMU's current timer-1 irqstate
-    pending_put: GtEvent | None = None
-    cval: int | None = 0  # the loaded vCPU's timer state, as written
-    ctl = 0
-    offset = 0  # the CNTVOFF in force
-    wrote = False  # the guest's last timer-1 event was a write (a rise now is the write's)
+    cpus: dict[int | None, _Cpu] = {}
     for i, e in enumerate(events):
+        c = cpus.setdefault(e.cpu, _Cpu())
         if e.event == "arm_gt_cntvoff_write":
             if e.value:
                 r_cval, r_ctl = _restore_writes(events, i)
@@ -157,55 +214,56 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
                     vms[e.value] = current
                     current.offsets.append(e.value)
                 current.loads += 1
-                offset = e.value
-                wrote = False
-                last = current
-                restoring = 2
-                pending_put = None
+                last = c.current = current
                 parked = current.unpark(r_cval, r_ctl)
-                level = parked.level if parked else 0
-                cval, ctl = r_cval, r_ctl
+                c.offset, c.wrote, c.restoring, c.pending_put = e.value, False, 2, None
+                c.level = parked.level if parked else 0
+                c.cval, c.ctl = r_cval, r_ctl
             else:
-                if current is not None:  # the put: park the vCPU's state
-                    current.parked.append(_Parked(cval, ctl, level))
-                current = None
+                if c.current is not None:  # the put: park the vCPU's state
+                    c.current.parked.append(_Parked(c.cval, c.ctl, c.level))
+                c.current = None
             continue
-        if current is None or e.timer != VIRT:
+        if c.current is None or e.timer != VIRT:
             continue
         if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
-            if restoring and e.event != "arm_gt_tval_write":
-                restoring -= 1
+            if c.restoring and e.event != "arm_gt_tval_write":
+                c.restoring -= 1
                 continue
             if e.event == "arm_gt_ctl_write" and e.value == 0 and _put_follows(events, i):
-                pending_put = e  # KVM saving the timer: not a guest change
+                c.pending_put = e  # KVM saving the timer: not a guest change
                 continue
             if e.event == "arm_gt_cval_write" and e.value is not None:
-                current.cval_writes.append(e.value)
-                cval = e.value
+                c.current.cval_writes.append(e.value)
+                c.cval = e.value
             elif e.event == "arm_gt_tval_write":
-                cval = None
+                c.cval = None
             elif e.value is not None:
-                ctl = e.value & 3
-            pending_put = None
-            wrote = True
+                c.ctl = e.value & 3
+            c.pending_put = None
+            c.wrote = True
             continue
         if e.irqstate is None:
             continue
         hw = e.irqstate
-        if pending_put is not None:
+        if c.pending_put is not None:
             continue  # the recalc of KVM's save write
-        if restoring == 0 and hw != level:
+        if c.restoring == 0 and hw != c.level:
             # first recalc after the restore: a change while out, else a change in the guest
             loaded_first = _first_recalc_since_load(events, i)
-            by_counter = hw == 1 and cval is not None and (loaded_first or not wrote)
-            tick = cval + offset if by_counter else None
-            current.changes.append(
+            by_counter = hw == 1 and c.cval is not None and (loaded_first or not c.wrote)
+            tick = c.cval + c.offset if by_counter and c.cval is not None else None
+            c.current.changes.append(
                 HwChange(hw, e.index, e.next_tick, while_out=loaded_first, tick=tick)
             )
-            level = hw
-        if restoring == 0:
-            wrote = False
+            c.level = hw
+        if c.restoring == 0:
+            c.wrote = False
     return order
+
+
+def _same_cpu(events: list[GtEvent], i: int) -> Iterator[GtEvent]:
+    return (e for e in events[i + 1 :] if e.cpu == events[i].cpu)
 
 
 def _restore_writes(events: list[GtEvent], i: int) -> tuple[int | None, int]:
@@ -213,7 +271,7 @@ def _restore_writes(events: list[GtEvent], i: int) -> tuple[int | None, int]:
     cval: int | None = None
     ctl = 0
     seen = 0
-    for e in events[i + 1 :]:
+    for e in _same_cpu(events, i):
         if e.event == "arm_gt_cntvoff_write":
             break
         if e.timer != VIRT or e.event not in ("arm_gt_cval_write", "arm_gt_ctl_write"):
@@ -233,7 +291,7 @@ def _put_follows(events: list[GtEvent], i: int) -> bool:
     timer-1 write? The put saves the other timers in between (the physical one,
     the hyp timer it arms for a blocked vCPU): those do not count."""
     virt = 0
-    for e in events[i + 1 :]:
+    for e in _same_cpu(events, i):
         if e.event == "arm_gt_cntvoff_write":
             return not e.value
         if e.timer != VIRT:
@@ -247,7 +305,10 @@ def _put_follows(events: list[GtEvent], i: int) -> bool:
 
 
 def _first_recalc_since_load(events: list[GtEvent], i: int) -> bool:
+    cpu = events[i].cpu
     for e in reversed(events[:i]):
+        if e.cpu != cpu:
+            continue
         if e.event == "arm_gt_cntvoff_write":
             return True
         if e.timer == VIRT and e.irqstate is not None and e.event != "arm_gt_recalc_disabled":
@@ -260,8 +321,9 @@ def _first_recalc_since_load(events: list[GtEvent], i: int) -> bool:
 class Reader:
     """Follows a growing trace log: parses only what was appended since the last call."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: dict[int, int] | None = None) -> None:
         self.path = path
+        self._cpu_of = CpuOf(threads)
         self.events: list[GtEvent] = []
         self._pos = 0
         self._partial = ""
@@ -283,7 +345,8 @@ class Reader:
         self._partial = lines.pop()  # an unfinished last line waits for the next call
         for line in lines:
             self._lines += 1
-            if e := parse_line(line, self._lines):
+            e = self._cpu_of.event(line, self._lines)
+            if e is not None and e.cpu is not None:
                 self.events.append(e)
         self._vms = timelines(self.events)
         return self._vms

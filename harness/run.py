@@ -150,6 +150,7 @@ class Run:
         }
         self.boot: BootResult | None = None
         self.hw_reader: qemu_trace.Reader | None = None
+        self.cpu_threads: dict[int, int] = {}
         self.started = time.monotonic()
         self.stream = records.Stream()
         self.ktap: ktap.KtapWriter | None = None
@@ -182,6 +183,8 @@ class Run:
                 "qemu_exit": self.boot.qemu_exit,
                 "qemu_version": self.boot.qemu_version,
                 "trace_events": self.boot.traces_enabled,
+                # vCPU thread id -> L1 CPU, to split qemu-trace.log per CPU again
+                "cpu_threads": {str(t): c for t, c in self.cpu_threads.items()},
             },
             "tests": [r.to_json() for r in results],
             "models": {m: [r.to_json() for r in rs.values()] for m, rs in self.by_model.items()},
@@ -192,9 +195,8 @@ class Run:
 
     def hardware(self, test: str) -> qemu_trace.VmTimeline | None:
         """Layer 0 for test: the n-th VM in QEMU's trace is the n-th test that began."""
-        if self.hw_reader is None or self.machine.smp > 1:
-            # QEMU's arm_gt_* lines do not say which L1 CPU they come from: with two,
-            # the two CPUs' timer 1 interleave and no vCPU can be followed
+        if self.hw_reader is None:
+            # no trace, or several L1 CPUs on GICv2, whose lines cannot be split per CPU
             return None
         began = [r.test for r in self.stream.parsed.records if r.kind == "begin"]
         if test not in began:
@@ -306,13 +308,21 @@ class Run:
         start = time.monotonic()
         timeouts = self.opts.timeouts
         timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))
-        q = QemuRun(self.machine, image, initrd, self.run_dir, self.opts.trace_events, timeouts)
-        self.hw_reader = qemu_trace.Reader(q.trace_log) if q.trace_log else None
+        events = self.opts.trace_events
+        per_cpu = self.machine.smp > 1 and self.machine.layer0_per_cpu
+        if per_cpu and any(p.startswith("arm_gt") for p in events):
+            events += qemu_trace.TRACE_EVENTS_SMP
+        q = QemuRun(self.machine, image, initrd, self.run_dir, events, timeouts)
+        self.hw_reader = None
         version, enabled, diag, exit_status = "", [], None, None
         try:
             with q:
                 self.say(f"# qemu: {machine.shell_line(q.argv)}")
                 version, enabled = q.start()
+                self.cpu_threads = q.cpu_threads
+                if q.trace_log and self.machine.layer0_per_cpu:
+                    threads = q.cpu_threads if self.machine.smp > 1 else None
+                    self.hw_reader = qemu_trace.Reader(q.trace_log, threads)
                 if self.opts.fault:
                     on_line = self._inject(q, on_line)
                 status, reason = q.follow(on_line, done)

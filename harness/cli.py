@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     mx.add_argument("--jobs", type=int, help="parallel kernel build jobs")
     mx.add_argument("--results", type=Path, help="base directory for results (default results/)")
     mx.add_argument("--list", action="store_true", help="list the cells and exit")
+    mx.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each cell N times and list the tests whose status changed (flake hunting)",
+    )
     df = sub.add_parser(
         "diff", help="compare two runs (or two matrix runs): status changes, metric changes"
     )
@@ -99,6 +105,7 @@ def _matrix(args: argparse.Namespace) -> int:
         slots=args.slots,
         build_jobs=args.jobs,
         cells=args.cell,
+        repeat=args.repeat,
     )
     return code
 

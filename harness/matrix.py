@@ -109,6 +109,15 @@ class Matrix:
     description: str
     path: Path
     cells: tuple[Cell, ...]
+    repeat: int = 1  # runs of each cell (repeated())
+
+    def repeated(self, n: int) -> Matrix:
+        """Each cell n times, named <cell>#<k>: round k runs every cell once, so a
+        cell's runs have different neighbours. Kernels are prepared once."""
+        if n <= 1:
+            return self
+        cells = tuple(replace(c, name=f"{c.name}#{k}") for k in range(1, n + 1) for c in self.cells)
+        return replace(self, cells=cells, repeat=n)
 
     def select(self, names: list[str]) -> Matrix:
         """Only the named cells (in file order); an unknown name lists the valid ones."""
@@ -328,6 +337,7 @@ class CellResult:
     boot: dict | None = None
     wall_s: float | None = None
     retried: list[str] = field(default_factory=list)  # run dirs of attempts run again
+    tests: dict[str, str] = field(default_factory=dict)  # test -> status
 
     @property
     def as_expected(self) -> bool:
@@ -458,6 +468,8 @@ class Runner:
         self.save()
         for line in self.table():
             self.out(line)
+        if m.repeat > 1:
+            self._report_unstable()
         ok = all(r.as_expected for r in self.results)
         bad = sum(not r.as_expected for r in self.results)
         verdict = "all cells as expected" if ok else f"{bad} cell(s) NOT as expected"
@@ -602,6 +614,7 @@ class Runner:
         r.run_dir = run_dir
         data = json.loads((run_dir / "results.json").read_text())
         r.summary = data["summary"]
+        r.tests = {t["name"]: t["status"] for t in data["tests"]}
         r.outcome = outcome_of(data["tests"], data.get("boot"))
         r.reason = reason_of(r.outcome, data)
         texts = [data["identity"].get("error") or ""]
@@ -624,6 +637,17 @@ class Runner:
             f"{f' ({counts})' if counts else ''}{wall}, {verdict}{why[:200]}"
         )
 
+    def _report_unstable(self) -> None:
+        rows = unstable(self.results)
+        n = self.matrix.repeat
+        if not rows:
+            self.out(f"# repeat {n}: every test had the same status in every run of its cell")
+            return
+        self.out(f"# repeat {n}: {len(rows)} test(s) changed status between runs of a cell:")
+        for row in rows:
+            counts = ", ".join(f"{k.lower()} {v}" for k, v in row["statuses"].items())
+            self.out(f"#   {row['cell']} {row['test']}: {counts}")
+
     # -- outputs -------------------------------------------------------------
     def save(self) -> None:
         with self.lock:
@@ -641,6 +665,8 @@ class Runner:
                 "complete": len(done) == len(self.results),
                 "ok": len(done) == len(self.results) and all(r.as_expected for r in done),
                 "cells": [r.to_json(self.dir) for r in self.results],
+                "repeat": self.matrix.repeat,
+                "unstable": unstable(done),
             }
             resultsfile.write_json(self.dir / "matrix.json", data)
 
@@ -664,6 +690,20 @@ class Runner:
 HEADER = ("cell", "outcome", "expect", "ok", "pass", "fail", "error", "skip", "miss", "s", "kernel")
 
 
+def unstable(results: list[CellResult]) -> list[dict]:
+    """The tests whose status differed between runs of one cell (<cell>#<k>)."""
+    by_test: dict[tuple[str, str], list[str]] = {}
+    for r in results:
+        base = r.cell.name.rsplit("#", 1)[0]
+        for test, status in r.tests.items():
+            by_test.setdefault((base, test), []).append(status)
+    return [
+        {"cell": cell, "test": test, "statuses": dict(collections.Counter(statuses).most_common())}
+        for (cell, test), statuses in by_test.items()
+        if len(set(statuses)) > 1
+    ]
+
+
 def table(rows) -> list[str]:
     rows = [HEADER, *rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
@@ -677,7 +717,8 @@ def run(
     build_jobs: int | None = None,
     cells: list[str] | None = None,
     out: Callable[[str], None] = print,
+    repeat: int = 1,
 ) -> tuple[int, Path]:
-    m = load(path).select(cells or [])
+    m = load(path).select(cells or []).repeated(repeat)
     runner = Runner(m, results_base, slots, build_jobs, out)
     return runner.run(), runner.dir

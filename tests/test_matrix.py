@@ -189,6 +189,9 @@ class FakeBoots:
         run_dir = opts.results_base / f"run-{len(self.calls)}"
         run_dir.mkdir()
         statuses = self.statuses.get(key, ["PASS"])
+        if isinstance(statuses[0], list):  # one list per run of the cell
+            with self.lock:
+                statuses = statuses.pop(0) if len(statuses) > 1 else statuses[0]
         if opts.kernel_source == "linux-source-6.12" and opts.revision != "upstream":
             statuses = ["ERROR"]  # the run retries the build, which fails again
         boot = self.boot_status.get(key)
@@ -315,6 +318,32 @@ def test_qemu_dying_before_the_kernel_is_retried_once(tmp_path, fake_kernels):
     assert up["outcome"] == "pass" and len(up["retried"]) == 1
     assert v4["outcome"] == "error" and len(v4["retried"]) == 1  # died twice: error
     assert sum(" retry " in line for line in lines) == 2
+
+
+def test_repeat_runs_each_cell_n_times_and_lists_tests_that_changed(tmp_path, fake_kernels):
+    p = write(tmp_path, "name: fake\ncells:\n  - {revision: upstream}\n  - {revision: v4}\n")
+    flaky = [["PASS", "PASS"], ["PASS", "FAIL"], ["PASS", "PASS"]]
+    boots = FakeBoots({"upstream-every-exit": flaky})
+    lines: list[str] = []
+    m = matrix.load(p).repeated(3)
+    assert [c.name for c in m.cells][:3] == [
+        "upstream-6.1-virt-gicv3-every-exit#1",
+        "v4-6.1-virt-gicv3-every-exit#1",
+        "upstream-6.1-virt-gicv3-every-exit#2",
+    ]
+    runner = matrix.Runner(m, tmp_path, slots=1, out=lines.append, boot=boots)
+    assert runner.run() == 1  # the run with a FAIL was not as expected
+    assert len(fake_kernels) == 2  # a kernel per cell, not per run
+    data = json.loads((runner.dir / "matrix.json").read_text())
+    assert data["repeat"] == 3 and len(data["cells"]) == 6
+    assert data["unstable"] == [
+        {
+            "cell": "upstream-6.1-virt-gicv3-every-exit",
+            "test": "t1",
+            "statuses": {"PASS": 2, "FAIL": 1},
+        }
+    ]
+    assert "#   upstream-6.1-virt-gicv3-every-exit t1: pass 2, fail 1" in lines
 
 
 def test_tokens_bound_concurrency():

@@ -47,6 +47,7 @@ _REDIST = re.compile(
     r"^(?:(?P<tid>\d+)@[\d.]+:)?gicv3_redist_set_irq .*redistributor 0x(?P<aff>[0-9a-f]+) "
     r"interrupt (?P<irq>\d+) "
 )
+_TIMER_PPIS = range(26, 31)  # the generic timers' PPIs on the virt board (INTIDs 26-30)
 TRACE_EVENTS_SMP = ("gicv3_redist_set_irq",)  # what parse() needs besides arm_gt_* on smp > 1
 _TIMER = re.compile(r"timer (\d+)")
 _IRQSTATE = re.compile(r"irqstate (\d)")
@@ -154,7 +155,7 @@ class CpuOf:
             return parse_line(line, index)
         if r := _REDIST.match(line):
             tid = int(r["tid"]) if r["tid"] else None
-            if 16 <= int(r["irq"]) < 32:
+            if int(r["irq"]) in _TIMER_PPIS:
                 self._redist[tid] = int(r["aff"], 16)
             return None
         e = parse_line(line, index)

@@ -58,7 +58,10 @@ def test_main_thread_line_takes_the_cpu_of_the_redistributor_line_before_it():
         "10@1.000002:arm_gt_recalc gt recalc: timer 1 irqstate 1 next tick 0xffffffffffffffff",
         "10@1.000003:arm_gt_recalc gt recalc: timer 1 irqstate 1 next tick 0xffffffffffffffff",
         "11@1.000004:arm_gt_ctl_write gt_ctl_write: timer 1 value 0x1",
+        "10@1.000005:gicv3_redist_set_irq GICv3 redistributor 0x1 interrupt 23 level changed to 1",
+        "10@1.000006:arm_gt_recalc gt recalc: timer 1 irqstate 0 next tick 0x10",
     ]
     events = qemu_trace.parse(lines, {11: 0, 12: 1})
-    # the second main-thread line changed nothing and names no CPU: dropped
+    # the second main-thread line changed nothing and names no CPU: dropped; so is
+    # one after a PPI that is not a timer's (23, the PMU)
     assert [(e.index, e.cpu) for e in events] == [(2, 1), (4, 0)]

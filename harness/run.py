@@ -320,8 +320,10 @@ class Run:
                 self.say(f"# qemu: {machine.shell_line(q.argv)}")
                 version, enabled = q.start()
                 self.cpu_threads = q.cpu_threads
-                if q.trace_log and self.machine.layer0_per_cpu:
-                    threads = q.cpu_threads if self.machine.smp > 1 else None
+                # several CPUs need a thread each (MTTCG) to be told apart
+                threads = q.cpu_threads if self.machine.smp > 1 else None
+                split = threads is None or len(threads) == self.machine.smp
+                if q.trace_log and self.machine.layer0_per_cpu and split:
                     self.hw_reader = qemu_trace.Reader(q.trace_log, threads)
                 if self.opts.fault:
                     on_line = self._inject(q, on_line)

@@ -120,8 +120,10 @@ class VmTimeline:
 
 def parse_line(line: str, index: int) -> GtEvent | None:
     m = _LINE.match(line.strip())
-    if not m:
-        return None
+    return _event(m, index) if m else None
+
+
+def _event(m: re.Match, index: int) -> GtEvent:
     text = m["text"]
 
     def num(rx: re.Pattern, base: int = 10) -> int | None:
@@ -158,16 +160,13 @@ class CpuOf:
             if int(r["irq"]) in _TIMER_PPIS:
                 self._redist[tid] = int(r["aff"], 16)
             return None
-        e = parse_line(line, index)
-        if e is None:
-            return None
         m = _LINE.match(line.strip())
-        tid = int(m["tid"]) if m and m["tid"] else None
+        if not m:
+            return None
+        tid = int(m["tid"]) if m["tid"] else None
         before = self._redist.pop(tid, None)
         cpu = self.threads.get(tid) if tid is not None else None
-        if cpu is None:
-            cpu = before
-        return dataclasses.replace(e, cpu=cpu)
+        return dataclasses.replace(_event(m, index), cpu=before if cpu is None else cpu)
 
 
 def parse(lines: Iterable[str], threads: dict[int, int] | None = None) -> list[GtEvent]:

@@ -63,6 +63,7 @@ void vt_irq_entry(void)
 {
 	u64 now = cntvct();
 	unsigned int pending = timers_pending();
+	int t;
 
 	if (!pending) {
 		vt_report(VT_SPURIOUS, timer_ctl_read(0) | timer_ctl_read(1) << 8);
@@ -88,7 +89,7 @@ void vt_irq_entry(void)
 	 * passed (a stalled host): a fire that early is then a new rise the
 	 * VMM sees, not a line that never dropped.
 	 */
-	for (int t = 0; t < 2; t++)
+	for (t = 0; t < 2; t++)
 		if (rearmed[cpu_id()] & (1U << t))
 			timer_ctl(t, CTL_ENABLE);
 	rearmed[cpu_id()] = 0;

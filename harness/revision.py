@@ -9,7 +9,7 @@ from pathlib import Path
 from harness import repo, yamlfile
 from harness.errors import InputError
 
-PROVENANCES = ("seed", "reconstructed", "merged-4.12")
+PROVENANCES = ("seed", "reconstructed", "merged-4.12", "negative-control")
 ABI_NAMES = ("upstream", "v4", "v5", "v6")
 ABI_KEYS = {"name", "level_field", "history_field", "exit_reason", "exit_reason_value", "bits"}
 

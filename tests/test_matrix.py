@@ -31,7 +31,9 @@ def test_shipped_matrices_load_and_cover_what_nightly_promises():
     smoke = matrix.load(MATRIX_DIR / "smoke.yaml")
     assert len(nightly.cells) >= 6 and len(smoke.cells) >= 4
     cells = {c.name: c for c in nightly.cells}
-    assert {c.revision for c in nightly.cells} == {"upstream", "v4", "v5", "v6"}
+    assert {c.revision for c in nightly.cells} == {"upstream", "v4", "v5", "v6", "upstream-nowake"}
+    control = cells["upstream-nowake-6.1-virt-gicv3-every-exit"]
+    assert (control.expect, control.expect_reason) == ("fail", "wake:")
     assert any(c.prebuilt for c in nightly.cells) and any(c.prebuilt for c in smoke.cells)
     machines = {c.machine for c in nightly.cells}
     assert {"virt-gicv2", "virt-gicv3-nvhe", "virt-gicv3-smp2", "virt-gicv3-debian"} <= machines

@@ -41,6 +41,13 @@ def test_profiles_load_with_their_provenance():
     assert revision.load("v4").abi.exit_reason_value == 64
 
 
+def test_the_negative_control_is_upstream_with_one_patch():
+    control, upstream = revision.load("upstream-nowake"), revision.load("upstream")
+    assert control.provenance == "negative-control" and len(control.patches) == 1
+    assert Model.of(control) == Model.of(upstream)  # judged by upstream's rules
+    assert control.abi == upstream.abi
+
+
 @pytest.mark.parametrize("rev", REVS)
 def test_each_revision_passes_its_own_model_with_every_exit(rev):
     for res in _judge(rev, "every-exit", rev):

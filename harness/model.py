@@ -171,7 +171,9 @@ class Model:
 
         The guest's VT_WAKE says whether it was asleep before the timer fired
         (timer_arm_wfi reads ISTATUS just before the WFI); the kernel layer,
-        when present, must show KVM itself blocking and waking the vCPU.
+        when present, must show KVM itself blocking and waking the vCPU (a VM
+        with no vGIC always traps WFI; a host booted with
+        kvm-arm.wfi_trap_policy=notrap, 6.12 and later, would not).
         """
         wakes = [e for e in tr.ports("WAKE") if (e.value or 0) & _WAKE_IRQS >= 1]
         if not wakes:

@@ -60,12 +60,6 @@ class MachineConfig:
             argv += ["-D", str(trace_log), "-msg", "timestamp=on"]
         return argv + list(self.extra_args)
 
-    @property
-    def layer0_per_cpu(self) -> bool:
-        """Can QEMU's trace be split per L1 CPU (qemu_trace.CpuOf)? One CPU needs
-        no split; several need GICv3's redistributor lines."""
-        return self.smp == 1 or self.gic_version == 3
-
 
 def shell_line(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)

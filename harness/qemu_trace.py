@@ -25,8 +25,9 @@ With several L1 CPUs every line needs its CPU. QEMU's log backend prefixes
 a line with the thread id when run with `-msg timestamp=on`; a vCPU
 thread's lines are its CPU's (the thread ids come from QMP's
 query-cpus-fast). A timer that fires by itself is recalculated in the main
-thread, which first raises the GICv3 redistributor's PPI input: that
-`gicv3_redist_set_irq` line, just before in the same thread, names the CPU.
+thread, which first raises the GIC's PPI input: that line just before in
+the same thread (GICv3 `gicv3_redist_set_irq`, GICv2 `gic_set_irq`) names
+the CPU.
 A main-thread line with no such line before it left the level unchanged
 and is dropped. State is then kept per CPU; the parked vCPUs stay per VM,
 so a vCPU put on one CPU and loaded on the other is followed.
@@ -43,12 +44,16 @@ from pathlib import Path
 VIRT = 1
 
 _LINE = re.compile(r"^(?:(?P<tid>\d+)@(?P<ts>\d+\.\d+):)?(?P<event>arm_gt_\w+) (?P<text>.*)$")
-_REDIST = re.compile(
-    r"^(?:(?P<tid>\d+)@[\d.]+:)?gicv3_redist_set_irq .*redistributor 0x(?P<aff>[0-9a-f]+) "
-    r"interrupt (?P<irq>\d+) "
+# the GIC lines that name the CPU of a PPI input change: GICv3 gives the
+# redistributor's affinity, GICv2 a one-bit CPU mask
+_GIC_PPI = re.compile(
+    r"^(?:(?P<tid>\d+)@[\d.]+:)?(?:"
+    r"gicv3_redist_set_irq .*redistributor 0x(?P<aff>[0-9a-f]+) interrupt (?P<irq3>\d+) |"
+    r"gic_set_irq irq (?P<irq2>\d+) level \d cpumask 0x(?P<mask>[0-9a-f]+) )"
 )
 _TIMER_PPIS = range(26, 31)  # the generic timers' PPIs on the virt board (INTIDs 26-30)
-TRACE_EVENTS_SMP = ("gicv3_redist_set_irq",)  # what parse() needs besides arm_gt_* on smp > 1
+# what parse() needs besides arm_gt_* on smp > 1, by GIC version
+TRACE_EVENTS_SMP = {2: ("gic_set_irq",), 3: ("gicv3_redist_set_irq",)}
 _TIMER = re.compile(r"timer (\d+)")
 _IRQSTATE = re.compile(r"irqstate (\d)")
 _VALUE = re.compile(r"value (0x[0-9a-f]+)")
@@ -145,26 +150,30 @@ class CpuOf:
     """Gives each line its L1 CPU (see the module docstring).
 
     threads maps a vCPU thread id to its CPU index; None for one CPU, where
-    every line is CPU 0's. The redistributor's affinity is the CPU index
-    (true of the virt board's flat topology)."""
+    every line is CPU 0's. The GICv3 redistributor's affinity is the CPU
+    index (true of the virt board's flat topology)."""
 
     def __init__(self, threads: dict[int, int] | None = None) -> None:
         self.threads = threads
-        self._redist: dict[int | None, int] = {}  # a thread's PPI line just before
+        self._gic: dict[int | None, int] = {}  # the CPU of a thread's PPI line just before
 
     def event(self, line: str, index: int) -> GtEvent | None:
         if self.threads is None:
             return parse_line(line, index)
-        if r := _REDIST.match(line):
-            tid = int(r["tid"]) if r["tid"] else None
-            if int(r["irq"]) in _TIMER_PPIS:
-                self._redist[tid] = int(r["aff"], 16)
+        if g := _GIC_PPI.match(line):
+            tid = int(g["tid"]) if g["tid"] else None
+            if g["aff"] is not None:
+                irq, cpu = int(g["irq3"]), int(g["aff"], 16)
+            else:
+                irq, cpu = int(g["irq2"]), int(g["mask"], 16).bit_length() - 1
+            if irq in _TIMER_PPIS:
+                self._gic[tid] = cpu
             return None
         m = _LINE.match(line.strip())
         if not m:
             return None
         tid = int(m["tid"]) if m["tid"] else None
-        before = self._redist.pop(tid, None)
+        before = self._gic.pop(tid, None)
         cpu = self.threads.get(tid) if tid is not None else None
         return dataclasses.replace(_event(m, index), cpu=before if cpu is None else cpu)
 

@@ -196,7 +196,7 @@ class Run:
     def hardware(self, test: str) -> qemu_trace.VmTimeline | None:
         """Layer 0 for test: the n-th VM in QEMU's trace is the n-th test that began."""
         if self.hw_reader is None:
-            # no trace, or several L1 CPUs on GICv2, whose lines cannot be split per CPU
+            # no trace, or several L1 CPUs sharing one QEMU thread
             return None
         began = [r.test for r in self.stream.parsed.records if r.kind == "begin"]
         if test not in began:
@@ -309,9 +309,8 @@ class Run:
         timeouts = self.opts.timeouts
         timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))
         events = self.opts.trace_events
-        per_cpu = self.machine.smp > 1 and self.machine.layer0_per_cpu
-        if per_cpu and any(p.startswith("arm_gt") for p in events):
-            events += qemu_trace.TRACE_EVENTS_SMP
+        if self.machine.smp > 1 and any(p.startswith("arm_gt") for p in events):
+            events += qemu_trace.TRACE_EVENTS_SMP[self.machine.gic_version]
         q = QemuRun(self.machine, image, initrd, self.run_dir, events, timeouts)
         self.hw_reader = None
         version, enabled, diag, exit_status = "", [], None, None
@@ -323,7 +322,7 @@ class Run:
                 # several CPUs need a thread each (MTTCG) to be told apart
                 threads = q.cpu_threads if self.machine.smp > 1 else None
                 split = threads is None or len(threads) == self.machine.smp
-                if q.trace_log and self.machine.layer0_per_cpu and split:
+                if q.trace_log and split:
                     self.hw_reader = qemu_trace.Reader(q.trace_log, threads)
                 if self.opts.fault:
                     on_line = self._inject(q, on_line)

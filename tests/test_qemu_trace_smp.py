@@ -65,3 +65,14 @@ def test_main_thread_line_takes_the_cpu_of_the_redistributor_line_before_it():
     # the second main-thread line changed nothing and names no CPU: dropped; so is
     # one after a PPI that is not a timer's (23, the PMU)
     assert [(e.index, e.cpu) for e in events] == [(2, 1), (4, 0)]
+
+
+def test_gicv2_lines_name_the_cpu_by_their_cpu_mask():
+    lines = [
+        "10@1.000001:gic_set_irq irq 27 level 1 cpumask 0x2 target 0x2",
+        "10@1.000002:arm_gt_recalc gt recalc: timer 1 irqstate 1 next tick 0xffffffffffffffff",
+        "10@1.000003:gic_set_irq irq 27 level 1 cpumask 0x1 target 0x1",
+        "10@1.000004:arm_gt_recalc gt recalc: timer 1 irqstate 1 next tick 0xffffffffffffffff",
+    ]
+    events = qemu_trace.parse(lines, {11: 0, 12: 1})
+    assert [(e.index, e.cpu) for e in events] == [(2, 1), (4, 0)]

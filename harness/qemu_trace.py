@@ -69,7 +69,7 @@ class GtEvent:
     value: int | None
     next_tick: int | None
     host_ts: float | None
-    cpu: int | None = 0  # the L1 CPU (None: not known, the line is dropped)
+    cpu: int = 0  # the L1 CPU
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,8 @@ class CpuOf:
 
     threads maps a vCPU thread id to its CPU index; None for one CPU, where
     every line is CPU 0's. The GICv3 redistributor's affinity is the CPU
-    index (true of the virt board's flat topology)."""
+    index (true of the virt board's flat topology). event() is None for a
+    line that is no arm_gt_* event or whose CPU is not known."""
 
     def __init__(self, threads: dict[int, int] | None = None) -> None:
         self.threads = threads
@@ -174,14 +175,16 @@ class CpuOf:
             return None
         tid = int(m["tid"]) if m["tid"] else None
         before = self._gic.pop(tid, None)
-        cpu = self.threads.get(tid) if tid is not None else None
-        return dataclasses.replace(_event(m, index), cpu=before if cpu is None else cpu)
+        cpu = self.threads.get(tid, before)  # a vCPU thread's, else the GIC line's
+        if cpu is None:
+            return None  # a main-thread line that changed nothing: no CPU, dropped
+        return dataclasses.replace(_event(m, index), cpu=cpu)
 
 
 def parse(lines: Iterable[str], threads: dict[int, int] | None = None) -> list[GtEvent]:
     cpu_of = CpuOf(threads)
     events = (cpu_of.event(line, i) for i, line in enumerate(lines, 1))
-    return [e for e in events if e is not None and e.cpu is not None]
+    return [e for e in events if e is not None]
 
 
 @dataclass
@@ -203,7 +206,7 @@ def timelines(events: list[GtEvent]) -> list[VmTimeline]:
     vms: dict[int, VmTimeline] = {}  # by offset (a VM may have had several)
     order: list[VmTimeline] = []
     last: VmTimeline | None = None  # the VM loaded last
-    cpus: dict[int | None, _Cpu] = {}
+    cpus: dict[int, _Cpu] = {}
     for i, e in enumerate(events):
         c = cpus.setdefault(e.cpu, _Cpu())
         if e.event == "arm_gt_cntvoff_write":
@@ -355,7 +358,7 @@ class Reader:
         for line in lines:
             self._lines += 1
             e = self._cpu_of.event(line, self._lines)
-            if e is not None and e.cpu is not None:
+            if e is not None:
                 self.events.append(e)
         self._vms = timelines(self.events)
         return self._vms

@@ -12,7 +12,10 @@ Anchors (see README, "How the layers are lined up"):
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness import kernel_trace
@@ -58,29 +61,39 @@ def metrics(tr: TestTrace, freq: int = DEFAULT_FREQ) -> dict:
         "kt_vtimer_edges": kernel_trace.rises(kev) if kev else None,
         "kt_userspace_exits": sum(e.event == "kvm_userspace_exit" for e in kev) if kev else None,
     }
-    notice, delivery = [], []
+    notice: list[float] = []
+    delivery: list[float] = []
     single = len(tr.vcpus()) <= 1
     if tr.hw is not None and single:
+        shown = _FirstAtOrAfter([e.cnt for e in tr.exits if e.level and e.level & 1 and e.cnt])
         for c in tr.hw.changes:
             if c.level != 1 or c.tick is None:
                 continue
-            first = next(
-                (e for e in tr.exits if e.level and e.level & 1 and e.cnt and e.cnt >= c.tick),
-                None,
-            )
-            if first is not None:
-                notice.append((first.cnt - c.tick) * ns_per_tick / 1000)
+            at = shown(c.tick)
+            if at is not None:
+                notice.append((at - c.tick) * ns_per_tick / 1000)
         offset = tr.hw.offsets[-1] if tr.hw.offsets else tr.hw.cntvoff
-        irqs = tr.ports("IRQ")
+        entries = _FirstAtOrAfter([((e.value or 0) >> 4) + offset for e in tr.ports("IRQ")])
         for r in tr.injections:
             if r.get("level") != "1" or not r.get("cnt"):
                 continue
             at = r.int("cnt", base=16)
-            entry = next(
-                ((e.value >> 4) + offset for e in irqs if (e.value >> 4) + offset >= at), None
-            )
+            entry = entries(at)
             if entry is not None:
                 delivery.append((entry - at) * ns_per_tick / 1000)
     out["notice_latency_us"] = _summary(notice)
     out["irq_latency_us"] = _summary(delivery)
     return out
+
+
+class _FirstAtOrAfter:
+    """The first of values, in their order, that is >= a tick: a bisection over
+    their running maximum, built once (O(log n) a look-up)."""
+
+    def __init__(self, values: Sequence[int]) -> None:
+        self.values = list(values)
+        self._max = list(itertools.accumulate(self.values, max))
+
+    def __call__(self, tick: int) -> int | None:
+        i = bisect.bisect_left(self._max, tick)
+        return self.values[i] if i < len(self.values) else None

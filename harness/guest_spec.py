@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from harness import repo, yamlfile
+from harness import limits, repo, yamlfile
 from harness.errors import InputError
 
 PROPERTIES = ("visible", "truthful", "coalesce", "eintr-suffices", "progress", "wake", "once")
@@ -18,7 +19,8 @@ VMM_KEYS = {
     "crash_after_exits", "garble_record",
 }  # fmt: skip
 TAGS = ("fault",)  # fault: a test of the harness itself, run only when named
-MAX_VCPUS = 4  # VT_MAX_VCPUS in guest_tests/runtime/vt_ports.h
+# a test name is one word of the manifest and a record's test field
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,9 @@ def _vmm(path: Path, data: yamlfile.LineDict) -> VmmOptions:
     if "inject" in data:
         opts["inject"] = yamlfile.expect_choice(path, data, "inject", INJECT)
     if "inject_delay_ms" in data:
-        opts["inject_delay_ms"] = _count(path, data, "inject_delay_ms", 1, 60000)
+        opts["inject_delay_ms"] = _count(
+            path, data, "inject_delay_ms", 1, limits.get("VT_INJECT_DELAY_MS_MAX")
+        )
     if (opts.get("inject") == "late") != ("inject_delay_ms" in opts):
         key = "inject_delay_ms" if "inject_delay_ms" in data else "inject"
         raise InputError(
@@ -132,14 +136,14 @@ def _vmm(path: Path, data: yamlfile.LineDict) -> VmmOptions:
             line=data.lines.get(key, data.line),
         )
     if "alarm_us" in data:
-        opts["alarm_us"] = _count(path, data, "alarm_us", 100, 10_000_000)
+        opts["alarm_us"] = _count(path, data, "alarm_us", 100, limits.get("VT_ALARM_US_MAX"))
     if "save_restore" in data:
         opts["save_restore"] = yamlfile.expect_type(path, data, "save_restore", bool)
     for key in ("crash_after_exits", "garble_record"):
         if key in data:
-            opts[key] = _count(path, data, key, 1, 1_000_000)
+            opts[key] = _count(path, data, key, 1, limits.get("VT_FAULT_COUNT_MAX"))
     if "downtime_ms" in data:
-        opts["downtime_ms"] = _count(path, data, "downtime_ms", 0, 60000)
+        opts["downtime_ms"] = _count(path, data, "downtime_ms", 0, limits.get("VT_DOWNTIME_MS_MAX"))
         if not opts.get("save_restore"):
             raise InputError(
                 path,
@@ -147,6 +151,29 @@ def _vmm(path: Path, data: yamlfile.LineDict) -> VmmOptions:
                 line=data.lines["downtime_ms"],
             )
     return VmmOptions(**opts)
+
+
+def _check_name(path: Path, data: yamlfile.LineDict, name: str) -> None:
+    most = limits.get("VT_NAME_MAX")
+    if len(name) > most or not _NAME.fullmatch(name):
+        raise InputError(
+            path,
+            f"name '{name[:80]}' must be 1..{most} characters of letters, digits, '_', '-', '.'",
+            line=data.lines["name"],
+        )
+
+
+def _timeout(path: Path, data: yamlfile.LineDict) -> float:
+    """timeout_s, within what /init's watchdog takes (whole ms, VT_TIMEOUT_MS_MAX)."""
+    value = yamlfile.expect_type(path, data, "timeout_s", (int, float))
+    most = limits.get("VT_TIMEOUT_MS_MAX") / 1000
+    if isinstance(value, bool) or not 0.001 <= value <= most:
+        raise InputError(
+            path,
+            f"key 'timeout_s' must be in 0.001..{most:g} seconds, not {value}",
+            line=data.lines.get("timeout_s"),
+        )
+    return float(value)
 
 
 def load(path: Path) -> GuestTest:
@@ -160,6 +187,7 @@ def load(path: Path) -> GuestTest:
     name = yamlfile.expect_type(path, data, "name", str)
     if name != path.stem:
         raise InputError(path, f"name '{name}' must match the file name", line=data.lines["name"])
+    _check_name(path, data, name)
     source = path.parent / yamlfile.expect_type(path, data, "source", str)
     if not repo.inside(path.parent, source):
         raise InputError(
@@ -175,9 +203,9 @@ def load(path: Path) -> GuestTest:
     if not isinstance(expect, yamlfile.LineDict):
         raise InputError(path, "key 'expect' must be a mapping", line=data.lines["expect"])
     if "timeout_s" in data:
-        yamlfile.expect_type(path, data, "timeout_s", (int, float))
+        _timeout(path, data)
     if "vcpus" in data:
-        _count(path, data, "vcpus", 1, MAX_VCPUS)
+        _count(path, data, "vcpus", 1, limits.get("VT_MAX_VCPUS"))
     vmm = VmmOptions()
     if "vmm" in data:
         if not isinstance(data["vmm"], yamlfile.LineDict):

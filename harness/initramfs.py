@@ -7,6 +7,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import limits
+from harness.errors import InputError
 from harness.guest_spec import GuestTest
 
 MANIFEST = "suite/suite.conf"
@@ -31,8 +33,20 @@ class SuitePlan:
                 f"timeout_ms={int(t.timeout_s * 1000)}"
             )
             extra = t.vmm.manifest_args()
-            lines.append(f"{line} {extra}" if extra else line)
+            line = f"{line} {extra}" if extra else line
+            if len(line) >= limits.get("VT_LINE_MAX"):
+                raise InputError(
+                    t.spec_path,
+                    f"its manifest line has {len(line)} characters; /init takes "
+                    f"{limits.get('VT_LINE_MAX') - 1}",
+                )
+            lines.append(line)
         return "\n".join(lines) + "\n"
+
+    def line_of(self) -> dict[int, str]:
+        """Manifest line number -> the test on it (/init's error records give the line)."""
+        first = 3 + self.live  # abi, policy[, records live], then the tests
+        return {first + i: t.name for i, t in enumerate(self.tests)}
 
 
 class CpioWriter:

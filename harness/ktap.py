@@ -23,6 +23,8 @@ class KtapWriter:
 
     def result(self, r: TestResult) -> None:
         self._n += 1
+        for p in r.not_judged():
+            self._emit(f"# {r.name}: {p.line()}")
         if r.status == PASSED:
             self._emit(f"ok {self._n} {r.name}")
         elif r.status == SKIPPED:

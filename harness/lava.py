@@ -388,6 +388,7 @@ def ingest(
     run.boot = BootResult(status, reason, console, console, None, 0.0)
     if status != "completed":
         run._close_unfinished(FAILED if status == "panic" else ERROR, f"boot {status}: {reason}")
+    run._close_unreported(specs)
     run.save(complete=status == "completed")
     return run._write_outputs()
 

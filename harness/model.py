@@ -12,10 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness import kernel_trace
+from harness.records import Record
 from harness.revision import Revision
 from harness.trace import Change, Exit, TestTrace
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+# a property whose evidence is absent or was dropped: neither pass nor fail
+NOT_JUDGED = "not-judged"
+# the properties each judged from the VMM's exit records
+_FROM_EXITS = ("visible", "once", "coalesce", "eintr-suffices", "progress", "truthful", "wake")
 # properties of the kernel's notices that every trace shows, whatever the test
 ALWAYS = ("coalesce", "eintr-suffices")
 # the VT_WAKE value: IRQs taken so far, and VT_WAKE_EARLY (guest_tests/runtime/vt_ports.h)
@@ -33,6 +38,8 @@ class PropertyResult:
 
     def line(self) -> str:
         where = f" (record seq {self.seq})" if self.seq is not None else ""
+        if self.status == NOT_JUDGED:
+            return f"{self.prop} not judged: {self.detail}{where}"
         eo = ""
         if self.expected is not None:
             eo = f": expected {self.expected}, observed {self.observed}"
@@ -63,7 +70,9 @@ class Model:
             "progress": self.progress,
         }
         wanted = list(props) + [p for p in ALWAYS if p not in props]
-        return [checks[p](tr) for p in wanted if p in checks]
+        if tr.storm is not None and "progress" not in wanted:
+            wanted.append("progress")  # an exit storm breaks it, whatever the test exercises
+        return [_evidence(tr, checks[p](tr)) for p in wanted if p in checks]
 
     def _changes(self, tr: TestTrace) -> list[Change]:
         out = [c for t in self.timers for c in tr.changes(t)]
@@ -192,7 +201,15 @@ class Model:
                 seq=wakes[0].seq,
             )
         events = tr.kernel_events
-        if events and not any(ev.event == "kvm_vcpu_wakeup" for ev in events):
+        if not events:
+            return PropertyResult(
+                "wake",
+                NOT_JUDGED,
+                f"the guest woke from WFI with its IRQ, but whether KVM blocked and woke the "
+                f"vCPU is unknown: {tr.kernel_missing()}",
+                seq=wakes[0].seq,
+            )
+        if not any(ev.event == "kvm_vcpu_wakeup" for ev in events):
             return PropertyResult(
                 "wake",
                 FAIL,
@@ -219,10 +236,16 @@ class Model:
                 "kernel's kvm_timer_update_irq saw",
                 expected=f"{kernel_trace.rises(kev)} (L1 tracepoints)", observed=str(shown),
             )  # fmt: skip
+        if tr.hw is None and not kev:
+            return PropertyResult(
+                "truthful", NOT_JUDGED, f"every IRQ found its timer pending, but neither layer "
+                f"shows the timer's output: layer 0: {tr.hw_missing}; layer 1: "
+                f"{tr.kernel_missing()}",
+            )  # fmt: skip
         if tr.hw is None:
             return PropertyResult(
-                "truthful", PASS, f"every IRQ found its timer pending; {shown} rises shown "
-                "(no hardware trace)"
+                "truthful", PASS, f"{shown} vtimer rises shown, {kernel_trace.rises(kev)} in the "
+                f"kernel's kvm_timer_update_irq (layer 0: {tr.hw_missing})",
             )  # fmt: skip
         if "vtimer" in self.timers and shown != tr.hw.edges():
             return PropertyResult(
@@ -241,6 +264,8 @@ class Model:
         exits it did not cause (no port report, no signal of the VMM's) stay under
         a constant bound, however long the line stays high, and its heartbeat
         counter (loop iterations, reported in VT_HBEAT) advances."""
+        if tr.storm is not None:
+            return _storm(tr.storm)
         max_idle = 2  # exits the guest did not cause, per high interval
         min_beats = 3  # heartbeats in the longest high interval
         best: tuple[int, str] | None = None
@@ -300,6 +325,34 @@ class Model:
                 observed=str(best[0] if best else 0),
             )
         return PropertyResult("progress", PASS, best[1])
+
+
+def _evidence(tr: TestTrace, r: PropertyResult) -> PropertyResult:
+    """A pass judged on records of which some were dropped is not a pass."""
+    n = tr.dropped.get("exit", 0)
+    if r.status != PASS or not n or r.prop not in _FROM_EXITS:
+        return r
+    return PropertyResult(
+        r.prop,
+        NOT_JUDGED,
+        f"{n} exit records were dropped (over the VMM's bound); on the kept ones: {r.detail}",
+        r.seq,
+    )
+
+
+def _storm(rec: Record) -> PropertyResult:
+    """progress, when the VMM ended the test in an exit storm (vmm/vt_limits.h)."""
+    ms = max(rec.int("ms"), 1)
+    idle = rec.int("idle_exits")
+    return PropertyResult(
+        "progress",
+        FAIL,
+        f"exit storm on vcpu {rec.get('vcpu')}: {idle} exits that told user space nothing "
+        f"(no guest report, no signal, no level change) in {ms} ms; the VMM ended the test",
+        seq=rec.seq,
+        expected=f"under {rec.get('rate_min')} such exits/s",
+        observed=f"{idle * 1000 // ms}/s for {ms} ms",
+    )
 
 
 def _describe(e: Exit | None) -> str:

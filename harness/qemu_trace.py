@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,10 +96,28 @@ class _Parked:
 class VmTimeline:
     cntvoff: int  # the first offset; offsets lists every one it had
     loads: int = 0
-    changes: list[HwChange] = field(default_factory=list)
-    cval_writes: list[int] = field(default_factory=list)
+    changes: list[HwChange] = field(default_factory=list)  # the first MAX_CHANGES
+    cval_writes: list[int] = field(default_factory=list)  # the first MAX_CVAL_WRITES
     offsets: list[int] = field(default_factory=list)
     parked: list[_Parked] = field(default_factory=list, repr=False)
+    rises: int = 0  # every rise, kept in changes or not
+    dropped: int = 0  # changes not kept (over MAX_CHANGES)
+
+    def add_change(self, c: HwChange) -> None:
+        self.rises += c.level == 1
+        if len(self.changes) < MAX_CHANGES:
+            self.changes.append(c)
+        else:
+            self.dropped += 1
+
+    def add_cval_write(self, value: int) -> None:
+        if len(self.cval_writes) < MAX_CVAL_WRITES:
+            self.cval_writes.append(value)
+
+    def park(self, p: _Parked) -> None:
+        self.parked.append(p)
+        if len(self.parked) > MAX_PARKED:
+            del self.parked[0]  # a vCPU never loaded again (or not recognised)
 
     def unpark(self, cval: int | None, ctl: int) -> _Parked | None:
         """The parked vCPU whose state a load restores (one parked: that one,
@@ -120,7 +138,7 @@ class VmTimeline:
         return p
 
     def edges(self) -> int:
-        return sum(1 for c in self.changes if c.level == 1)
+        return self.rises
 
 
 def parse_line(line: str, index: int) -> GtEvent | None:
@@ -187,9 +205,63 @@ def parse(lines: Iterable[str], threads: dict[int, int] | None = None) -> list[G
     return [e for e in events if e is not None]
 
 
+# what layer 0 keeps per VM: a storming kernel makes millions of changes; the
+# counts stay exact, the lists keep the first ones (dropped says how many not)
+MAX_CHANGES = 20_000
+MAX_CVAL_WRITES = 20_000
+MAX_PARKED = 16  # parked vCPU states per VM (a VM has at most 4 vCPUs)
+# events held on one CPU while a load's restore writes or a put are still to
+# come: KVM writes them within a few events; past this the decision is taken
+MAX_HELD = 256
+
+
+class _RestoreScan:
+    """The (CVAL, CTL & 3) a load restores: its CPU's next two timer-1 CVAL/CTL
+    writes, before the next CNTVOFF write."""
+
+    def __init__(self) -> None:
+        self.cval: int | None = None
+        self.ctl = 0
+        self.seen = 0
+
+    def see(self, e: GtEvent) -> bool:
+        """Take the next event of the CPU; True once the answer is known."""
+        if e.event == "arm_gt_cntvoff_write":
+            return True
+        if e.timer != VIRT or e.event not in ("arm_gt_cval_write", "arm_gt_ctl_write"):
+            return False
+        if e.event == "arm_gt_cval_write":
+            self.cval = e.value
+        else:
+            self.ctl = (e.value or 0) & 3
+        self.seen += 1
+        return self.seen == 2
+
+
+class _PutScan:
+    """Is a CTL=0 write KVM's save, i.e. followed by CNTVOFF=0 before another
+    timer-1 write? The put saves the other timers in between (the physical one,
+    the hyp timer it arms for a blocked vCPU): those do not count."""
+
+    def __init__(self) -> None:
+        self.put = False
+        self.virt = 0
+
+    def see(self, e: GtEvent) -> bool:
+        if e.event == "arm_gt_cntvoff_write":
+            self.put = not e.value
+            return True
+        if e.timer != VIRT:
+            return False
+        if e.event in ("arm_gt_ctl_write", "arm_gt_cval_write", "arm_gt_tval_write"):
+            return True
+        self.virt += 1
+        return self.virt >= 5
+
+
 @dataclass
 class _Cpu:
-    """What one L1 CPU has loaded (see timelines)."""
+    """What one L1 CPU has loaded (see Builder)."""
 
     current: VmTimeline | None = None
     level: int = 0  # the loaded vCPU's line as of its last observation while loaded
@@ -199,166 +271,179 @@ class _Cpu:
     ctl: int = 0
     offset: int = 0  # the CNTVOFF in force
     wrote: bool = False  # the guest's last timer-1 event was a write
+    recalc_seen: bool = False  # a timer-1 level event since the CPU's last CNTVOFF write
+    # an event whose meaning depends on the CPU's events after it, and those events
+    deferred: GtEvent | None = None
+    scan: _RestoreScan | _PutScan | None = None
+    held: list[GtEvent] = field(default_factory=list)
 
 
-def timelines(events: list[GtEvent]) -> list[VmTimeline]:
-    """One timeline per VM, in the order the VMs first ran."""
-    vms: dict[int, VmTimeline] = {}  # by offset (a VM may have had several)
-    order: list[VmTimeline] = []
-    last: VmTimeline | None = None  # the VM loaded last
-    cpus: dict[int, _Cpu] = {}
-    for i, e in enumerate(events):
-        c = cpus.setdefault(e.cpu, _Cpu())
+class Builder:
+    """VM timelines from arm_gt_* events in one pass (see the module docstring).
+
+    feed() takes events in trace order. Where an event's meaning depends on
+    what its CPU does next (a load's restore writes, whether a CTL=0 write is
+    KVM's put), the CPU's events are held until that is known: a bounded
+    look-ahead, so the work is linear in the trace and the memory bounded."""
+
+    def __init__(self) -> None:
+        self.vms: dict[int, VmTimeline] = {}  # by offset (a VM may have had several)
+        self.order: list[VmTimeline] = []  # in the order the VMs first ran
+        self.last: VmTimeline | None = None  # the VM loaded last
+        self._cpus: dict[int, _Cpu] = {}
+
+    def feed(self, e: GtEvent) -> None:
+        c = self._cpus.setdefault(e.cpu, _Cpu())
+        if c.scan is not None:
+            c.held.append(e)
+            if c.scan.see(e) or len(c.held) >= MAX_HELD:
+                self._resolve(c)
+            return
+        self._handle(c, e, None)
+
+    def finish(self) -> list[VmTimeline]:
+        """The trace ended: decide what is still held with what is known."""
+        for c in self._cpus.values():
+            while c.scan is not None:
+                self._resolve(c)
+        return self.order
+
+    def _resolve(self, c: _Cpu) -> None:
+        e, scan, held = c.deferred, c.scan, c.held
+        c.deferred, c.scan, c.held = None, None, []
+        assert e is not None
+        self._handle(c, e, scan)
+        for later in held:
+            self.feed(later)
+
+    def _needs_scan(self, c: _Cpu, e: GtEvent) -> _RestoreScan | _PutScan | None:
         if e.event == "arm_gt_cntvoff_write":
-            if e.value:
-                r_cval, r_ctl = _restore_writes(events, i)
-                current = vms.get(e.value)
-                if current is None:
-                    if (
-                        last is not None
-                        and (r_cval, r_ctl) != (0, 0)
-                        and any(p.cval == r_cval and p.ctl == r_ctl for p in last.parked)
-                    ):
-                        current = last  # the same VM, its offset set by user space
-                    else:
-                        current = VmTimeline(e.value)
-                        order.append(current)
-                    vms[e.value] = current
-                    current.offsets.append(e.value)
-                current.loads += 1
-                last = c.current = current
-                parked = current.unpark(r_cval, r_ctl)
-                c.offset, c.wrote, c.restoring, c.pending_put = e.value, False, 2, None
-                c.level = parked.level if parked else 0
-                c.cval, c.ctl = r_cval, r_ctl
+            return _RestoreScan() if e.value else None
+        if c.current is None or e.timer != VIRT or c.restoring:
+            return None
+        if e.event == "arm_gt_ctl_write" and e.value == 0:
+            return _PutScan()
+        return None
+
+    def _handle(self, c: _Cpu, e: GtEvent, scan: _RestoreScan | _PutScan | None) -> None:
+        if scan is None and (scan := self._needs_scan(c, e)) is not None:
+            c.deferred, c.scan = e, scan
+            return
+        loaded_first = not c.recalc_seen  # no level event since this CPU's last load
+        if e.event == "arm_gt_cntvoff_write":
+            c.recalc_seen = False
+        elif e.timer == VIRT and e.irqstate is not None and e.event != "arm_gt_recalc_disabled":
+            c.recalc_seen = True
+        if e.event == "arm_gt_cntvoff_write":
+            if isinstance(scan, _RestoreScan):
+                self._load(c, e, scan.cval, scan.ctl)
             else:
                 if c.current is not None:  # the put: park the vCPU's state
-                    c.current.parked.append(_Parked(c.cval, c.ctl, c.level))
+                    c.current.park(_Parked(c.cval, c.ctl, c.level))
                 c.current = None
-            continue
+            return
         if c.current is None or e.timer != VIRT:
-            continue
+            return
         if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
-            if c.restoring and e.event != "arm_gt_tval_write":
-                c.restoring -= 1
-                continue
-            if e.event == "arm_gt_ctl_write" and e.value == 0 and _put_follows(events, i):
-                c.pending_put = e  # KVM saving the timer: not a guest change
-                continue
-            if e.event == "arm_gt_cval_write" and e.value is not None:
-                c.current.cval_writes.append(e.value)
-                c.cval = e.value
-            elif e.event == "arm_gt_tval_write":
-                c.cval = None
-            elif e.value is not None:
-                c.ctl = e.value & 3
-            c.pending_put = None
-            c.wrote = True
-            continue
-        if e.irqstate is None:
-            continue
+            self._write(c, e, isinstance(scan, _PutScan) and scan.put)
+            return
+        if e.irqstate is None or c.pending_put is not None:
+            return  # no level, or the recalc of KVM's save write
         hw = e.irqstate
-        if c.pending_put is not None:
-            continue  # the recalc of KVM's save write
         if c.restoring == 0 and hw != c.level:
             # first recalc after the restore: a change while out, else a change in the guest
-            loaded_first = _first_recalc_since_load(events, i)
             by_counter = hw == 1 and c.cval is not None and (loaded_first or not c.wrote)
             tick = c.cval + c.offset if by_counter and c.cval is not None else None
-            c.current.changes.append(
+            c.current.add_change(
                 HwChange(hw, e.index, e.next_tick, while_out=loaded_first, tick=tick)
             )
             c.level = hw
         if c.restoring == 0:
             c.wrote = False
-    return order
+
+    def _load(self, c: _Cpu, e: GtEvent, r_cval: int | None, r_ctl: int) -> None:
+        assert e.value is not None
+        current = self.vms.get(e.value)
+        if current is None:
+            last = self.last
+            if (
+                last is not None
+                and (r_cval, r_ctl) != (0, 0)
+                and any(p.cval == r_cval and p.ctl == r_ctl for p in last.parked)
+            ):
+                current = last  # the same VM, its offset set by user space
+            else:
+                current = VmTimeline(e.value)
+                self.order.append(current)
+            self.vms[e.value] = current
+            current.offsets.append(e.value)
+        current.loads += 1
+        self.last = c.current = current
+        parked = current.unpark(r_cval, r_ctl)
+        c.offset, c.wrote, c.restoring, c.pending_put = e.value, False, 2, None
+        c.level = parked.level if parked else 0
+        c.cval, c.ctl = r_cval, r_ctl
+
+    @staticmethod
+    def _write(c: _Cpu, e: GtEvent, put: bool) -> None:
+        assert c.current is not None
+        if c.restoring and e.event != "arm_gt_tval_write":
+            c.restoring -= 1
+            return
+        if put:
+            c.pending_put = e  # KVM saving the timer: not a guest change
+            return
+        if e.event == "arm_gt_cval_write" and e.value is not None:
+            c.current.add_cval_write(e.value)
+            c.cval = e.value
+        elif e.event == "arm_gt_tval_write":
+            c.cval = None
+        elif e.value is not None:
+            c.ctl = e.value & 3
+        c.pending_put = None
+        c.wrote = True
 
 
-def _same_cpu(events: list[GtEvent], i: int) -> Iterator[GtEvent]:
-    return (e for e in events[i + 1 :] if e.cpu == events[i].cpu)
-
-
-def _restore_writes(events: list[GtEvent], i: int) -> tuple[int | None, int]:
-    """The (CVAL, CTL & 3) a load at events[i] restores: its next two timer-1 writes."""
-    cval: int | None = None
-    ctl = 0
-    seen = 0
-    for e in _same_cpu(events, i):
-        if e.event == "arm_gt_cntvoff_write":
-            break
-        if e.timer != VIRT or e.event not in ("arm_gt_cval_write", "arm_gt_ctl_write"):
-            continue
-        if e.event == "arm_gt_cval_write":
-            cval = e.value
-        else:
-            ctl = (e.value or 0) & 3
-        seen += 1
-        if seen == 2:
-            break
-    return cval, ctl
-
-
-def _put_follows(events: list[GtEvent], i: int) -> bool:
-    """Is events[i] (CTL=0) KVM's save, i.e. followed by CNTVOFF=0 before another
-    timer-1 write? The put saves the other timers in between (the physical one,
-    the hyp timer it arms for a blocked vCPU): those do not count."""
-    virt = 0
-    for e in _same_cpu(events, i):
-        if e.event == "arm_gt_cntvoff_write":
-            return not e.value
-        if e.timer != VIRT:
-            continue
-        if e.event in ("arm_gt_ctl_write", "arm_gt_cval_write", "arm_gt_tval_write"):
-            return False
-        virt += 1
-        if virt >= 5:
-            return False
-    return False
-
-
-def _first_recalc_since_load(events: list[GtEvent], i: int) -> bool:
-    cpu = events[i].cpu
-    for e in reversed(events[:i]):
-        if e.cpu != cpu:
-            continue
-        if e.event == "arm_gt_cntvoff_write":
-            return True
-        if e.timer == VIRT and e.irqstate is not None and e.event != "arm_gt_recalc_disabled":
-            return False
-        if e.timer == VIRT and e.event in ("arm_gt_cval_write", "arm_gt_ctl_write"):
-            continue
-    return True
+def timelines(events: Iterable[GtEvent]) -> list[VmTimeline]:
+    """One timeline per VM, in the order the VMs first ran."""
+    b = Builder()
+    for e in events:
+        b.feed(e)
+    return b.finish()
 
 
 class Reader:
-    """Follows a growing trace log: parses only what was appended since the last call."""
+    """Follows a growing trace log: parses only what was appended since the last
+    call, in bounded blocks, and keeps the timelines, not the events."""
+
+    BLOCK = 4 << 20
 
     def __init__(self, path: Path, threads: dict[int, int] | None = None) -> None:
         self.path = path
         self._cpu_of = CpuOf(threads)
-        self.events: list[GtEvent] = []
+        self._builder = Builder()
         self._pos = 0
         self._partial = ""
-        self._lines = 0
-        self._vms: list[VmTimeline] = []
+        self.lines = 0  # trace lines read so far
+        self.events = 0  # arm_gt_* events among them
 
     def timelines(self) -> list[VmTimeline]:
         try:
             with open(self.path, errors="replace") as f:
                 f.seek(self._pos)
-                chunk = f.read()
+                while chunk := f.read(self.BLOCK):
+                    self._take(chunk)
                 self._pos = f.tell()
         except OSError:
-            return self._vms
-        if not chunk:
-            return self._vms
-        text = self._partial + chunk
-        lines = text.split("\n")
+            pass
+        return self._builder.order
+
+    def _take(self, chunk: str) -> None:
+        lines = (self._partial + chunk).split("\n")
         self._partial = lines.pop()  # an unfinished last line waits for the next call
         for line in lines:
-            self._lines += 1
-            e = self._cpu_of.event(line, self._lines)
+            self.lines += 1
+            e = self._cpu_of.event(line, self.lines)
             if e is not None:
-                self.events.append(e)
-        self._vms = timelines(self.events)
-        return self._vms
+                self.events += 1
+                self._builder.feed(e)

@@ -49,19 +49,48 @@ class Problem:
     test: str = SUITE  # the test it falls in
 
 
+# problems kept per test: a garbled console can make one per line; the rest are counted
+MAX_PROBLEMS = 100
+# a gap in seq longer than this is one problem, not one per lost record
+_GAP_DETAIL = 20
+
+
 @dataclass
 class Parsed:
     records: list[Record] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    problems_dropped: dict[str, int] = field(default_factory=dict)  # per test, over MAX_PROBLEMS
+    began: list[str] = field(default_factory=list)  # the tests in the order they began
+    _by_test: dict[str, list[Record]] = field(default_factory=dict, repr=False)
+    _problems_by_test: dict[str, list[Problem]] = field(default_factory=dict, repr=False)
+
+    def add(self, r: Record) -> None:
+        self.records.append(r)
+        self._by_test.setdefault(r.test, []).append(r)
+        if r.kind == "begin":
+            self.began.append(r.test)
+
+    def add_problem(self, p: Problem) -> None:
+        kept = self._problems_by_test.setdefault(p.test, [])
+        if len(kept) >= MAX_PROBLEMS:
+            self.problems_dropped[p.test] = self.problems_dropped.get(p.test, 0) + 1
+            return
+        kept.append(p)
+        self.problems.append(p)
 
     def by_test(self) -> dict[str, list[Record]]:
-        out: dict[str, list[Record]] = {}
-        for r in self.records:
-            out.setdefault(r.test, []).append(r)
-        return out
+        return self._by_test
+
+    def of(self, test: str) -> list[Record]:
+        return self._by_test.get(test, [])
 
     def problems_for(self, test: str) -> list[Problem]:
-        return [p for p in self.problems if p.test == test]
+        kept = list(self._problems_by_test.get(test, []))
+        if self.problems_dropped.get(test):
+            n = self.problems_dropped[test]
+            what = f"{n} more console problems not listed"
+            kept.append(Problem(kept[-1].line_no, what, None, test))
+        return kept
 
 
 def parse_line(line: str, line_no: int) -> Record | Problem | None:
@@ -108,13 +137,33 @@ class Stream:
     def __init__(self) -> None:
         self.parsed = Parsed()
         self._pending: list[Problem] = []
+        self._pending_dropped = 0
         self._prev: Record | None = None
         self._expected = 0
         self._line_no = 0
 
+    def _lost(self, item: Record) -> None:
+        """The records between the one expected and item never arrived."""
+        first, last = self._expected, item.seq - 1
+        if last - first >= _GAP_DETAIL:
+            what = f"records seq {first}..{last} lost or damaged ({last - first + 1} records)"
+            self._pending.append(Problem(item.line_no, what, first))
+            return
+        known = {p.seq for p in self._pending}
+        self._pending.extend(
+            Problem(item.line_no, f"record seq {s} lost", s)
+            for s in range(first, last + 1)
+            if s not in known
+        )
+
     def _settle(self, nxt: Record | None) -> None:
         owner = _owner(self._prev, nxt)
-        self.parsed.problems.extend(replace(p, test=owner) for p in self._pending)
+        if self._pending_dropped:
+            n, self._pending_dropped = self._pending_dropped, 0
+            line = self._pending[-1].line_no if self._pending else self._line_no
+            self._pending.append(Problem(line, f"{n} more damaged records not listed"))
+        for p in self._pending:
+            self.parsed.add_problem(replace(p, test=owner))
         self._pending.clear()
 
     def feed(self, line: str) -> list[Record]:
@@ -126,15 +175,13 @@ class Stream:
             if item is None:
                 continue
             if isinstance(item, Problem):
-                self._pending.append(item)
+                if len(self._pending) < MAX_PROBLEMS:
+                    self._pending.append(item)
+                else:
+                    self._pending_dropped += 1
                 continue
             if item.seq > self._expected:
-                known = {p.seq for p in self._pending}
-                self._pending.extend(
-                    Problem(item.line_no, f"record seq {s} lost", s)
-                    for s in range(self._expected, item.seq)
-                    if s not in known
-                )
+                self._lost(item)
             elif item.seq < self._expected:
                 self._pending.append(
                     Problem(
@@ -145,7 +192,7 @@ class Stream:
                 )
             self._settle(item)
             self._expected = max(self._expected, item.seq + 1)
-            self.parsed.records.append(item)
+            self.parsed.add(item)
             self._prev = item
             got.append(item)
         return got

@@ -150,10 +150,12 @@ class Run:
         }
         self.boot: BootResult | None = None
         self.hw_reader: qemu_trace.Reader | None = None
+        self.hw_off = "QEMU's trace is off (--trace none)" if not opts.trace_events else ""
         self.cpu_threads: dict[int, int] = {}
         self.started = time.monotonic()
         self.stream = records.Stream()
         self.ktap: ktap.KtapWriter | None = None
+        self.plan: initramfs.SuitePlan | None = None
 
     # -- results -----------------------------------------------------------
     def ordered(self) -> list[TestResult]:
@@ -193,31 +195,37 @@ class Run:
         }
         resultsfile.write_json(self.run_dir / "results.json", data)
 
-    def hardware(self, test: str) -> qemu_trace.VmTimeline | None:
-        """Layer 0 for test: the n-th VM in QEMU's trace is the n-th test that began."""
+    def hardware(self, test: str) -> tuple[qemu_trace.VmTimeline | None, str]:
+        """Layer 0 for test: the n-th VM in QEMU's trace is the n-th test that began;
+        None with the reason when there is none to trust."""
         if self.hw_reader is None:
-            # no trace, or several L1 CPUs sharing one QEMU thread
-            return None
-        began = [r.test for r in self.stream.parsed.records if r.kind == "begin"]
+            return None, self.hw_off
+        began = self.stream.parsed.began
         if test not in began:
-            return None
+            return None, "the test never began"
         vms = self.hw_reader.timelines()
         n = began.index(test)
         # the next test's VM may have started already; more VMs than that means a
         # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable
-        if n >= len(vms) or len(vms) > len(began) + 1:
-            return None
-        return vms[n]
+        if n >= len(vms):
+            return None, f"QEMU's trace shows {len(vms)} VMs, this test ran the {n + 1}th"
+        if len(vms) > len(began) + 1:
+            return None, (
+                f"QEMU's trace shows {len(vms)} VMs for {len(began)} tests: "
+                "which VM is which test's is not known"
+            )
+        return vms[n], ""
 
     def finish_test(self, spec: guest_spec.GuestTest) -> None:
         parsed = self.stream.parsed
-        recs = [r for r in parsed.records if r.test == spec.name]
+        recs = parsed.of(spec.name)
         probs = parsed.problems_for(spec.name)
-        hw = self.hardware(spec.name)
-        res = evaluate(spec, recs, probs, self.model, hw)
+        hw, why = self.hardware(spec.name)
+        dropped = parsed.problems_dropped.get(spec.name, 0)
+        res = evaluate(spec, recs, probs, self.model, hw, why, dropped)
         self.results[spec.name] = res
         for m in self.extra_models:
-            self.by_model[m.name][spec.name] = evaluate(spec, recs, probs, m, hw)
+            self.by_model[m.name][spec.name] = evaluate(spec, recs, probs, m, hw, why, dropped)
         if self.ktap:
             self.ktap.result(res)
         self.save(complete=False)
@@ -288,14 +296,50 @@ class Run:
             self._close_unfinished(
                 FAILED if status == "panic" else ERROR, f"boot {status}: {reason}"
             )
+        self._close_unreported(specs)
         self.save(complete=status == "completed")
         return self._write_outputs()
 
     def _initrd(self) -> Path:
-        plan = initramfs.SuitePlan(
+        self.plan = initramfs.SuitePlan(
             self.rev.abi.name, self.opts.policy, tuple(self.runnable), live=bool(self.opts.fault)
         )
-        return initramfs.build(plan, repo.VMM_BIN, self.run_dir / "initramfs.cpio.gz")
+        return initramfs.build(self.plan, repo.VMM_BIN, self.run_dir / "initramfs.cpio.gz")
+
+    def _close_unreported(self, specs: dict[str, guest_spec.GuestTest]) -> None:
+        """Every runnable test gets a verdict: one that began but has no end record
+        is ERROR, one /init rejected is ERROR with /init's words, one never run is
+        MISS with the suite's errors as the reason."""
+        parsed = self.stream.parsed
+        line_of = self.plan.line_of() if self.plan else {}
+        rejected: dict[str, str] = {}
+        suite_errors = []
+        for r in parsed.of(records.SUITE):
+            if r.kind != "error":
+                continue
+            test = line_of.get(r.int("line", -1))
+            if test is not None:
+                rejected[test] = f"/init rejected its manifest line {r.get('line')}: {r.get('msg')}"
+            else:
+                suite_errors.append(r.get("msg", "?"))
+        if suite_errors:
+            self.identity["suite_errors"] = suite_errors
+            for e in suite_errors:
+                self.say(f"# /init: {e}")
+        for name, spec in specs.items():
+            if name in self.results:
+                continue
+            if parsed.of(name):
+                self.finish_test(spec)  # evaluate() says what is missing (no end record)
+                continue
+            if name in rejected:
+                res = TestResult(name, ERROR, [rejected[name]])
+            else:
+                why = "; ".join(suite_errors) or "/init did not run it and said nothing"
+                res = TestResult(name, MISSED, [f"never ran: {why}"])
+            self.results[name] = res
+            if self.ktap:
+                self.ktap.result(res)
 
     def _boot(
         self,
@@ -324,6 +368,8 @@ class Run:
                 split = threads is None or len(threads) == self.machine.smp
                 if q.trace_log and split:
                     self.hw_reader = qemu_trace.Reader(q.trace_log, threads)
+                elif q.trace_log:
+                    self.hw_off = "several L1 CPUs share one QEMU thread: layer 0 is not split"
                 if self.opts.fault:
                     on_line = self._inject(q, on_line)
                 status, reason = q.follow(on_line, done)
@@ -407,7 +453,7 @@ class Run:
         traces = {}
         for name, recs in self.stream.parsed.by_test().items():
             traces[name] = TestTrace.from_records(name, recs)
-            traces[name].hw = self.hardware(name)
+            traces[name].hw = self.hardware(name)[0]
         by_model = {m: list(rs.values()) for m, rs in self.by_model.items()}
         report.render(self.run_dir, results, traces, {self.rev.name: results} | by_model)
         self.say(ktap.summary(results))

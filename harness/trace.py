@@ -61,6 +61,13 @@ class TestTrace:
     injections: list[Record] = field(default_factory=list)
     errors: list[Record] = field(default_factory=list)
     hw: VmTimeline | None = None  # layer 0: QEMU's view of this test's VM, when traced
+    hw_missing: str = "no QEMU trace for this test"  # why hw is None, when it is
+    storm: Record | None = None  # the VMM ended the test in an exit storm
+    # records the VMM did not write (over its bounds): "exit" (vt_limits.h), "kernel" (ktdrop)
+    dropped: dict[str, int] = field(default_factory=dict)
+    _changes: dict[str, list[Change]] = field(default_factory=dict, repr=False)
+    _by_vcpu: dict[int, list[Exit]] | None = field(default=None, repr=False)
+    _by_n: dict[tuple[int, int], Exit] | None = field(default=None, repr=False)
 
     @classmethod
     def from_records(cls, name: str, records: list[Record]) -> TestTrace:
@@ -74,6 +81,12 @@ class TestTrace:
                 tr.injections.append(r)
             elif r.kind == "error":
                 tr.errors.append(r)
+            elif r.kind == "storm":
+                tr.storm = r
+            elif r.kind == "drop":
+                tr.dropped[r.get("what", "?")] = r.int("n")
+            elif r.kind == "ktdrop":
+                tr.dropped["kernel"] = r.int("n")
             elif r.kind == "exit":
                 lvl = r.get("lvl", "-")
                 val = r.get("val")
@@ -103,6 +116,17 @@ class TestTrace:
         """Layer 1: the kernel's events during this test, parsed once."""
         return kernel_trace.events(self.records)
 
+    def kernel_missing(self) -> str:
+        """Why kernel_events is empty."""
+        if "kernel" in self.dropped:
+            return (
+                f"the VMM dropped {self.dropped['kernel']} kernel events over its bound, "
+                "so none are judged"
+            )
+        if any(r.kind == "kt" for r in self.records):
+            return "no kvm events for this test"
+        return "no kernel events (tracefs absent, or none recorded)"
+
     # -- guest events ------------------------------------------------------
     def ports(self, port: str, vcpu: int | None = None) -> list[Exit]:
         return [e for e in self.exits if e.port == port and (vcpu is None or e.vcpu == vcpu)]
@@ -117,36 +141,64 @@ class TestTrace:
         return self.end.get("status") if self.end else None
 
     def vcpus(self) -> list[int]:
-        return sorted({e.vcpu for e in self.exits})
+        return sorted(self.by_vcpu())
+
+    def by_vcpu(self) -> dict[int, list[Exit]]:
+        """Each vCPU's exits, in order (built once)."""
+        if self._by_vcpu is None:
+            self._by_vcpu = {}
+            for e in self.exits:
+                self._by_vcpu.setdefault(e.vcpu, []).append(e)
+        return self._by_vcpu
 
     # -- the line as user space saw it ---------------------------------------
     def changes(self, timer: str) -> list[Change]:
-        """Every change of timer's bit in the shown level, per vCPU, in order."""
-        bit = 1 << TIMER_BITS[timer]
-        out = []
-        for vcpu in self.vcpus():
-            exits = [e for e in self.exits if e.vcpu == vcpu]
-            current = 0
-            for i, e in enumerate(exits):
-                if e.level is None or (e.level & bit) >> TIMER_BITS[timer] == current:
-                    continue
-                current = (e.level & bit) >> TIMER_BITS[timer]
-                shows = []
-                for x in exits[i:]:  # the exits showing this level, until it changes again
-                    if x.level is None:
-                        continue
-                    if bool(x.level & bit) != current:
-                        break
-                    shows.append(x)
-                first_notice = next((x for x in shows if x.notice), None)
-                read_at = next((x for x in shows if x.read), None)
-                out.append(Change(vcpu, timer, current, e, first_notice, read_at))
-        return out
+        """Every change of timer's bit in the shown level, per vCPU, in order (one pass)."""
+        if timer not in self._changes:
+            self._changes[timer] = [
+                c for vcpu in self.vcpus() for c in _changes(self.by_vcpu()[vcpu], vcpu, timer)
+            ]
+        return self._changes[timer]
 
     def edges(self, timer: str) -> int:
         """Rising edges of timer that the VMM read."""
         return sum(1 for c in self.changes(timer) if c.level == 1 and c.read_at is not None)
 
     def next_exit(self, e: Exit) -> Exit | None:
-        same = [x for x in self.exits if x.vcpu == e.vcpu and x.n == e.n + 1]
-        return same[0] if same else None
+        if self._by_n is None:
+            self._by_n = {}
+            for x in self.exits:
+                self._by_n.setdefault((x.vcpu, x.n), x)
+        return self._by_n.get((e.vcpu, e.n + 1))
+
+
+def _changes(exits: list[Exit], vcpu: int, timer: str) -> list[Change]:
+    """The changes of timer's bit over one vCPU's exits: each with the first
+    exit showing it, and the first notice and the first read among the exits
+    that show it until it changes again."""
+    shift = TIMER_BITS[timer]
+    out: list[Change] = []
+    current = 0
+    first: Exit | None = None
+    notice: Exit | None = None
+    read: Exit | None = None
+
+    def close() -> None:
+        if first is not None:
+            out.append(Change(vcpu, timer, current, first, notice, read))
+
+    for e in exits:
+        if e.level is None:
+            continue
+        level = (e.level >> shift) & 1
+        if level != current:
+            close()
+            current, first, notice, read = level, e, None, None
+        if first is None:
+            continue
+        if notice is None and e.notice:
+            notice = e
+        if read is None and e.read:
+            read = e
+    close()
+    return out

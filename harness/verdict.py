@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from harness import correlate
 from harness.guest_spec import GuestTest
-from harness.model import FAIL, Model, PropertyResult
+from harness.model import FAIL, NOT_JUDGED, Model, PropertyResult
 from harness.qemu_trace import VmTimeline
 from harness.records import Problem, Record
 from harness.trace import TestTrace
@@ -21,6 +21,7 @@ _END = {
     "watchdog": (FAILED, "the test hung and the VMM watchdog ended it"),
     "vmm-error": (ERROR, "the VMM failed (see its error records)"),
     "vmm-crash": (ERROR, "the VMM crashed"),
+    "storm": (FAILED, "the VMM ended the test in an exit storm"),
 }
 
 
@@ -32,6 +33,11 @@ class TestResult:
     reasons: list[str] = field(default_factory=list)
     properties: list[PropertyResult] = field(default_factory=list)
     metrics: dict[str, float | int | None] = field(default_factory=dict)
+    # what was not kept of the test's evidence, per layer (exit, kernel, qemu, console)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def not_judged(self) -> list[PropertyResult]:
+        return [p for p in self.properties if p.status == NOT_JUDGED]
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -83,10 +89,19 @@ def evaluate(
     problems: list[Problem],
     model: Model,
     hw: VmTimeline | None = None,
+    hw_missing: str | None = None,
+    problems_dropped: int = 0,
 ) -> TestResult:
     tr = TestTrace.from_records(spec.name, records)
     tr.hw = hw
+    if hw_missing:
+        tr.hw_missing = hw_missing
     res = TestResult(spec.name, PASSED, metrics=_metrics(tr) if records else {})
+    res.dropped = dict(tr.dropped)
+    if hw is not None and hw.dropped:
+        res.dropped["qemu"] = hw.dropped
+    if problems_dropped:
+        res.dropped["console"] = problems_dropped
     if hw is None and records:
         res.metrics["hw_vtimer_edges"] = None
     if not records:
@@ -109,8 +124,10 @@ def evaluate(
         res.reasons.append(why)
     res.properties = model.check(tr, spec.properties)
     spec_bad = _spec_checks(spec, tr) if end_status != ERROR else []
-    res.reasons += spec_bad
-    res.reasons += [p.line() for p in res.properties if p.status == FAIL]
+    # the broken promise first: the rest (the VMM's end status, the guest's checks) are
+    # its symptoms
+    failed = [p.line() for p in res.properties if p.status == FAIL]
+    res.reasons = failed + res.reasons + spec_bad
     if res.status == ERROR or end_status == ERROR:
         res.status = ERROR
     elif end_status == FAILED or spec_bad or any(p.status == FAIL for p in res.properties):

@@ -59,7 +59,7 @@ def test_hardware_layer_agrees_with_the_abi_on_upstream():
 def test_a_hardware_edge_the_abi_never_showed_fails_truthful():
     parsed = records.parse(console("upstream-every-exit.console.log"))
     vm = _vms()[2]
-    vm.changes += [qemu_trace.HwChange(1, 10**6, None, False)]  # one rise more than shown
+    vm.add_change(qemu_trace.HwChange(1, 10**6, None, False))  # one rise more than shown
     recs = [r for r in parsed.records if r.test == "rearm_n"]
     res = evaluate(
         guest_spec.load_all()["rearm_n"], recs, [], Model.of(revision.load("upstream")), vm

@@ -45,6 +45,7 @@ static const char *const status_names[] = {
 	[VT_ST_GUEST_TIMEOUT] = "guest-timeout",
 	[VT_ST_WATCHDOG] = "watchdog",
 	[VT_ST_VMM_ERROR] = "vmm-error",
+	[VT_ST_STORM] = "storm",
 };
 
 static void setup_pid1(void)
@@ -173,7 +174,7 @@ static int parse_option(const char *key, const char *val, struct vt_test *t)
 			return -1;
 		t->vcpus = u;
 	} else if (!strcmp(key, "timeout_ms")) {
-		return parse_uint(val, 3600000, &t->timeout_ms);
+		return parse_uint(val, VT_TIMEOUT_MS_MAX, &t->timeout_ms);
 	} else if (!strcmp(key, "inject")) {
 		for (i = 0; i <= INJECT_NEVER; i++)
 			if (!strcmp(val, inject_names[i]))
@@ -182,19 +183,19 @@ static int parse_option(const char *key, const char *val, struct vt_test *t)
 			return -1;
 		t->inject = i;
 	} else if (!strcmp(key, "inject_delay_ms")) {
-		return parse_uint(val, 60000, &t->inject_delay_ms);
+		return parse_uint(val, VT_INJECT_DELAY_MS_MAX, &t->inject_delay_ms);
 	} else if (!strcmp(key, "alarm_us")) {
-		return parse_uint(val, 10000000, &t->alarm_us);
+		return parse_uint(val, VT_ALARM_US_MAX, &t->alarm_us);
 	} else if (!strcmp(key, "save_restore")) {
 		if (parse_uint(val, 1, &u))
 			return -1;
 		t->save_restore = u;
 	} else if (!strcmp(key, "downtime_ms")) {
-		return parse_uint(val, 60000, &t->downtime_ms);
+		return parse_uint(val, VT_DOWNTIME_MS_MAX, &t->downtime_ms);
 	} else if (!strcmp(key, "crash_after_exits")) {
-		return parse_uint(val, 1000000, &t->crash_after_exits);
+		return parse_uint(val, VT_FAULT_COUNT_MAX, &t->crash_after_exits);
 	} else if (!strcmp(key, "garble_record")) {
-		return parse_uint(val, 1000000, &t->garble_record);
+		return parse_uint(val, VT_FAULT_COUNT_MAX, &t->garble_record);
 	} else {
 		return -1;
 	}
@@ -213,12 +214,20 @@ static int parse_test(char *line, struct vt_test *t, const struct vt_abi *abi,
 	t->timeout_ms = 20000;
 	t->abi = abi;
 	t->policy = policy;
-	snprintf(bad, len, "%s", "test <name> <image>");
-	if (sscanf(line, "test %63s %255s", t->name, t->image) != 2)
-		return -1;
-	for (tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
-		if (i++ < 3)	/* "test", name, image */
+	for (tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n"), i++) {
+		if (i == 0)	/* "test" */
 			continue;
+		if (i == 1 || i == 2) {
+			size_t max = i == 1 ? VT_NAME_MAX : VT_IMAGE_MAX;
+
+			if (strlen(tok) > max) {
+				snprintf(bad, len, "%s longer than %zu characters",
+					 i == 1 ? "name" : "image", max);
+				return -1;
+			}
+			strcpy(i == 1 ? t->name : t->image, tok);
+			continue;
+		}
 		eq = strchr(tok, '=');
 		snprintf(bad, len, "%s", tok);
 		if (!eq)
@@ -226,6 +235,10 @@ static int parse_test(char *line, struct vt_test *t, const struct vt_abi *abi,
 		*eq = '\0';
 		if (parse_option(tok, eq + 1, t) < 0)
 			return -1;
+	}
+	if (i < 3) {
+		snprintf(bad, len, "%s", "test <name> <image>");
+		return -1;
 	}
 	if ((t->inject == INJECT_LATE) != (t->inject_delay_ms > 0)) {
 		snprintf(bad, len, "%s", "inject_delay_ms needs inject=late");
@@ -242,10 +255,10 @@ static int run_suite(const char *path)
 {
 	const struct vt_abi *abi = abi_find("upstream");
 	enum vt_policy policy = POLICY_EVERY_EXIT;
-	char line[512], word[64], bad[64];
+	char line[VT_LINE_MAX], word[64], bad[64];
 	struct utsname u;
 	struct vt_test t;
-	int ntests = 0, kvm;
+	int ntests = 0, lineno = 0, kvm;
 	FILE *f;
 
 	uname(&u);
@@ -261,6 +274,14 @@ static int run_suite(const char *path)
 		return 1;
 	}
 	while (fgets(line, sizeof(line), f)) {
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			rec_emit("-", "error", "line=%d msg=\"manifest line longer than %d characters\"",
+				 lineno, VT_LINE_MAX - 1);
+			while (fgets(line, sizeof(line), f) && !strchr(line, '\n'))
+				;
+			continue;
+		}
 		if (sscanf(line, "abi %63s", word) == 1) {
 			abi = abi_find(word);
 			if (!abi) {
@@ -274,7 +295,8 @@ static int run_suite(const char *path)
 				 POLICY_EINTR_ONLY;
 		} else if (!strncmp(line, "test ", 5)) {
 			if (parse_test(line, &t, abi, policy, bad, sizeof(bad)) < 0) {
-				rec_emit("-", "error", "msg=\"bad manifest line: %s\"", bad);
+				rec_emit("-", "error", "line=%d msg=\"bad manifest line: %s\"",
+					 lineno, bad);
 				continue;
 			}
 			run_one(&t);

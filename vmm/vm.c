@@ -55,7 +55,32 @@ struct vcpu {
 	timer_t kick;		/* late injection: SIGALRM when the delay is over */
 	timer_t alarm;		/* the spec's periodic SIGALRM */
 	bool has_kick, has_alarm;
+	/* exit storm detection (storming()) */
+	uint64_t shown;		/* the level the last exit showed (~0: none yet) */
+	uint64_t win_start;	/* the current 100 ms window */
+	uint64_t win_idle;	/* exits in it that told user space nothing */
+	uint64_t storm_start;	/* the first of the busy windows in a row */
+	uint64_t storm_idle;	/* idle exits in those windows */
+	unsigned int storm_windows;
 };
+
+#define STORM_WINDOW_NS	(100 * 1000000ULL)
+
+/* Exit records without a guest report this test wrote, and those dropped (vt_limits.h). */
+static uint64_t exit_records, exit_dropped;
+
+static pthread_t threads[VT_MAX_VCPUS];
+static int nthreads;
+
+/* Stop the test: every vCPU thread leaves KVM_RUN (SIGUSR2) and ends. */
+static void stop_vcpus(void)
+{
+	int i;
+
+	vt_stop = 1;
+	for (i = 0; i < nthreads; i++)
+		pthread_kill(threads[i], SIGUSR2);
+}
 
 /* SIGALRMs this vCPU thread's handler took (normally they are eaten instead). */
 static __thread volatile sig_atomic_t alarms_taken;
@@ -390,6 +415,39 @@ static int eat_alarms(void)
 	return n;
 }
 
+/*
+ * Is the vCPU in an exit storm? An idle exit tells user space nothing: no
+ * guest report, no signal of ours, the level shown unchanged. A storm is
+ * VT_STORM_RATE idle exits a second or more in every 100 ms window for
+ * VT_STORM_MS in a row; a healthy kernel makes next to none.
+ */
+static bool storming(struct vcpu *v, bool idle, uint64_t now)
+{
+	uint64_t span = now - v->win_start;
+
+	if (span >= STORM_WINDOW_NS) {
+		bool busy = v->win_idle * 1000000000ULL >= (uint64_t)VT_STORM_RATE * span;
+
+		if (busy && !v->storm_windows)
+			v->storm_start = v->win_start;
+		v->storm_windows = busy ? v->storm_windows + 1 : 0;
+		v->storm_idle = busy ? v->storm_idle + v->win_idle : 0;
+		v->win_start = now;
+		v->win_idle = 0;
+	}
+	v->win_idle += idle;
+	return v->storm_windows * (STORM_WINDOW_NS / 1000000) >= VT_STORM_MS;
+}
+
+/* The exit's record; those without a guest report stop at VT_EXIT_RECORDS_MAX. */
+static bool keep_exit_record(bool port)
+{
+	if (port || __atomic_fetch_add(&exit_records, 1, __ATOMIC_RELAXED) < VT_EXIT_RECORDS_MAX)
+		return true;
+	__atomic_fetch_add(&exit_dropped, 1, __ATOMIC_RELAXED);
+	return false;
+}
+
 static void *vcpu_loop(void *arg)
 {
 	struct vcpu *v = arg;
@@ -402,14 +460,16 @@ static void *vcpu_loop(void *arg)
 		v->status = VT_ST_VMM_ERROR;
 		done = true;
 	}
+	v->shown = ~0ULL;
+	v->win_start = now_ns();
 	while (!done) {
 		char extra[128] = "", hist[32] = "", lvl[24] = "-", sig[16] = "";
-		uint64_t t0 = now_ns(), level, h;
+		uint64_t t0 = now_ns(), level = 0, h;
 		int ret = ioctl(v->fd, KVM_RUN, 0);
 		int err = errno;
 		uint64_t cnt = read_cnt();
 		uint64_t dt = now_ns() - t0;
-		bool shown, notice, read = false;
+		bool shown, notice, idle, read = false;
 		int nsig = 0;
 
 		v->exits++;
@@ -461,12 +521,26 @@ static void *vcpu_loop(void *arg)
 				}
 			}
 		}
-		rec_emit(t->name, "exit",
-			 "vcpu=%d n=%llu r=%s err=%d dt=%llu cnt=%llx lvl=%s read=%d ntc=%d%s%s%s",
-			 v->idx, (unsigned long long)v->exits,
-			 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
-			 (unsigned long long)dt, (unsigned long long)cnt, lvl, read, notice, sig,
-			 hist, extra);
+		if (keep_exit_record(extra[0]))
+			rec_emit(t->name, "exit",
+				 "vcpu=%d n=%llu r=%s err=%d dt=%llu cnt=%llx lvl=%s read=%d ntc=%d%s%s%s",
+				 v->idx, (unsigned long long)v->exits,
+				 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
+				 (unsigned long long)dt, (unsigned long long)cnt, lvl, read, notice,
+				 sig, hist, extra);
+		idle = !extra[0] && !nsig && (!shown || level == v->shown);
+		if (shown)
+			v->shown = level;
+		if (!done && storming(v, idle, now_ns())) {
+			rec_emit(t->name, "storm",
+				 "vcpu=%d idle_exits=%llu ms=%llu exits=%llu rate_min=%d window_ms=%d",
+				 v->idx, (unsigned long long)v->storm_idle,
+				 (unsigned long long)(now_ns() - v->storm_start) / 1000000,
+				 (unsigned long long)v->exits, VT_STORM_RATE, VT_STORM_MS);
+			v->status = VT_ST_STORM;
+			stop_vcpus();
+			break;
+		}
 		if (read) {
 			v->level = level;
 			if (follow_line(v, !!(level & t->abi->timers)) < 0) {
@@ -493,8 +567,6 @@ static void *vcpu_loop(void *arg)
 	return NULL;
 }
 
-static pthread_t threads[VT_MAX_VCPUS];
-static int nthreads;
 
 static void on_kick(int sig)
 {
@@ -504,12 +576,8 @@ static void on_kick(int sig)
 /* SIGUSR1 from the watchdog: stop, and kick every vCPU out of KVM_RUN. */
 static void on_stop(int sig)
 {
-	int i;
-
 	(void)sig;
-	vt_stop = 1;
-	for (i = 0; i < nthreads; i++)
-		pthread_kill(threads[i], SIGUSR2);
+	stop_vcpus();
 }
 
 int run_test(const struct vt_test *t)
@@ -569,5 +637,8 @@ int run_test(const struct vt_test *t)
 		if (vcpus[i].status > status)
 			status = vcpus[i].status;
 	}
+	if (exit_dropped)
+		rec_emit(t->name, "drop", "what=exit n=%llu kept=%d",
+			 (unsigned long long)exit_dropped, VT_EXIT_RECORDS_MAX);
 	return status;
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <linux/kvm.h>
 
+#include "vt_limits.h"
 #include "vt_ports.h"
 
 /* --- records (record.c): versioned, sequence-numbered, checksummed --- */
@@ -67,8 +68,8 @@ enum vt_inject {
 
 /* --- one test (vm.c) --- */
 struct vt_test {
-	char name[64];
-	char image[256];
+	char name[VT_NAME_MAX + 1];
+	char image[VT_IMAGE_MAX + 1];
 	int vcpus;
 	unsigned int timeout_ms;
 	const struct vt_abi *abi;
@@ -93,6 +94,7 @@ enum vt_status {
 	VT_ST_GUEST_TIMEOUT = 2,/* the guest's own bounded wait ran out */
 	VT_ST_WATCHDOG = 3,	/* stopped by the suite watchdog */
 	VT_ST_VMM_ERROR = 4,	/* a KVM call failed or the guest did the unexpected */
+	VT_ST_STORM = 5,	/* an exit storm: the VMM ended the test (VT_STORM_*) */
 };
 
 int run_test(const struct vt_test *t);

@@ -70,8 +70,8 @@ class Model:
             "progress": self.progress,
         }
         wanted = list(props) + [p for p in ALWAYS if p not in props]
-        if tr.storm is not None and "progress" not in wanted:
-            wanted.append("progress")  # an exit storm breaks it, whatever the test exercises
+        if tr.storm is not None:  # an exit storm breaks progress, whatever the test exercises
+            wanted = ["progress"] + [p for p in wanted if p != "progress"]
         return [_evidence(tr, checks[p](tr)) for p in wanted if p in checks]
 
     def _changes(self, tr: TestTrace) -> list[Change]:
@@ -115,6 +115,14 @@ class Model:
             )
         rises = [r for r in tr.injections if r.get("level") == "1"]
         irqs = tr.ports("IRQ")
+        if tr.storm is not None and len(irqs) < len(rises):
+            return PropertyResult(
+                "once",
+                NOT_JUDGED,
+                f"the VMM ended the test in an exit storm after {len(rises)} injections, "
+                f"before the guest could take them ({len(irqs)} IRQs taken)",
+                seq=tr.storm.seq,
+            )
         if len(rises) != len(irqs):
             seq = (
                 irqs[len(rises)].seq
@@ -185,6 +193,14 @@ class Model:
         kvm-arm.wfi_trap_policy=notrap, 6.12 and later, would not).
         """
         wakes = [e for e in tr.ports("WAKE") if (e.value or 0) & _WAKE_IRQS >= 1]
+        if not wakes and tr.storm is not None:
+            return PropertyResult(
+                "wake",
+                NOT_JUDGED,
+                "the VMM ended the test in an exit storm before the guest could report a "
+                "wake-up from WFI",
+                seq=tr.storm.seq,
+            )
         if not wakes:
             return PropertyResult(
                 "wake",

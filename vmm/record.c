@@ -21,7 +21,7 @@
 #include "vt.h"
 
 #define REC_VERSION	"@VT1"
-#define BUF_SIZE	(256 << 10)
+#define BUF_SIZE	VT_REC_BUFFER
 
 static uint64_t *seq;			/* shared with the test children */
 static char *buf;

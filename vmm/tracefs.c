@@ -19,7 +19,7 @@
 
 #define TRACEFS "/sys/kernel/tracing"
 /* A runaway test (an exit storm) would flood the console: keep the first ones. */
-#define KT_MAX_LINES	4000
+#define KT_MAX_LINES	VT_KT_LINES_MAX
 
 static const char *const events[] = {
 	"kvm_timer_update_irq", "kvm_exit", "kvm_entry", "kvm_userspace_exit",

@@ -16,8 +16,16 @@
 #define VT_DOWNTIME_MS_MAX	60000
 #define VT_FAULT_COUNT_MAX	1000000	/* crash_after_exits, garble_record */
 
-/* Exit records one test writes; past this they are counted in a "drop" record. */
-#define VT_EXIT_RECORDS_MAX	10000
+/*
+ * What one test writes at most (a healthy test writes tens of each): exit
+ * records without a guest report (past this: a "drop" record with the count),
+ * kernel events (past this: "ktdrop"). The records of a test are buffered
+ * and written when it ends; the buffer holds them all, so a storming test
+ * is not slowed down by the console while it is judged.
+ */
+#define VT_EXIT_RECORDS_MAX	2000
+#define VT_KT_LINES_MAX		2000
+#define VT_REC_BUFFER		(2 << 20)
 
 /*
  * An exit storm: exits that tell user space nothing (no guest report, no

@@ -55,7 +55,7 @@ from harness import matrix as matmod
 from harness import revision as revmod
 from harness.errors import HarnessError, InputError
 from harness.qemu_runner import PANIC, BootResult
-from harness.run import Run, RunOptions, build_artifacts
+from harness.run import Run, RunOptions, build_artifacts, suite_bound
 from harness.verdict import ERROR, FAILED
 
 LAVA_COMMON = repo.BUILD / "lava-common"
@@ -153,7 +153,7 @@ def job_for(cell: matmod.Cell, matrix_name: str, kernel_art: Artifact, initrd_ar
     mach = machmod.load(cell.machine)
     rev = revmod.load(cell.revision)
     specs = guest_spec.select(guest_spec.load_all(), list(cell.tests))
-    suite_s = sum(s.timeout_s + 5 for s in specs if rev.abi.name in s.abis)
+    suite_s = suite_bound([s for s in specs if rev.abi.name in s.abis])
     boot_min = 5 if cell.prebuilt else 3
     test_min = max(5, math.ceil((suite_s + 120) / 60))
     machine_arg = f"{mach.machine},virtualization={'on' if mach.virtualization else 'off'}"

@@ -32,7 +32,7 @@ INIT_STARTED = re.compile(r"Run /init as init process|@VT1 \d+ - \d+ boot ")
 class Timeouts:
     qmp_connect_s: float = 10.0
     boot_s: float = 120.0  # QEMU start to /init
-    suite_s: float = 300.0  # /init to the end of the suite
+    suite_s: float | None = None  # /init to the end of the suite (None: from the suite)
     silence_s: float = 60.0  # no console output at all
     shutdown_s: float = 15.0
 
@@ -251,10 +251,16 @@ class QemuRun:
         self._pending = lines.pop()
         return [line.rstrip("\r") for line in lines]
 
-    def follow(self, on_line: Callable[[str], None], done: Callable[[], bool]) -> tuple[str, str]:
+    def follow(
+        self,
+        on_line: Callable[[str], None],
+        done: Callable[[], bool],
+        doing: Callable[[], str] = lambda: "",
+    ) -> tuple[str, str]:
         """Read the console line by line until the suite is done, a panic, EOF or a time-out.
 
-        Returns (status, reason) with status in completed, panic, hang, qemu-died.
+        Returns (status, reason) with status in completed, panic, hang, qemu-died; a
+        hang's reason ends with what doing() says the suite was doing then.
         """
         t = self.timeouts
         started = time.monotonic()
@@ -264,10 +270,12 @@ class QemuRun:
         while True:
             now = time.monotonic()
             phase = "suite" if init_seen else "boot (before /init)"
+            at = f": {doing()}" if init_seen and doing() else ""
             if now > deadline:
-                return "hang", f"{phase} did not finish in time"
+                bound = t.suite_s if init_seen else t.boot_s
+                return "hang", f"{phase} did not finish within {bound:g} s{at}"
             if now - quiet_since >= t.silence_s:
-                return "hang", f"{phase}: no console output for {t.silence_s:.0f} s"
+                return "hang", f"{phase}: no console output for {t.silence_s:.0f} s{at}"
             lines = self._lines(min(deadline - now, t.silence_s - (now - quiet_since)))
             if lines is None:
                 if self._pending:
@@ -280,7 +288,7 @@ class QemuRun:
                 if not init_seen and INIT_STARTED.search(line):
                     init_seen = True
                     self.init_s = time.monotonic() - started
-                    deadline = time.monotonic() + t.suite_s
+                    deadline = time.monotonic() + (t.suite_s or 300.0)
                 if PANIC.search(line):
                     self._drain(2.0, on_line)
                     return "panic", line.strip()

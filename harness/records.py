@@ -159,9 +159,9 @@ class Stream:
     def _settle(self, nxt: Record | None) -> None:
         owner = _owner(self._prev, nxt)
         if self._pending_dropped:
-            n, self._pending_dropped = self._pending_dropped, 0
-            line = self._pending[-1].line_no if self._pending else self._line_no
-            self._pending.append(Problem(line, f"{n} more damaged records not listed"))
+            dropped = self.parsed.problems_dropped
+            dropped[owner] = dropped.get(owner, 0) + self._pending_dropped
+            self._pending_dropped = 0
         for p in self._pending:
             self.parsed.add_problem(replace(p, test=owner))
         self._pending.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -97,6 +98,17 @@ def _git_rev() -> str:
         text=True,
     )
     return out.stdout.strip() or "unknown"
+
+
+# /init's grace after a watchdog (STOP_GRACE_MS in vmm/init.c), and the time to write
+# a test's records and kernel events after it ended
+_STOP_GRACE_S, _RECORDS_S, _SUITE_MARGIN_S = 5.0, 5.0, 30.0
+
+
+def suite_bound(tests: list[guest_spec.GuestTest]) -> float:
+    """How long /init may take for tests, whatever the kernel does: each test's
+    watchdog, the grace after it, its records, and a margin."""
+    return sum(t.timeout_s + _STOP_GRACE_S + _RECORDS_S for t in tests) + _SUITE_MARGIN_S
 
 
 def build_artifacts() -> None:
@@ -350,8 +362,9 @@ class Run:
     ) -> BootResult:
         """One QEMU run of the suite; QEMU's failures end as a classified boot status."""
         start = time.monotonic()
-        timeouts = self.opts.timeouts
-        timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))
+        timeouts = dataclasses.replace(self.opts.timeouts)
+        if timeouts.suite_s is None:
+            timeouts.suite_s = suite_bound(self.runnable)
         events = self.opts.trace_events
         if self.machine.smp > 1 and any(p.startswith("arm_gt") for p in events):
             events += qemu_trace.TRACE_EVENTS_SMP[self.machine.gic_version]
@@ -372,7 +385,7 @@ class Run:
                     self.hw_off = "several L1 CPUs share one QEMU thread: layer 0 is not split"
                 if self.opts.fault:
                     on_line = self._inject(q, on_line)
-                status, reason = q.follow(on_line, done)
+                status, reason = q.follow(on_line, done, self._doing)
                 diag = q.save_diagnostics() if status == "hang" else None
                 exit_status = q.wait_exit() if status == "completed" else q.stop()
         except HarnessError as e:
@@ -386,6 +399,17 @@ class Run:
             status, reason, q.console_log, q.qemu_stderr, q.trace_log,
             time.monotonic() - start, exit_status, version, enabled, diag, q.init_s,
         )  # fmt: skip
+
+    def _doing(self) -> str:
+        """What the suite is doing, for a hang's reason: the test it is in."""
+        running = next((s for s in self.runnable if s.name not in self.results), None)
+        if running is None:
+            return "every test ended; /init had not said done"
+        done = len(self.results) - (len(self.specs) - len(self.runnable))
+        return (
+            f"in test {running.name} (watchdog {running.timeout_s:g} s), "
+            f"{done} of {len(self.runnable)} tests done"
+        )
 
     def _inject(self, q: QemuRun, on_line: Callable[[str], None]) -> Callable[[str], None]:
         """Fault injection over QMP at each test's first timer arming (see FAULTS)."""

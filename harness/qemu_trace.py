@@ -35,15 +35,21 @@ so a vCPU put on one CPU and loaded on the other is followed.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 VIRT = 1
 
-_LINE = re.compile(r"^(?:(?P<tid>\d+)@(?P<ts>\d+\.\d+):)?(?P<event>arm_gt_\w+) (?P<text>.*)$")
+# one match gives every field: the thread id and time (-msg timestamp=on), the
+# event, and the numbers of its text (each optional; the first of each is taken)
+_LINE = re.compile(
+    r"^(?:(?P<tid>\d+)@(?P<ts>\d+\.\d+):)?(?P<event>arm_gt_\w+)(?: |$)"
+    r"(?:.*?timer (?P<timer>\d+))?(?:.*?irqstate (?P<irqstate>\d))?"
+    r"(?:.*?value (?P<value>0x[0-9a-f]+))?(?:.*?next tick (?P<tick>0x[0-9a-f]+))?"
+)
 # the GIC lines that name the CPU of a PPI input change: GICv3 gives the
 # redistributor's affinity, GICv2 a one-bit CPU mask
 _GIC_PPI = re.compile(
@@ -54,14 +60,11 @@ _GIC_PPI = re.compile(
 _TIMER_PPIS = range(26, 31)  # the generic timers' PPIs on the virt board (INTIDs 26-30)
 # what parse() needs besides arm_gt_* on smp > 1, by GIC version
 TRACE_EVENTS_SMP = {2: ("gic_set_irq",), 3: ("gicv3_redist_set_irq",)}
-_TIMER = re.compile(r"timer (\d+)")
-_IRQSTATE = re.compile(r"irqstate (\d)")
-_VALUE = re.compile(r"value (0x[0-9a-f]+)")
-_NEXT = re.compile(r"next tick (0x[0-9a-f]+)")
 
 
-@dataclass(frozen=True)
-class GtEvent:
+class GtEvent(NamedTuple):
+    """One arm_gt_* line (a tuple: a storm's trace makes millions)."""
+
     index: int  # line number in the trace log
     event: str
     timer: int | None
@@ -146,21 +149,17 @@ def parse_line(line: str, index: int) -> GtEvent | None:
     return _event(m, index) if m else None
 
 
-def _event(m: re.Match, index: int) -> GtEvent:
-    text = m["text"]
-
-    def num(rx: re.Pattern, base: int = 10) -> int | None:
-        g = rx.search(text)
-        return int(g[1], base) if g else None
-
+def _event(m: re.Match, index: int, cpu: int = 0) -> GtEvent:
+    _tid, ts, event, timer, irqstate, value, tick = m.groups()
     return GtEvent(
-        index=index,
-        event=m["event"],
-        timer=num(_TIMER),
-        irqstate=num(_IRQSTATE),
-        value=num(_VALUE, 16),
-        next_tick=num(_NEXT, 16),
-        host_ts=float(m["ts"]) if m["ts"] else None,
+        index,
+        event,
+        None if timer is None else int(timer),
+        None if irqstate is None else int(irqstate),
+        None if value is None else int(value, 16),
+        None if tick is None else int(tick, 16),
+        None if ts is None else float(ts),
+        cpu,
     )
 
 
@@ -196,7 +195,7 @@ class CpuOf:
         cpu = self.threads.get(tid, before)  # a vCPU thread's, else the GIC line's
         if cpu is None:
             return None  # a main-thread line that changed nothing: no CPU, dropped
-        return dataclasses.replace(_event(m, index), cpu=cpu)
+        return _event(m, index, cpu)
 
 
 def parse(lines: Iterable[str], threads: dict[int, int] | None = None) -> list[GtEvent]:

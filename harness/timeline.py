@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from harness import correlate, kernel_trace
 from harness.trace import TestTrace
 
+# marks drawn per row: a storm makes thousands that a 960-pixel row cannot show;
+# the rest are counted in a note
+MAX_TICKS = 1000
+
 
 @dataclass(frozen=True)
 class Step:
@@ -75,5 +79,16 @@ def build(tr: TestTrace) -> Timeline:
         tl.notes.append(
             f"hardware (QEMU arm_gt_*): {tr.hw.edges()} vtimer rises, "
             f"{len(tr.hw.changes)} changes in VM with CNTVOFF {tr.hw.cntvoff:#x}"
+            + (f" ({tr.hw.dropped} more not kept)" if tr.hw.dropped else "")
         )
+    for what, n in tr.dropped.items():
+        tl.notes.append(f"{n} {what} records were dropped by the VMM (over its bound)")
+    for name, ticks in tl.ticks.items():
+        if len(ticks) > MAX_TICKS:
+            tl.notes.append(f"{name}: the first {MAX_TICKS} of {len(ticks)} drawn")
+            tl.ticks[name] = ticks[:MAX_TICKS]
+    for name, steps in tl.tracks.items():
+        if len(steps) > MAX_TICKS:
+            tl.notes.append(f"{name}: the first {MAX_TICKS} of {len(steps)} changes drawn")
+            tl.tracks[name] = steps[:MAX_TICKS]
     return tl

@@ -25,6 +25,7 @@ from harness import (
     resultsfile,
 )
 from harness import revision as revmod
+from harness.artifacts import build_artifacts  # lava imports it from here too
 from harness.errors import BuildError, HarnessError
 from harness.model import Model
 from harness.qemu_runner import BootResult, QemuRun, Timeouts
@@ -97,16 +98,6 @@ def _git_rev() -> str:
         text=True,
     )
     return out.stdout.strip() or "unknown"
-
-
-def build_artifacts() -> None:
-    """The VMM and guest images, built by the Makefile (a no-op when fresh)."""
-    out = subprocess.run(
-        ["make", "-s", "-C", str(repo.ROOT), "artifacts"], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).splitlines()[-15:])
-        raise BuildError("Makefile", f"building the VMM or guest images failed:\n{tail}")
 
 
 class Run:

@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cachefakes
 import pytest
 
-from harness import artifacts, locks, repo
+from harness import artifacts, kernel, locks, machine, repo, revision
 from harness.errors import BuildError
 
 CTX = multiprocessing.get_context("fork")  # children inherit the test's monkeypatching
@@ -141,3 +142,108 @@ def test_make_artifacts_waits_for_the_lock_with_a_deadline(tmp_path):
         holder.join()
     artifacts.build_artifacts(root, wait_s=5)  # the kernel dropped the dead holder's lock
     assert (root / "build/vmm/vtvmm").is_file()
+
+
+# -- kernel builds seeding from a donor --------------------------------------
+
+
+def _rebuilding(lock: Path, out: Path, ready: Path, seconds: float) -> None:
+    """Another run rebuilding a kernel: its lock held while its object tree is in flux."""
+    with locks.locked(lock, what="kernel build (test)"):
+        (out / "HALF-WRITTEN").write_text("x")
+        ready.touch()
+        time.sleep(seconds)
+        (out / "HALF-WRITTEN").unlink()
+        (out / "WHOLE").write_text("x")
+    os._exit(0)
+
+
+def _two_kernels(tmp_path, monkeypatch):
+    fk = cachefakes.fake_kernels(tmp_path, monkeypatch)
+    mach = machine.load("virt-gicv3")
+    ra, rb = (revision.load(str(fk.revision(n, f))) for n, f in (("ra", "a.c"), ("rb", "b.c")))
+    return fk, mach, ra, rb
+
+
+def test_seeding_waits_for_a_donor_being_rebuilt(tmp_path, monkeypatch):
+    fk, mach, ra, rb = _two_kernels(tmp_path, monkeypatch)
+    kernel.build(ra, mach, say=lambda m: None)
+    da = kernel.build_dir(ra, mach)
+    ready = tmp_path / "ready"
+    holder = CTX.Process(
+        target=_rebuilding, args=(kernel.lock_path(da), da / "linux" / "out", ready, 1.5)
+    )
+    holder.start()
+    _wait_for(ready)
+    said: list[str] = []
+    kb = kernel.build(rb, mach, say=said.append)
+    holder.join(10)
+    assert holder.exitcode == 0
+    assert any("waiting for" in m and f"pid {holder.pid}" in m for m in said), said
+    assert any(m.startswith("kernel: seeding objects from") for m in said), said
+    out = kernel.build_dir(rb, mach) / "linux" / "out"
+    assert (out / "WHOLE").is_file() and not (out / "HALF-WRITTEN").exists()  # after the rebuild
+    assert fk.targets() == ["allnoconfig", "Image", "Image"]  # b's config came with the seed
+    assert kb.image.read_bytes() == b"Image of int a;\nint b_rb;\n"
+
+
+def test_a_donor_busy_past_the_deadline_is_skipped(tmp_path, monkeypatch):
+    fk, mach, ra, rb = _two_kernels(tmp_path, monkeypatch)
+    monkeypatch.setattr(kernel, "DONOR_WAIT_S", 0.5)
+    kernel.build(ra, mach, say=lambda m: None)
+    da = kernel.build_dir(ra, mach)
+    ready = tmp_path / "ready"
+    holder = CTX.Process(
+        target=_rebuilding, args=(kernel.lock_path(da), da / "linux" / "out", ready, 30)
+    )
+    holder.start()
+    try:
+        _wait_for(ready)
+        said: list[str] = []
+        start = time.monotonic()
+        kernel.build(rb, mach, say=said.append)
+        assert time.monotonic() - start < 10
+    finally:
+        holder.kill()
+        holder.join()
+    assert any(m.startswith(f"kernel: not seeding from {da}: its lock is") for m in said), said
+    assert not any("seeding objects" in m for m in said)
+    assert not (kernel.build_dir(rb, mach) / "linux" / "out" / "HALF-WRITTEN").exists()
+    assert fk.targets() == ["allnoconfig", "Image", "allnoconfig", "Image"]  # built afresh
+
+
+def _seed_under_own_lock(
+    bdir: Path, other_ready: Path, own_ready: Path, report: Path, other_report: Path
+) -> None:
+    """What build() does: its own lock held, then seed from a donor."""
+    info = json.loads((bdir / kernel.DONE).read_text())
+    said: list[str] = []
+    with locks.locked(kernel.lock_path(bdir)):
+        own_ready.touch()
+        _wait_for(other_ready)
+        seeded = kernel._seed(bdir, info["source"], info["config_hash"], [], said.append)
+        report.write_text(json.dumps({"seeded": seeded, "said": said}))
+        _wait_for(other_report)  # both still hold their own lock: each gave up on the other
+    os._exit(0)
+
+
+def test_two_builds_seeding_from_each_other_do_not_deadlock(tmp_path, monkeypatch):
+    _, mach, ra, rb = _two_kernels(tmp_path, monkeypatch)
+    monkeypatch.setattr(kernel, "DONOR_WAIT_S", 1.0)
+    for rev in (ra, rb):
+        kernel.build(rev, mach, say=lambda m: None)
+    da, db = kernel.build_dir(ra, mach), kernel.build_dir(rb, mach)
+    ready = {d: tmp_path / f"{d.name}.ready" for d in (da, db)}
+    reports = [tmp_path / "a.json", tmp_path / "b.json"]
+    args = [
+        (da, ready[db], ready[da], reports[0], reports[1]),
+        (db, ready[da], ready[db], reports[1], reports[0]),
+    ]
+    start = time.monotonic()
+    codes = _in_children(_seed_under_own_lock, args, timeout=30)
+    assert codes == [0, 0], "deadlock: the builds waited for each other"
+    assert time.monotonic() - start < 15
+    for report, other in zip(reports, (db, da), strict=True):
+        r = json.loads(report.read_text())
+        assert r["seeded"] is False
+        assert any(m.startswith(f"kernel: not seeding from {other}") for m in r["said"]), r

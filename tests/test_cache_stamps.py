@@ -1,0 +1,101 @@
+"""Cache stamps: written atomically; a corrupt one is a stale entry, never a traceback."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import cachefakes
+import pytest
+
+from harness import kernel, machine, revision, stamps
+
+CTX = multiprocessing.get_context("fork")
+CORRUPT = {
+    "empty": b"",
+    "truncated": b'{"image": "build/kernels/x/linux/out/arch/arm64/boo',
+    "a list": b"[1, 2]",
+    "fields missing": b'{"release": "6.1.0"}',
+    "binary": b"\x00\x8f\xfe garbage",
+}
+
+
+def _rewrite(path, rounds: int) -> None:
+    for i in range(rounds):
+        stamps.write(path, {"round": i, "pad": [i] * 20000})
+    os._exit(0)
+
+
+def test_a_reader_never_sees_half_a_stamp(tmp_path):
+    path = tmp_path / "kernel.json"
+    stamps.write(path, {"round": -1, "pad": []})
+    writer = CTX.Process(target=_rewrite, args=(path, 200))
+    writer.start()
+    seen = set()
+    while writer.is_alive() or not seen:
+        seen.add(stamps.load(path, ["round", "pad"])["round"])  # never Corrupt
+    writer.join()
+    assert writer.exitcode == 0 and len(seen) > 1
+    assert stamps.load(path)["round"] == 199
+    assert [p.name for p in tmp_path.iterdir()] == ["kernel.json"]  # no temp file left
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def _crash_while_writing(path) -> None:
+    def crash(fd: int) -> None:  # the machine dies after the data, before the rename
+        os._exit(3)
+
+    os.fsync = crash
+    stamps.write(path, {"new": True})
+
+
+def test_a_crash_while_writing_leaves_the_old_stamp(tmp_path):
+    path = tmp_path / "kernel.json"
+    stamps.write(path, {"old": True})
+    p = CTX.Process(target=_crash_while_writing, args=(path,))
+    p.start()
+    p.join(10)
+    assert p.exitcode == 3
+    assert stamps.load(path) == {"old": True}
+
+
+@pytest.mark.parametrize("content", CORRUPT.values(), ids=CORRUPT.keys())
+def test_a_corrupt_kernel_json_is_rebuilt_with_a_notice(tmp_path, monkeypatch, content):
+    fk = cachefakes.fake_kernels(tmp_path, monkeypatch)
+    rev, mach = revision.load(str(fk.revision("ra"))), machine.load("virt-gicv3")
+    kernel.build(rev, mach, say=lambda m: None)
+    done = kernel.build_dir(rev, mach) / kernel.DONE
+    done.write_bytes(content)
+    said: list[str] = []
+    again = kernel.build(rev, mach, say=said.append)
+    notices = [m for m in said if "corrupt cache stamp" in m]
+    assert len(notices) == 1, said
+    assert notices[0].startswith(f"kernel: {done}: corrupt cache stamp (")
+    assert notices[0].endswith("): rebuilding") and "\n" not in notices[0]
+    assert not again.cached and again.image.is_file()
+    assert fk.targets() == ["allnoconfig", "Image", "Image"]  # the tree was reused
+    assert stamps.load(done)["release"] == "6.1.0-fake"
+    assert kernel.build(rev, mach, say=lambda m: None).cached
+
+
+def test_a_corrupt_stamp_of_another_build_is_no_donor(tmp_path, monkeypatch):
+    fk = cachefakes.fake_kernels(tmp_path, monkeypatch)
+    mach = machine.load("virt-gicv3")
+    ra, rb = (revision.load(str(fk.revision(n, f))) for n, f in (("ra", "a.c"), ("rb", "b.c")))
+    kernel.build(ra, mach, say=lambda m: None)
+    (kernel.build_dir(ra, mach) / kernel.DONE).write_bytes(CORRUPT["truncated"])
+    said: list[str] = []
+    kernel.build(rb, mach, say=said.append)
+    assert not any("seeding" in m for m in said)
+    assert fk.targets() == ["allnoconfig", "Image", "allnoconfig", "Image"]
+
+
+def test_stamp_errors_name_the_file(tmp_path):
+    path = tmp_path / "rootfs.json"
+    for content in CORRUPT.values():
+        path.write_bytes(content)
+        with pytest.raises(stamps.Corrupt) as e:
+            stamps.load(path, ["image"])
+        assert str(e.value).startswith(f"{path}: corrupt cache stamp (")
+    with pytest.raises(FileNotFoundError):
+        stamps.load(tmp_path / "none.json")

@@ -83,7 +83,7 @@ def fake_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeKernels
 def deb(tmp_path: Path, package: str, version: str, files: dict[str, bytes]) -> Path:
     """A real .deb (dpkg-deb --build) holding files (path in the package -> bytes)."""
     root = tmp_path / f"debroot-{package}-{version}"
-    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
     (root / "DEBIAN" / "control").write_text(
         f"Package: {package}\nVersion: {version}\nArchitecture: arm64\n"
         "Maintainer: test <test@example.org>\nDescription: a test package\n"

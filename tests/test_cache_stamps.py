@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+from pathlib import Path
 
 import cachefakes
 import pytest
 
-from harness import kernel, machine, revision, stamps
+from harness import debkernel, kernel, machine, revision, stamps
+from harness.errors import HarnessError
 
 CTX = multiprocessing.get_context("fork")
 CORRUPT = {
@@ -99,3 +102,63 @@ def test_stamp_errors_name_the_file(tmp_path):
         assert str(e.value).startswith(f"{path}: corrupt cache stamp (")
     with pytest.raises(FileNotFoundError):
         stamps.load(tmp_path / "none.json")
+
+
+PKG = "linux-image-6.1.0-99-arm64"
+
+
+def _fake_apt(tmp_path, monkeypatch, fail: bool = False) -> None:
+    """apt-get download of PKG: a real .deb holding boot/vmlinuz-6.1.0-99-arm64."""
+    deb = cachefakes.deb(tmp_path, PKG, "6.1.999-1", {"boot/vmlinuz-6.1.0-99-arm64": b"Image"})
+
+    def download(package: str, dest, say):
+        if fail:
+            raise HarnessError(None, f"apt-get download {package}:arm64 failed: no network")
+        return Path(shutil.copy(deb, dest))
+
+    monkeypatch.setattr(debkernel, "DEBKERNELS", tmp_path / "debkernels")
+    monkeypatch.setattr(debkernel, "ensure_arm64", lambda say: None)
+    monkeypatch.setattr(debkernel, "_download", download)
+
+
+@pytest.mark.parametrize("content", CORRUPT.values(), ids=CORRUPT.keys())
+def test_a_corrupt_debkernel_stamp_is_fetched_again_with_a_notice(tmp_path, monkeypatch, content):
+    _fake_apt(tmp_path, monkeypatch)
+    first = debkernel.fetch(PKG, say=lambda m: None)
+    assert first.release == "6.1.0-99-arm64" and first.image.read_bytes() == b"Image"
+    done = tmp_path / "debkernels" / PKG / debkernel.DONE
+    done.write_bytes(content)
+    said: list[str] = []
+    again = debkernel.fetch(PKG, say=said.append)
+    assert said[0] == said[0].splitlines()[0]
+    assert said[0].startswith(f"debkernel: {done}: corrupt cache stamp (")
+    assert said[0].endswith("): fetching it again")
+    assert not again.cached and again.image.is_file()
+    assert stamps.load(done)["version"] == "6.1.999-1"
+    assert debkernel.fetch(PKG, say=lambda m: None).cached
+
+
+def test_a_stamp_naming_an_image_elsewhere_is_corrupt(tmp_path, monkeypatch):
+    _fake_apt(tmp_path, monkeypatch)
+    debkernel.fetch(PKG, say=lambda m: None)
+    done = tmp_path / "debkernels" / PKG / debkernel.DONE
+    stamps.write(done, stamps.load(done) | {"image": "../../../etc/passwd"})
+    said: list[str] = []
+    assert not debkernel.fetch(PKG, say=said.append).cached
+    assert "corrupt cache stamp (image '../../../etc/passwd')" in said[0]
+
+
+def test_a_corrupt_debkernel_stamp_that_cannot_be_fetched_again_is_one_error(tmp_path, monkeypatch):
+    _fake_apt(tmp_path, monkeypatch)
+    debkernel.fetch(PKG, say=lambda m: None)
+    done = tmp_path / "debkernels" / PKG / debkernel.DONE
+    done.write_bytes(CORRUPT["truncated"])
+    _fake_apt(tmp_path, monkeypatch, fail=True)
+    with pytest.raises(HarnessError) as e:
+        debkernel.fetch(PKG, say=lambda m: None)
+    msg = str(e.value)
+    assert msg.startswith(f"{done}: corrupt cache stamp (not JSON: ")
+    assert msg.endswith(
+        "and fetching it again failed: apt-get download " + PKG + ":arm64 failed: no network"
+    )
+    assert "\n" not in msg

@@ -19,7 +19,6 @@ build/rootfs/ by the package versions and the recipe; the package resolution
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import kernel, repo
+from harness import kernel, repo, stamps
 from harness.errors import BuildError, HarnessError
 from harness.initramfs import CpioWriter
 
@@ -144,18 +143,27 @@ def _lists_state() -> str:
     return h.hexdigest()[:16]
 
 
-def resolve() -> list[Package]:
+def _resolved(path: Path) -> list[Package]:
+    """The packages a resolved-*.json remembers (FileNotFoundError, stamps.Corrupt)."""
+    entries = stamps.load_list(path)
+    try:
+        return [Package(str(p["name"]), str(p["version"])) for p in entries]
+    except (TypeError, KeyError):
+        raise stamps.Corrupt(repo.rel(path), "corrupt cache stamp (not a package list)") from None
+
+
+def resolve(say: Callable[[str], None] = print) -> list[Package]:
     """resolve_apt(), remembered per state of apt's lists (each apt-cache call costs ~2 s)."""
     path = ROOTFS / f"resolved-{_lists_state()}.json"
     try:
-        return [Package(**p) for p in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError):
+        return _resolved(path)
+    except FileNotFoundError:
         pass
+    except stamps.Corrupt as e:
+        say(f"rootfs: {e}: resolving again")
     packages = resolve_apt()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([p.__dict__ for p in packages], indent=1))
-    tmp.rename(path)
+    stamps.write(path, [p.__dict__ for p in packages])
     return packages
 
 
@@ -253,13 +261,20 @@ def _image(files: dict[str, Path]) -> bytes:
     return cpio.finish()
 
 
-def _cached(packages: list[Package]) -> Rootfs | None:
+def _cached(packages: list[Package], say: Callable[[str], None]) -> Rootfs | None:
+    """The image of packages, or None to build it: not there, or its stamp is corrupt
+    (said in one line naming it)."""
     key = cache_key(packages)
     cpio = ROOTFS / f"qemu-{key}" / "rootfs.cpio"
-    info_path = cpio.with_name("rootfs.json")
-    if not (cpio.is_file() and info_path.is_file()):
+    if not cpio.is_file():
         return None
-    info = json.loads(info_path.read_text())
+    try:
+        info = stamps.load(cpio.with_name("rootfs.json"), ("packages", "files", "build_seconds"))
+    except FileNotFoundError:
+        return None
+    except stamps.Corrupt as e:
+        say(f"rootfs: {e}: rebuilding")
+        return None
     return Rootfs(cpio, key, info["packages"], info["files"], info["build_seconds"], True)
 
 
@@ -275,7 +290,9 @@ def _assemble(packages: list[Package], started: float, say: Callable[[str], None
         _run(["dpkg-deb", "-x", str(p.deb), str(tree)])
     files = closure(tree, BINARY)
     tmp = cpio.with_suffix(".tmp")
-    tmp.write_bytes(_image(files))
+    with open(tmp, "wb") as f:
+        f.write(_image(files))
+        os.fsync(f.fileno())
     sizes = {name: src.stat().st_size for name, src in sorted(files.items())}
     shutil.rmtree(tree)
     info = {
@@ -284,8 +301,9 @@ def _assemble(packages: list[Package], started: float, say: Callable[[str], None
         "files": sizes,
         "build_seconds": round(time.monotonic() - started, 1),
     }
-    (top / "rootfs.json").write_text(json.dumps(info, indent=1))
+    # a run may still use the old image of this key (a corrupt stamp): it keeps its inode
     tmp.rename(cpio)
+    stamps.write(top / "rootfs.json", info)
     say(f"rootfs: {len(files)} files, {cpio.stat().st_size >> 20} MiB, {repo.rel(cpio)}")
     return Rootfs(cpio, key, info["packages"], sizes, info["build_seconds"])
 
@@ -295,8 +313,8 @@ def build(say: Callable[[str], None] = print) -> Rootfs:
     started = time.monotonic()
     ensure_arch()
     with kernel.locked(ROOTFS / ".build.lock"):
-        packages = resolve()
-        if fs := _cached(packages):
+        packages = resolve(say)
+        if fs := _cached(packages, say):
             return fs
         try:
             _download(packages, say)
@@ -306,8 +324,8 @@ def build(say: Callable[[str], None] = print) -> Rootfs:
             # a security update replaced a version the lists still name: refresh, again
             say("rootfs: download failed, apt-get update and again")
             _run(["apt-get", "update", "-qq"])
-            packages = resolve()
-            if fs := _cached(packages):
+            packages = resolve(say)
+            if fs := _cached(packages, say):
                 return fs
             _download(packages, say)
         fs = _assemble(packages, started, say)

@@ -9,6 +9,7 @@ pruning) is the real one.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,55 @@ def deb(tmp_path: Path, package: str, version: str, files: dict[str, bytes]) -> 
         capture_output=True,
     )
     return out
+
+
+@dataclass
+class FakeApt:
+    """apt for the rootfs: qemu-system-arm and libc6 at a version the test sets."""
+
+    debs: dict[str, Path]
+    lists: Path
+    version: str = "1"
+    downloads: int = 0
+
+    def update(self, version: str) -> None:
+        """apt-get update after libc6 moved to version: apt's lists change."""
+        self.version = version
+        (self.lists / f"debian_dists_bookworm_main_binary-arm64_Packages.{version}").touch()
+
+    def packages(self):
+        from harness import rootfs
+
+        return [rootfs.Package("libc6", self.version), rootfs.Package("qemu-system-arm", "1")]
+
+
+def fake_rootfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeApt:
+    """rootfs.build() on two real .debs: a static arm64 ELF as qemu-system-aarch64, and
+    a dynamic loader; apt-cache and apt-get download are stand-ins."""
+    from harness import rootfs
+
+    c = tmp_path / "qemu.c"
+    c.write_text("void _start(void) { for (;;) ; }\n")
+    elf = tmp_path / "qemu-system-aarch64"
+    subprocess.run(
+        [f"{kernel.CROSS}gcc", "-nostdlib", "-static", "-o", str(elf), str(c)], check=True
+    )
+    qemu = deb(tmp_path, "qemu-system-arm", "1", {rootfs.BINARY: elf.read_bytes()})
+    libc = deb(tmp_path, "libc6", "1", {rootfs.INTERP: b"\x7fELF a loader"})
+    apt = FakeApt({"qemu-system-arm": qemu, "libc6": libc}, tmp_path / "lists")
+
+    def download(packages, say):
+        rootfs.DEBS.mkdir(parents=True, exist_ok=True)
+        for p in packages:
+            if not p.deb.is_file():
+                apt.downloads += 1
+                shutil.copy(apt.debs[p.name], p.deb)
+
+    (tmp_path / "lists").mkdir()
+    monkeypatch.setattr(rootfs, "ROOTFS", tmp_path / "rootfs")
+    monkeypatch.setattr(rootfs, "DEBS", tmp_path / "rootfs" / "debs")
+    monkeypatch.setattr(rootfs, "APT_LISTS", tmp_path / "lists")
+    monkeypatch.setattr(rootfs, "ensure_arch", lambda: None)
+    monkeypatch.setattr(rootfs, "resolve_apt", apt.packages)
+    monkeypatch.setattr(rootfs, "_download", download)
+    return apt

@@ -10,7 +10,7 @@ from pathlib import Path
 import cachefakes
 import pytest
 
-from harness import debkernel, kernel, machine, revision, stamps
+from harness import debkernel, kernel, machine, revision, rootfs, stamps
 from harness.errors import HarnessError
 
 CTX = multiprocessing.get_context("fork")
@@ -162,3 +162,38 @@ def test_a_corrupt_debkernel_stamp_that_cannot_be_fetched_again_is_one_error(tmp
         "and fetching it again failed: apt-get download " + PKG + ":arm64 failed: no network"
     )
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("content", CORRUPT.values(), ids=CORRUPT.keys())
+def test_a_corrupt_rootfs_stamp_is_rebuilt_with_a_notice(tmp_path, monkeypatch, content):
+    cachefakes.fake_rootfs(tmp_path, monkeypatch)
+    first = rootfs.build(say=lambda m: None)
+    assert not first.cached and set(first.files) == {rootfs.BINARY, rootfs.INTERP}
+    done = first.cpio.with_name("rootfs.json")
+    done.write_bytes(content)
+    said: list[str] = []
+    again = rootfs.build(say=said.append)
+    notices = [m for m in said if "corrupt cache stamp" in m]
+    assert notices == [notices[0].splitlines()[0]]
+    assert notices[0].startswith(f"rootfs: {done}: corrupt cache stamp (")
+    assert notices[0].endswith("): rebuilding")
+    assert not again.cached and again.cpio.read_bytes() == first.cpio.read_bytes()
+    assert stamps.load(done)["recipe"] == rootfs.RECIPE
+    assert rootfs.build(say=lambda m: None).cached
+
+
+@pytest.mark.parametrize(
+    "content",
+    [*CORRUPT.values(), b'[{"name": "libc6"}]', b"[1]"],
+    ids=[*CORRUPT, "no version", "not a dict"],
+)
+def test_a_corrupt_package_resolution_is_resolved_again(tmp_path, monkeypatch, content):
+    apt = cachefakes.fake_rootfs(tmp_path, monkeypatch)
+    rootfs.build(say=lambda m: None)
+    (resolved,) = (tmp_path / "rootfs").glob("resolved-*.json")
+    resolved.write_bytes(content)
+    said: list[str] = []
+    assert rootfs.build(say=said.append).cached
+    assert len(said) == 1 and said[0].startswith(f"rootfs: {resolved}: corrupt cache stamp (")
+    assert said[0].endswith("): resolving again")
+    assert rootfs._resolved(resolved) == apt.packages()

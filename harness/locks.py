@@ -136,6 +136,11 @@ def hold_shared(path: Path) -> BinaryIO | None:
     return None
 
 
+def share(f: BinaryIO) -> None:
+    """A shared lock on a file one just made (not yet visible to others: no wait)."""
+    fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+
+
 def remove_unless_used(path: Path, remove: Callable[[], None] | None = None) -> bool:
     """Remove path (or call remove(), e.g. to delete its directory) unless someone
     holds it (hold_shared); never waits. True when it is gone."""

@@ -25,10 +25,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import kernel, repo, stamps
+from harness import kernel, locks, repo, stamps
 from harness.errors import BuildError, HarnessError
 from harness.initramfs import CpioWriter
 
@@ -42,7 +43,7 @@ DEBS = ROOTFS / "debs"
 APT_LISTS = Path("/var/lib/apt/lists")
 # change when what goes into the image changes (invalidates every cached image)
 RECIPE = "qemu-rootfs-1"
-KEEP = 2  # images kept (package updates make new ones)
+KEEP = 2  # images kept (package updates make new ones), and any a run still uses
 _SEARCH = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
 
@@ -308,36 +309,71 @@ def _assemble(packages: list[Package], started: float, say: Callable[[str], None
     return Rootfs(cpio, key, info["packages"], sizes, info["build_seconds"])
 
 
-def build(say: Callable[[str], None] = print) -> Rootfs:
-    """The cached image for apt's current candidate versions (built on first use)."""
+def build(say: Callable[[str], None] = print, hold: ExitStack | None = None) -> Rootfs:
+    """The cached image for apt's current candidate versions (built on first use).
+
+    With hold, the image is held (a shared lock on its cpio, until hold
+    closes): no prune removes it meanwhile, nor the initrds made from it.
+    """
     started = time.monotonic()
     ensure_arch()
-    with kernel.locked(ROOTFS / ".build.lock"):
-        packages = resolve(say)
-        if fs := _cached(packages, say):
-            return fs
-        try:
-            _download(packages, say)
-        except BuildError:
-            if os.geteuid() != 0:
-                raise
-            # a security update replaced a version the lists still name: refresh, again
-            say("rootfs: download failed, apt-get update and again")
-            _run(["apt-get", "update", "-qq"])
-            packages = resolve(say)
-            if fs := _cached(packages, say):
-                return fs
-            _download(packages, say)
-        fs = _assemble(packages, started, say)
-        _prune(packages)
+    with locks.locked(ROOTFS / ".build.lock", what="building the QEMU rootfs"):
+        fs = _build(started, say)
+        if hold is not None:
+            f = locks.hold_shared(fs.cpio)  # prunes take the build lock: it is there
+            if f is None:
+                raise BuildError(fs.cpio, "vanished while the rootfs build lock was held")
+            hold.enter_context(f)
         return fs
 
 
+def _build(started: float, say: Callable[[str], None]) -> Rootfs:
+    packages = resolve(say)
+    if fs := _cached(packages, say):
+        return fs
+    try:
+        _download(packages, say)
+    except BuildError:
+        if os.geteuid() != 0:
+            raise
+        # a security update replaced a version the lists still name: refresh, again
+        say("rootfs: download failed, apt-get update and again")
+        _run(["apt-get", "update", "-qq"])
+        packages = resolve(say)
+        if fs := _cached(packages, say):
+            return fs
+        _download(packages, say)
+    fs = _assemble(packages, started, say)
+    _prune(packages)
+    return fs
+
+
+def _remove_image(top: Path) -> bool:
+    """Delete an image directory unless a run holds its cpio or one of its initrds."""
+    cpio = top / "rootfs.cpio"
+
+    def remove() -> None:
+        initrds = sorted((top / "initrd").glob("*.img"))
+        if all([locks.remove_unless_used(p) for p in initrds]):
+            shutil.rmtree(top, ignore_errors=True)
+
+    if not cpio.is_file():  # a build that died half-way (this lock is the build lock)
+        shutil.rmtree(top, ignore_errors=True)
+        return True
+    return locks.remove_unless_used(cpio, remove) and not top.exists()
+
+
 def _prune(packages: list[Package]) -> None:
-    """Keep the newest KEEP images, and only the .debs the current one was made from."""
-    images = sorted(ROOTFS.glob("qemu-*/rootfs.json"), key=lambda p: p.stat().st_mtime)
-    for info in images[:-KEEP]:
-        shutil.rmtree(info.parent, ignore_errors=True)
+    """Keep the newest KEEP images and those in use, and only the .debs the current
+    one was made from. The caller holds the build lock."""
+    images = []
+    for top in ROOTFS.glob("qemu-*"):
+        try:
+            images.append(((top / "rootfs.json").stat().st_mtime, top))
+        except FileNotFoundError:
+            images.append((0.0, top))  # no stamp: a build that died, the oldest
+    for _, top in sorted(images)[:-KEEP]:
+        _remove_image(top)
     current = {p.deb.name for p in packages}
     for deb in DEBS.glob("*.deb"):
         if deb.name not in current:

@@ -9,12 +9,14 @@ images are small files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import cachefakes
 import pytest
 
-from harness import artifacts, kernel, locks, machine, repo, revision
+from harness import artifacts, initramfs, kernel, locks, machine, qemu_vmm, repo, revision, rootfs
 from harness.errors import BuildError
 
 CTX = multiprocessing.get_context("fork")  # children inherit the test's monkeypatching
@@ -247,3 +249,132 @@ def test_two_builds_seeding_from_each_other_do_not_deadlock(tmp_path, monkeypatc
         r = json.loads(report.read_text())
         assert r["seeded"] is False
         assert any(m.startswith(f"kernel: not seeding from {other}") for m in r["said"]), r
+
+
+# -- cached images pruned while other runs use them ----------------------------
+
+
+def _fake_initrd_inputs(tmp_path, monkeypatch) -> rootfs.Rootfs:
+    vmm = tmp_path / "vtvmm"
+    vmm.write_bytes(b"\x7fELF the VMM")
+    monkeypatch.setattr(repo, "VMM_BIN", vmm)
+    cpio = tmp_path / "rootfs" / "qemu-x" / "rootfs.cpio"
+    cpio.parent.mkdir(parents=True)
+    cpio.write_bytes(b"070701" + b"\0" * 4000)
+    return rootfs.Rootfs(cpio, "x", {}, {})
+
+
+def _plan(n: int) -> initramfs.SuitePlan:
+    return initramfs.SuitePlan(f"abi{n}", "every-exit", ())  # a suite part of its own
+
+
+def _boot_held(fs, n: int, report: Path, release: Path) -> None:
+    """A run that made (or found) its initrd and is booting it until told to stop."""
+    with contextlib.ExitStack() as hold:
+        out = qemu_vmm.build_initrd(_plan(n), [], fs, report.with_suffix(".gz"), hold)
+        report.write_text(str(out))
+        _wait_for(release, timeout=60)
+        report.write_text(out.read_bytes().hex())  # QEMU opens it only now: still there
+    os._exit(0)
+
+
+def test_pruning_initrds_never_removes_one_another_run_is_booting(tmp_path, monkeypatch):
+    fs = _fake_initrd_inputs(tmp_path, monkeypatch)
+    report, release = tmp_path / "run.txt", tmp_path / "release"
+    booting = CTX.Process(target=_boot_held, args=(fs, 0, report, release))
+    booting.start()
+    _wait_for(report)
+    held = Path(report.read_text())
+    made = []
+    for n in range(1, qemu_vmm.KEEP_INITRDS + 3):  # other runs, each pruning
+        made.append(qemu_vmm.build_initrd(_plan(n), [], fs, tmp_path / f"s{n}.gz"))
+    left = sorted(held.parent.glob("*.img"))
+    assert held in left  # the oldest, but in use
+    assert len(left) == qemu_vmm.KEEP_INITRDS + 1 and made[0] not in left
+    with contextlib.ExitStack() as hold:  # a second run about to boot the same image
+        assert qemu_vmm.build_initrd(_plan(0), [], fs, tmp_path / "again.gz", hold) == held
+        release.touch()
+        booting.join(30)
+        assert booting.exitcode == 0
+        assert bytes.fromhex(report.read_text()).startswith(fs.cpio.read_bytes())
+        for n in range(10, 13):
+            qemu_vmm.build_initrd(_plan(n), [], fs, tmp_path / f"s{n}.gz")
+        assert held.is_file()  # the second run still holds it
+    qemu_vmm.build_initrd(_plan(20), [], fs, tmp_path / "s20.gz")
+    left = sorted(held.parent.glob("*.img"))
+    assert held not in left and len(left) == qemu_vmm.KEEP_INITRDS  # nobody holds it now
+    assert not list(held.parent.glob(".*"))  # no temp files
+
+
+def test_runs_making_the_same_initrd_at_once_share_one_whole_file(tmp_path, monkeypatch):
+    fs = _fake_initrd_inputs(tmp_path, monkeypatch)
+    plan = _plan(0)
+    start = threading.Barrier(4)
+    got: list[Path] = []
+
+    def run(i: int) -> None:  # matrix workers are threads of one process
+        with contextlib.ExitStack() as hold:
+            start.wait()
+            got.append(qemu_vmm.build_initrd(plan, [], fs, tmp_path / f"{i}.gz", hold))
+            start.wait()  # all hold it at once
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 4 and len(set(got)) == 1
+    suite = (tmp_path / "0.gz").read_bytes()
+    assert got[0].read_bytes() == fs.cpio.read_bytes() + suite
+    assert [p.name for p in got[0].parent.iterdir()] == [got[0].name]
+
+
+def _hold_rootfs(report: Path, release: Path) -> None:
+    with contextlib.ExitStack() as hold:
+        fs = rootfs.build(say=lambda m: None, hold=hold)
+        report.write_text(str(fs.cpio))
+        _wait_for(release, timeout=60)
+    os._exit(0)
+
+
+def test_pruning_rootfs_images_keeps_one_a_run_uses(tmp_path, monkeypatch):
+    apt = cachefakes.fake_rootfs(tmp_path, monkeypatch)
+    report, release = tmp_path / "run.txt", tmp_path / "release"
+    user = CTX.Process(target=_hold_rootfs, args=(report, release))
+    user.start()
+    try:
+        _wait_for(report)
+        used = Path(report.read_text()).parent
+        kept = []
+        for v in ("2", "3", "4"):  # package updates: new images, each build prunes
+            apt.update(v)
+            kept.append(rootfs.build(say=lambda m: None).cpio.parent)
+        images = sorted((tmp_path / "rootfs").glob("qemu-*"))
+        assert used in images and kept[0] not in images  # the oldest is in use
+        assert images == sorted([used, *kept[1:]])
+    finally:
+        release.touch()
+        user.join(30)
+    assert user.exitcode == 0
+    apt.update("5")
+    rootfs.build(say=lambda m: None)
+    assert used not in sorted((tmp_path / "rootfs").glob("qemu-*"))
+    debs = sorted(p.name for p in (tmp_path / "rootfs" / "debs").iterdir())
+    assert debs == ["libc6_5_arm64.deb", "qemu-system-arm_1_arm64.deb"]
+
+
+def test_pruning_a_rootfs_image_keeps_it_while_an_initrd_made_from_it_is_booting(
+    tmp_path, monkeypatch
+):
+    apt = cachefakes.fake_rootfs(tmp_path, monkeypatch)
+    monkeypatch.setattr(repo, "VMM_BIN", tmp_path / "qemu-system-aarch64")  # any file
+    old = rootfs.build(say=lambda m: None)
+    with contextlib.ExitStack() as hold:
+        initrd = qemu_vmm.build_initrd(_plan(0), [], old, tmp_path / "s.gz", hold)
+        for v in ("2", "3"):
+            apt.update(v)
+            rootfs.build(say=lambda m: None)
+        assert initrd.is_file() and old.cpio.is_file()
+    apt.update("4")
+    rootfs.build(say=lambda m: None)
+    assert not old.cpio.parent.exists()

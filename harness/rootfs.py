@@ -18,6 +18,7 @@ build/rootfs/ by the package versions and the recipe; the package resolution
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -262,9 +263,8 @@ def _image(files: dict[str, Path]) -> bytes:
     return cpio.finish()
 
 
-def _cached(packages: list[Package], say: Callable[[str], None]) -> Rootfs | None:
-    """The image of packages, or None to build it: not there, or its stamp is corrupt
-    (said in one line naming it)."""
+def _cached(packages: list[Package]) -> Rootfs | None:
+    """The image of packages, or None to build it; stamps.Corrupt when its stamp is."""
     key = cache_key(packages)
     cpio = ROOTFS / f"qemu-{key}" / "rootfs.cpio"
     if not cpio.is_file():
@@ -272,9 +272,6 @@ def _cached(packages: list[Package], say: Callable[[str], None]) -> Rootfs | Non
     try:
         info = stamps.load(cpio.with_name("rootfs.json"), ("packages", "files", "build_seconds"))
     except FileNotFoundError:
-        return None
-    except stamps.Corrupt as e:
-        say(f"rootfs: {e}: rebuilding")
         return None
     return Rootfs(cpio, key, info["packages"], info["files"], info["build_seconds"], True)
 
@@ -328,9 +325,27 @@ def build(say: Callable[[str], None] = print, hold: ExitStack | None = None) -> 
 
 
 def _build(started: float, say: Callable[[str], None]) -> Rootfs:
+    """The cached image, or a new one; a corrupt stamp is said in one line naming it,
+    and is in the error when the image cannot be built again."""
     packages = resolve(say)
-    if fs := _cached(packages, say):
-        return fs
+    try:
+        if fs := _cached(packages):
+            return fs
+    except stamps.Corrupt as stale:
+        say(f"rootfs: {stale}: rebuilding")
+        try:
+            return _fresh(packages, started, say)
+        except HarnessError as e:
+            raise BuildError(
+                stale.where,
+                f"{stale.message}, and rebuilding it failed: {e}",
+                log_tail=getattr(e, "log_tail", ""),
+            ) from None
+    return _fresh(packages, started, say)
+
+
+def _fresh(packages: list[Package], started: float, say: Callable[[str], None]) -> Rootfs:
+    """Download, assemble and prune (the caller holds the build lock)."""
     try:
         _download(packages, say)
     except BuildError:
@@ -340,8 +355,9 @@ def _build(started: float, say: Callable[[str], None]) -> Rootfs:
         say("rootfs: download failed, apt-get update and again")
         _run(["apt-get", "update", "-qq"])
         packages = resolve(say)
-        if fs := _cached(packages, say):
-            return fs
+        with contextlib.suppress(stamps.Corrupt):  # (then it is built again, here)
+            if fs := _cached(packages):
+                return fs
         _download(packages, say)
     fs = _assemble(packages, started, say)
     _prune(packages)

@@ -11,7 +11,7 @@ import cachefakes
 import pytest
 
 from harness import debkernel, kernel, machine, revision, rootfs, stamps
-from harness.errors import HarnessError
+from harness.errors import BuildError, HarnessError
 
 CTX = multiprocessing.get_context("fork")
 CORRUPT = {
@@ -197,3 +197,22 @@ def test_a_corrupt_package_resolution_is_resolved_again(tmp_path, monkeypatch, c
     assert len(said) == 1 and said[0].startswith(f"rootfs: {resolved}: corrupt cache stamp (")
     assert said[0].endswith("): resolving again")
     assert rootfs._resolved(resolved) == apt.packages()
+
+
+def test_a_corrupt_rootfs_stamp_that_cannot_be_rebuilt_is_one_error(tmp_path, monkeypatch):
+    cachefakes.fake_rootfs(tmp_path, monkeypatch)
+    first = rootfs.build(say=lambda m: None)
+    done = first.cpio.with_name("rootfs.json")
+    done.write_bytes(CORRUPT["truncated"])
+    shutil.rmtree(tmp_path / "rootfs" / "debs")
+
+    def offline(packages, say):
+        raise BuildError(None, "apt-get download -q libc6:arm64=1 ... failed")
+
+    monkeypatch.setattr(rootfs, "_download", offline)
+    monkeypatch.setattr(rootfs.os, "geteuid", lambda: 1000)  # no apt-get update
+    with pytest.raises(BuildError) as e:
+        rootfs.build(say=lambda m: None)
+    msg = str(e.value)
+    assert msg.startswith(f"{done}: corrupt cache stamp (not JSON: ") and "\n" not in msg
+    assert msg.endswith(", and rebuilding it failed: apt-get download -q libc6:arm64=1 ... failed")

@@ -218,6 +218,7 @@ def _new_initrd(out: Path, rootfs_cpio: Path, suite: bytes) -> BinaryIO | None:
         f.write(rootfs_cpio.read_bytes())
         f.write(suite)
         f.flush()
+        os.fsync(fd)  # content-addressed: a torn file after a crash would be trusted
         os.fchmod(fd, 0o644)
         try:
             os.link(tmp, out)  # never replaces: a run holding the one there keeps it

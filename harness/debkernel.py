@@ -122,7 +122,8 @@ def fetch(package: str, say: Callable[[str], None] = print) -> DebKernel:
             None, f"'{package}' is not a Debian arm64 kernel package (linux-image-X.Y.Z-N-arm64)"
         )
     done = DEBKERNELS / package / DONE
-    with locks.locked(DEBKERNELS / f".{package}.lock", what=f"fetching {package}"):
+    lock = DEBKERNELS / f".{package}.lock"
+    with locks.locked(lock, on_wait=lambda m: say(f"debkernel: {m}"), what=f"fetching {package}"):
         try:
             if cached := _load(done):
                 return cached

@@ -314,7 +314,8 @@ def build(say: Callable[[str], None] = print, hold: ExitStack | None = None) -> 
     """
     started = time.monotonic()
     ensure_arch()
-    with locks.locked(ROOTFS / ".build.lock", what="building the QEMU rootfs"):
+    lock = ROOTFS / ".build.lock"
+    with locks.locked(lock, on_wait=lambda m: say(f"rootfs: {m}"), what="the QEMU rootfs"):
         fs = _build(started, say)
         if hold is not None:
             f = locks.hold_shared(fs.cpio)  # prunes take the build lock: it is there

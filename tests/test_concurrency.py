@@ -378,3 +378,50 @@ def test_pruning_a_rootfs_image_keeps_it_while_an_initrd_made_from_it_is_booting
     apt.update("4")
     rootfs.build(say=lambda m: None)
     assert not old.cpio.parent.exists()
+
+
+def _hold_for(lock: Path, ready: Path, seconds: float, what: str) -> None:
+    with locks.locked(lock, what=what):
+        ready.touch()
+        time.sleep(seconds)
+    os._exit(0)
+
+
+def test_a_run_waiting_for_the_rootfs_build_says_who_holds_it(tmp_path, monkeypatch):
+    cachefakes.fake_rootfs(tmp_path, monkeypatch)
+    rootfs.build(say=lambda m: None)
+    ready = tmp_path / "ready"
+    lock = tmp_path / "rootfs" / ".build.lock"
+    other = CTX.Process(target=_hold_for, args=(lock, ready, 1.0, "the QEMU rootfs"))
+    other.start()
+    _wait_for(ready)
+    said: list[str] = []
+    assert rootfs.build(say=said.append).cached
+    other.join(10)
+    assert said == [f"rootfs: waiting for {lock} (held by pid {other.pid}: the QEMU rootfs)"]
+
+
+def test_matrix_threads_making_artifacts_at_once(tmp_path):
+    root = _small_tree(tmp_path / "tree")
+    artifacts.build_artifacts(root)
+    reference = _outputs(root)
+    for src in (*root.glob("vmm/*.c"), *root.glob("guest_tests/**/*.[cS]")):
+        os.utime(src)
+    errors: list[BaseException] = []
+    seen: list[dict[str, str]] = []
+    start = threading.Barrier(4)
+
+    def worker() -> None:  # flock is per open file: threads of one process exclude each other
+        start.wait()
+        try:
+            artifacts.build_artifacts(root)
+            seen.append(_outputs(root))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors and seen == [reference] * 4

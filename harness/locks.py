@@ -142,8 +142,9 @@ def share(f: BinaryIO) -> None:
 
 
 def remove_unless_used(path: Path, remove: Callable[[], None] | None = None) -> bool:
-    """Remove path (or call remove(), e.g. to delete its directory) unless someone
-    holds it (hold_shared); never waits. True when it is gone."""
+    """Remove path (or call remove(), e.g. to delete its directory) while holding it
+    exclusively, unless someone holds it (hold_shared); never waits. False when it
+    was in use (or replaced meanwhile), True when it was gone or remove ran."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:

@@ -32,7 +32,7 @@ GUEST_CFLAGS := -O2 -Wall -Wextra -ffreestanding -fno-builtin -nostdlib -mgenera
 	-Iguest_tests/runtime
 VMM_CFLAGS := -O2 -Wall -Wextra -static -pthread -Iguest_tests/runtime
 
-.PHONY: all deps venv artifacts boot-test test lint format clean distclean
+.PHONY: all deps venv artifacts artifacts-unlocked boot-test test lint format clean distclean
 # keep the guests' objects and ELF files (intermediates) for debugging
 .PRECIOUS: $(BUILD)/guests/%.elf $(BUILD)/guests/runtime/%.o $(BUILD)/qemu-guests/rt/%.o
 all: artifacts
@@ -50,11 +50,24 @@ $(VENV)/.stamp: pyproject.toml $(DEPS_STAMP)
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
-artifacts: $(BUILD)/vmm/vtvmm $(GUEST_BINS) $(QEMU_GUEST_ELFS)
+# One build of the artifacts at a time per tree: boot-tests, matrix workers and
+# users all make them, often at once. harness/artifacts.py takes the same lock
+# (flock on $(ARTIFACTS_LOCK)) and makes artifacts-unlocked. The images are
+# written to a temp file and renamed, so a run reading one reads it whole.
+ARTIFACTS_LOCK := $(BUILD)/.artifacts.lock
+ARTIFACTS_WAIT_S := 600
+artifacts:
+	@mkdir -p $(BUILD)
+	@flock -E 75 -w $(ARTIFACTS_WAIT_S) $(ARTIFACTS_LOCK) $(MAKE) --no-print-directory artifacts-unlocked; \
+	rc=$$?; [ $$rc -ne 75 ] || echo "make artifacts: $(ARTIFACTS_LOCK) still locked after $(ARTIFACTS_WAIT_S) s" >&2; \
+	exit $$rc
+
+artifacts-unlocked: $(BUILD)/vmm/vtvmm $(GUEST_BINS) $(QEMU_GUEST_ELFS)
 
 $(BUILD)/vmm/vtvmm: $(VMM_SRCS) $(VMM_HDRS) $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CROSS)gcc $(VMM_CFLAGS) -o $@ $(VMM_SRCS)
+	$(CROSS)gcc $(VMM_CFLAGS) -o $@.tmp $(VMM_SRCS)
+	@mv -f $@.tmp $@
 
 $(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.S guest_tests/runtime/vt_ports.h guest_tests/runtime/vectors.h $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -68,7 +81,8 @@ $(BUILD)/guests/%.elf: guest_tests/%.c $(RUNTIME_OBJS) guest_tests/runtime/guest
 	$(CROSS)gcc $(GUEST_CFLAGS) -T guest_tests/runtime/guest.lds -Wl,--build-id=none -Wl,--no-warn-rwx-segments -o $@ $(RUNTIME_OBJS) $<
 
 $(BUILD)/guests/%.bin: $(BUILD)/guests/%.elf
-	$(CROSS)objcopy -O binary $< $@
+	$(CROSS)objcopy -O binary $< $@.tmp
+	@mv -f $@.tmp $@
 
 $(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.S guest_tests/runtime/vectors.h $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -79,7 +93,8 @@ $(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.c $(QEMU_RT_HDRS) $(DEPS_STAMP)
 	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
 
 $(BUILD)/qemu-guests/%.elf: guest_tests/qemu/%.c $(QEMU_RT_OBJS) guest_tests/qemu/guest.lds $(QEMU_RT_HDRS)
-	$(CROSS)gcc $(GUEST_CFLAGS) -Iguest_tests/qemu -static -no-pie -Wl,-z,max-page-size=4096 -T guest_tests/qemu/guest.lds -Wl,--build-id=none -Wl,--no-warn-rwx-segments -o $@ $(QEMU_RT_OBJS) $<
+	$(CROSS)gcc $(GUEST_CFLAGS) -Iguest_tests/qemu -static -no-pie -Wl,-z,max-page-size=4096 -T guest_tests/qemu/guest.lds -Wl,--build-id=none -Wl,--no-warn-rwx-segments -o $@.tmp $(QEMU_RT_OBJS) $<
+	@mv -f $@.tmp $@
 
 boot-test: venv artifacts
 	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) --vmm $(VMM) $(ARGS)

@@ -13,7 +13,6 @@ update`, done once (scripts/install-deps.sh does it too).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import subprocess
@@ -21,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import repo
+from harness import locks, repo, stamps
 from harness.errors import HarnessError
-from harness.kernel import locked
 
 DEBKERNELS = repo.BUILD / "debkernels"
 PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-arm64$")
 DONE = "kernel.json"
+_STAMP_FIELDS = ("package", "version", "release", "image", "deb_sha256")
 
 
 @dataclass(frozen=True)
@@ -98,11 +97,17 @@ def _download(package: str, dest: Path, say: Callable[[str], None]) -> Path:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _load(done: Path, image: Path) -> DebKernel | None:
+def _load(done: Path) -> DebKernel | None:
+    """The fetched kernel done stamps; None when there is none or its image is gone.
+
+    Corrupt when the stamp is unusable (or names an image outside its directory)."""
     try:
-        info = json.loads(done.read_text())
-    except (OSError, ValueError):
+        info = stamps.load(done, _STAMP_FIELDS)
+    except FileNotFoundError:
         return None
+    image = done.parent / str(info["image"])
+    if not repo.inside(done.parent, image):
+        raise stamps.Corrupt(repo.rel(done), f"corrupt cache stamp (image {info['image']!r})")
     if not image.is_file():
         return None
     return DebKernel(
@@ -116,48 +121,61 @@ def fetch(package: str, say: Callable[[str], None] = print) -> DebKernel:
         raise HarnessError(
             None, f"'{package}' is not a Debian arm64 kernel package (linux-image-X.Y.Z-N-arm64)"
         )
+    done = DEBKERNELS / package / DONE
+    lock = DEBKERNELS / f".{package}.lock"
+    with locks.locked(lock, on_wait=lambda m: say(f"debkernel: {m}"), what=f"fetching {package}"):
+        try:
+            if cached := _load(done):
+                return cached
+        except stamps.Corrupt as stale:
+            say(f"debkernel: {stale}: fetching it again")
+            try:
+                return _fetch(package, say)
+            except HarnessError as e:
+                raise HarnessError(
+                    stale.where, f"{stale.message}, and fetching it again failed: {e}"
+                ) from None
+        return _fetch(package, say)
+
+
+def _fetch(package: str, say: Callable[[str], None]) -> DebKernel:
+    """Download and unpack package into DEBKERNELS/package (the caller holds its lock)."""
     top = DEBKERNELS / package
     done = top / DONE
-    with locked(DEBKERNELS / f".{package}.lock"):
-        if done.is_file():
-            info = json.loads(done.read_text())
-            cached = _load(done, top / info.get("image", "-"))
-            if cached:
-                return cached
-        ensure_arm64(say)
-        shutil.rmtree(top, ignore_errors=True)
-        dl = top / "dl"
-        dl.mkdir(parents=True)
-        say(f"debkernel: apt-get download {package}:arm64")
-        deb = _download(package, dl, say)
-        version = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
-        digest = hashlib.sha256(deb.read_bytes()).hexdigest()
-        x = top / "x"
-        x.mkdir()
-        # dpkg-deb -x of only ./boot: the modules are 300 MB we never use
-        tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-        untar = subprocess.run(
-            ["tar", "-x", "-C", str(x), "--wildcards", "./boot/*"],
-            stdin=tar.stdout,
-            capture_output=True,
-            text=True,
-        )
-        tar.stdout.close()
-        if tar.wait() or untar.returncode:
-            raise HarnessError(deb, f"unpacking failed: {untar.stderr.strip()[-300:]}")
-        images = sorted((x / "boot").glob("vmlinuz-*"))
-        if len(images) != 1:
-            raise HarnessError(deb, f"expected one boot/vmlinuz-*, found {len(images)}")
-        image = images[0]
-        release = image.name.removeprefix("vmlinuz-")
-        deb.unlink()  # the identity keeps its sha256 and version
-        info = {
-            "package": package,
-            "version": version,
-            "release": release,
-            "image": str(image.relative_to(top)),
-            "deb_sha256": digest,
-        }
-        done.write_text(json.dumps(info, indent=1) + "\n")
-        say(f"debkernel: {package} {version}: {repo.rel(image)}")
-        return DebKernel(package, version, release, image, digest)
+    ensure_arm64(say)
+    shutil.rmtree(top, ignore_errors=True)
+    dl = top / "dl"
+    dl.mkdir(parents=True)
+    say(f"debkernel: apt-get download {package}:arm64")
+    deb = _download(package, dl, say)
+    version = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
+    digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+    x = top / "x"
+    x.mkdir()
+    # dpkg-deb -x of only ./boot: the modules are 300 MB we never use
+    tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    untar = subprocess.run(
+        ["tar", "-x", "-C", str(x), "--wildcards", "./boot/*"],
+        stdin=tar.stdout,
+        capture_output=True,
+        text=True,
+    )
+    tar.stdout.close()
+    if tar.wait() or untar.returncode:
+        raise HarnessError(deb, f"unpacking failed: {untar.stderr.strip()[-300:]}")
+    images = sorted((x / "boot").glob("vmlinuz-*"))
+    if len(images) != 1:
+        raise HarnessError(deb, f"expected one boot/vmlinuz-*, found {len(images)}")
+    image = images[0]
+    release = image.name.removeprefix("vmlinuz-")
+    deb.unlink()  # the identity keeps its sha256 and version
+    info = {
+        "package": package,
+        "version": version,
+        "release": release,
+        "image": str(image.relative_to(top)),
+        "deb_sha256": digest,
+    }
+    stamps.write(done, info)
+    say(f"debkernel: {package} {version}: {repo.rel(image)}")
+    return DebKernel(package, version, release, image, digest)

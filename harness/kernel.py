@@ -17,7 +17,6 @@ fresh mtime, so make rebuilds exactly those and what depends on them.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -25,12 +24,11 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import kconfig, repo
+from harness import kconfig, locks, repo, stamps
 from harness.errors import BuildError, HarnessError
 from harness.machine import MachineConfig
 from harness.revision import Revision
@@ -50,6 +48,10 @@ CCACHE_DIR = Path(
     / "ccache"
 )
 DONE = "kernel.json"
+# how long a build waits for a donor another run holds (a cache check holds it
+# for milliseconds, a rebuild for minutes: then the next donor, or none)
+DONOR_WAIT_S = 10.0
+locked = locks.locked  # the name other modules know
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,10 @@ def cache_key(source: str, patches: dict[str, str], config: str, compiler: str) 
     return h.hexdigest()[:16]
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock: two runs never build in the same directory at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def lock_path(bdir: Path) -> Path:
+    """The lock of a build directory: exclusive while building or checking it,
+    shared while another build copies its object tree."""
+    return bdir.parent / f".{bdir.name}.lock"
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -185,7 +181,7 @@ def source_tarball(package: str) -> Path:
 def _pristine(source: str, tarball: Path, say: Callable[[str], None]) -> Path:
     """The unpacked source tree shared (by hard links) by every build tree."""
     top = KERNELS / f"src-{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-    with locked(KERNELS / f".{top.name}.lock"):
+    with locks.locked(KERNELS / f".{top.name}.lock", what="unpacking the kernel source"):
         if not (top / ".unpacked").is_file():
             shutil.rmtree(top, ignore_errors=True)
             say(f"kernel: unpacking {tarball.name} into {repo.rel(top)}")
@@ -194,34 +190,82 @@ def _pristine(source: str, tarball: Path, say: Callable[[str], None]) -> Path:
     return top / "linux"
 
 
-def _donor(source: str, config_hash: str, exclude: Path) -> dict | None:
-    """The newest finished build with the same source and config."""
-    best = None
+def _donor_info(bdir: Path, source: str, config_hash: str) -> dict | None:
+    """bdir's stamp when bdir is a finished build with this source and config."""
+    try:
+        info = stamps.load(bdir / DONE)
+    except (OSError, stamps.Corrupt):
+        return None
+    if info.get("source") != source or info.get("config_hash") != config_hash:
+        return None
+    if not (bdir / "linux" / "out" / ".config").is_file():
+        return None
+    return info | {"dir": str(bdir)}
+
+
+def _donors(source: str, config_hash: str, exclude: Path) -> list[dict]:
+    """The finished builds with the same source and config, newest first."""
+    found = []
     for done in KERNELS.glob(f"*/{DONE}"):
         if done.parent == exclude:
             continue
+        info = _donor_info(done.parent, source, config_hash)
+        if info is not None:
+            try:
+                found.append((done.stat().st_mtime, info))
+            except FileNotFoundError:
+                continue
+    return [info for _, info in sorted(found, key=lambda t: t[0], reverse=True)]
+
+
+def _seed(
+    bdir: Path, source: str, config_hash: str, touched: list[str], say: Callable[[str], None]
+) -> bool:
+    """Seed bdir's object tree from the newest donor that is not being rebuilt.
+
+    The caller holds bdir's own lock; a donor's lock is taken shared for the
+    copy, with a deadline: two builds that each want the other as donor both
+    give up after DONOR_WAIT_S instead of waiting for each other forever.
+    """
+
+    def waiting(message: str) -> None:
+        say(f"kernel: {message} (a donor: at most {DONOR_WAIT_S:g} s)")
+
+    for donor in _donors(source, config_hash, bdir):
+        ddir = Path(donor["dir"])
         try:
-            info = json.loads(done.read_text())
-        except (OSError, ValueError):
-            continue
-        if info.get("source") == source and info.get("config_hash") == config_hash:
-            if (done.parent / "linux" / "out" / ".config").is_file():
-                if best is None or done.stat().st_mtime > best[0]:
-                    best = (done.stat().st_mtime, info | {"dir": str(done.parent)})
-    return best[1] if best else None
+            lock = lock_path(ddir)
+            with locks.locked(lock, shared=True, deadline_s=DONOR_WAIT_S, on_wait=waiting):
+                donor = _donor_info(ddir, source, config_hash)  # again, under its lock
+                if donor is None:
+                    continue
+                say(f"kernel: seeding objects from {repo.rel(ddir)}")
+                if _seed_objects(donor, bdir / "linux", touched):
+                    return True
+                say(f"kernel: copying the objects of {repo.rel(ddir)} failed: not seeding")
+                return False
+        except locks.LockTimeout as e:
+            say(f"kernel: not seeding from {repo.rel(ddir)}: its lock is {e.message}")
+    return False
 
 
-def _seed_objects(donor: dict, src: Path, touched: list[str]) -> None:
-    """Copy the donor's object tree; files either series touched are made newer."""
-    subprocess.run(
+def _seed_objects(donor: dict, src: Path, touched: list[str]) -> bool:
+    """Copy the donor's object tree; files either series touched are made newer.
+
+    False (and no object tree) when the copy fails."""
+    out = subprocess.run(
         ["cp", "-a", "--reflink=auto", str(Path(donor["dir"]) / "linux" / "out"), str(src)],
-        check=True,
+        capture_output=True,
     )
+    if out.returncode:
+        shutil.rmtree(src / "out", ignore_errors=True)
+        return False
     now = time.time() + 1
     for name in sorted(set(touched) | set(donor.get("touched", []))):
         path = src / name
         if path.exists():
             os.utime(path, (now, now))
+    return True
 
 
 def _unpack(tarball: Path, dest: Path) -> None:
@@ -262,6 +306,28 @@ def _plan(
     return KERNELS / f"{revision.name}-{tag}{key}", source, config, key
 
 
+# the fields a kernel.json must hold to be a cache hit
+_STAMP_FIELDS = tuple(
+    f for f in Kernel.__dataclass_fields__ if f not in ("image", "build_seconds", "cached")
+)
+
+
+def _cached(done: Path, image: Path, say: Callable[[str], None]) -> Kernel | None:
+    """The finished build done stamps, or None to (re)build: no stamp or Image yet, or
+    a corrupt stamp (said, in one line naming it)."""
+    if not image.is_file():
+        return None
+    try:
+        info = stamps.load(done, _STAMP_FIELDS)
+    except FileNotFoundError:
+        return None
+    except stamps.Corrupt as e:
+        say(f"kernel: {e}: rebuilding")
+        return None
+    fields = {k: info[k] for k in Kernel.__dataclass_fields__ if k in info}
+    return Kernel(**{**fields, "image": image, "cached": True})
+
+
 def build_dir(
     revision: Revision, machine: MachineConfig, source_package: str = DEFAULT_SOURCE
 ) -> Path:
@@ -292,12 +358,14 @@ def build(
     src = bdir / "linux"
     image = src / "out" / "arch" / "arm64" / "boot" / "Image"
     log = bdir / "build.log"
-    with locked(KERNELS / f".{bdir.name}.lock"):
+
+    def waiting(message: str) -> None:
+        say(f"kernel: {message} (the same kernel, being built or checked)")
+
+    with locks.locked(lock_path(bdir), on_wait=waiting, what=f"kernel build {bdir.name}"):
         done = bdir / DONE
-        if done.is_file() and image.is_file():
-            info = json.loads(done.read_text())
-            fields = {k: info[k] for k in Kernel.__dataclass_fields__ if k in info}
-            return Kernel(**{**fields, "image": image, "cached": True})
+        if cached := _cached(done, image, say):
+            return cached
         start = time.monotonic()
         bdir.mkdir(parents=True, exist_ok=True)
         touched = touched_files(revision.patches)
@@ -309,10 +377,7 @@ def build(
             _break_links(src, touched)
             say(f"kernel: applying {len(revision.patches)} patch(es) of {revision.name}")
             apply_patches(src, revision.patches, log)
-            donor = _donor(source, config_hash, bdir)
-            if donor:
-                say(f"kernel: seeding objects from {repo.rel(Path(donor['dir']))}")
-                _seed_objects(donor, src, touched)
+            _seed(bdir, source, config_hash, touched, say)
             (bdir / ".patched").touch()
         allconfig = bdir / "allconfig"
         allconfig.write_text(config)
@@ -342,5 +407,5 @@ def build(
         )
         info = {**kernel.identity(), "image": str(image)}
         info |= {"config_hash": config_hash, "touched": touched}
-        done.write_text(json.dumps(info, indent=1))
+        stamps.write(done, info)
         return kernel

@@ -29,17 +29,29 @@ whether the two VMMs agree on this kernel.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
-from harness import guest_spec, initramfs, kernel_trace, repo, resultsfile, rootfs, yamlfile
-from harness.errors import HarnessError, InputError
+from harness import (
+    guest_spec,
+    initramfs,
+    kernel_trace,
+    locks,
+    repo,
+    resultsfile,
+    rootfs,
+    yamlfile,
+)
+from harness.errors import BuildError, HarnessError, InputError
 from harness.records import Problem, Record
 from harness.run import Run, RunOptions
 from harness.verdict import ERROR, FAILED, MISSED, PASSED, TestResult, skipped
@@ -49,7 +61,7 @@ QEMU_GUEST_BINS = repo.BUILD / "qemu-guests"
 QEMU_PROGRAM = "/" + rootfs.BINARY
 MACHINE = "virt,gic-version=2,kernel-irqchip=off"
 MANIFEST_LINE_MAX = 500  # vmm/init.c reads 512-byte lines
-KEEP_INITRDS = 4  # combined initrds kept per rootfs (content-addressed)
+KEEP_INITRDS = 4  # combined initrds kept per rootfs (content-addressed), and those in use
 _GUEST_LINE = re.compile(r"^VT-QEMU: (?P<name>\S+) (?P<rest>.*)$")
 _KV = re.compile(r"(\w+)=(\d+)")
 
@@ -151,7 +163,11 @@ def load_all(directory: Path = QEMU_TESTS) -> dict[str, QemuTest]:
 
 # -- the initrd --------------------------------------------------------------
 def build_initrd(
-    plan: initramfs.SuitePlan, tests: list[QemuTest], fs: rootfs.Rootfs, suite_out: Path
+    plan: initramfs.SuitePlan,
+    tests: list[QemuTest],
+    fs: rootfs.Rootfs,
+    suite_out: Path,
+    hold: contextlib.ExitStack | None = None,
 ) -> Path:
     """The L1 initrd: the rootfs (uncompressed, cached) + the suite's part.
 
@@ -159,6 +175,9 @@ def build_initrd(
     tests' manifest lines and images; it is written to suite_out (the run's
     initramfs.cpio.gz). The two are concatenated into a content-addressed
     file next to the rootfs, which the L1 kernel unpacks one after the other.
+    With hold, the file is held (a shared lock on it, until hold closes) from
+    the moment it is found or made, so another run's prune leaves it alone
+    until this run's QEMU is done with it.
     """
     cpio = initramfs.CpioWriter()
     for d in ("dev", "proc", "sys", "suite", "suite/qemu"):
@@ -174,17 +193,56 @@ def build_initrd(
     suite = gzip.compress(cpio.finish(), compresslevel=1, mtime=0)
     suite_out.write_bytes(suite)
     out = fs.cpio.parent / "initrd" / f"{hashlib.sha256(suite).hexdigest()[:16]}.img"
-    if not out.is_file():
-        out.parent.mkdir(exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(fs.cpio.read_bytes())
-            f.write(suite)
-        tmp.rename(out)
-        old = sorted(out.parent.glob("*.img"), key=lambda p: p.stat().st_mtime)[:-KEEP_INITRDS]
-        for p in old:
-            p.unlink(missing_ok=True)
-    return out
+    with contextlib.ExitStack() as unheld:
+        hold = unheld if hold is None else hold
+        for _ in range(3):  # each time round, another run's prune removed it under us
+            if f := locks.hold_shared(out):
+                hold.enter_context(f)
+                with contextlib.suppress(OSError):  # (another user's file)
+                    os.utime(out)  # the prune keeps the recently used ones
+                return out
+            if f := _new_initrd(out, fs.cpio, suite):
+                hold.enter_context(f)
+                _prune_initrds(out.parent)
+                return out
+    raise BuildError(out, "other runs removed it three times while this run made it")
+
+
+def _new_initrd(out: Path, rootfs_cpio: Path, suite: bytes) -> BinaryIO | None:
+    """Write out, held from its first byte; None when another run made it first."""
+    out.parent.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp")
+    f = os.fdopen(fd, "w+b")
+    try:
+        locks.share(f)
+        f.write(rootfs_cpio.read_bytes())
+        f.write(suite)
+        f.flush()
+        os.fsync(fd)  # content-addressed: a torn file after a crash would be trusted
+        os.fchmod(fd, 0o644)
+        try:
+            os.link(tmp, out)  # never replaces: a run holding the one there keeps it
+        except FileExistsError:
+            f.close()
+            return None
+        return f
+    except BaseException:
+        f.close()
+        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _prune_initrds(directory: Path, keep: int = KEEP_INITRDS) -> None:
+    """Remove all but the keep most recently used initrds, except those a run holds."""
+    found = []
+    for p in directory.glob("*.img"):
+        try:
+            found.append((p.stat().st_mtime, p))
+        except FileNotFoundError:
+            continue
+    for _, p in sorted(found)[:-keep]:
+        locks.remove_unless_used(p)
 
 
 # -- verdicts ----------------------------------------------------------------
@@ -328,11 +386,17 @@ class QemuVmmRun(Run):
         }
         self.comparison: list[dict] = []
         self.rootfs: rootfs.Rootfs | None = None
+        self._holds = contextlib.ExitStack()  # the rootfs and initrd in use (see _execute)
 
     def _execute(self):
+        # the rootfs and the initrd stay held (no other run prunes them) until the run ends
+        with self._holds:
+            return self._execute_held()
+
+    def _execute_held(self):
         if self.qemu_tests:
             try:
-                self.rootfs = rootfs.build(say=lambda m: self.say(f"# {m}"))
+                self.rootfs = rootfs.build(say=lambda m: self.say(f"# {m}"), hold=self._holds)
             except HarnessError as e:
                 return self._harness_failure(e)
             fs = self.rootfs
@@ -358,7 +422,7 @@ class QemuVmmRun(Run):
         suite_part = self.run_dir / "initramfs.cpio.gz"
         if self.rootfs is None:  # nothing for QEMU to run
             return initramfs.build(plan, repo.VMM_BIN, suite_part)
-        out = build_initrd(plan, self.qemu_tests, self.rootfs, suite_part)
+        out = build_initrd(plan, self.qemu_tests, self.rootfs, suite_part, self._holds)
         self.identity["qemu_vmm"]["initrd"] = repo.rel(out)
         return out
 

@@ -28,11 +28,15 @@ def new_run_dir(label: str, base: Path = repo.RESULTS) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file + rename, so a reader never sees half a file."""
+    """Write via a temp file in the same directory, fsync and rename: a reader (or a
+    crash) never sees half a file, only the old one or the new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide a cache from others
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

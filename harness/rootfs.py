@@ -18,18 +18,19 @@ build/rootfs/ by the package versions and the recipe; the package resolution
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import kernel, repo
+from harness import kernel, locks, repo, stamps
 from harness.errors import BuildError, HarnessError
 from harness.initramfs import CpioWriter
 
@@ -43,7 +44,7 @@ DEBS = ROOTFS / "debs"
 APT_LISTS = Path("/var/lib/apt/lists")
 # change when what goes into the image changes (invalidates every cached image)
 RECIPE = "qemu-rootfs-1"
-KEEP = 2  # images kept (package updates make new ones)
+KEEP = 2  # images kept (package updates make new ones), and any a run still uses
 _SEARCH = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
 
@@ -144,18 +145,27 @@ def _lists_state() -> str:
     return h.hexdigest()[:16]
 
 
-def resolve() -> list[Package]:
+def _resolved(path: Path) -> list[Package]:
+    """The packages a resolved-*.json remembers (FileNotFoundError, stamps.Corrupt)."""
+    entries = stamps.load_list(path)
+    try:
+        return [Package(str(p["name"]), str(p["version"])) for p in entries]
+    except (TypeError, KeyError):
+        raise stamps.Corrupt(repo.rel(path), "corrupt cache stamp (not a package list)") from None
+
+
+def resolve(say: Callable[[str], None] = print) -> list[Package]:
     """resolve_apt(), remembered per state of apt's lists (each apt-cache call costs ~2 s)."""
     path = ROOTFS / f"resolved-{_lists_state()}.json"
     try:
-        return [Package(**p) for p in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError):
+        return _resolved(path)
+    except FileNotFoundError:
         pass
+    except stamps.Corrupt as e:
+        say(f"rootfs: {e}: resolving again")
     packages = resolve_apt()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([p.__dict__ for p in packages], indent=1))
-    tmp.rename(path)
+    stamps.write(path, [p.__dict__ for p in packages])
     return packages
 
 
@@ -254,12 +264,15 @@ def _image(files: dict[str, Path]) -> bytes:
 
 
 def _cached(packages: list[Package]) -> Rootfs | None:
+    """The image of packages, or None to build it; stamps.Corrupt when its stamp is."""
     key = cache_key(packages)
     cpio = ROOTFS / f"qemu-{key}" / "rootfs.cpio"
-    info_path = cpio.with_name("rootfs.json")
-    if not (cpio.is_file() and info_path.is_file()):
+    if not cpio.is_file():
         return None
-    info = json.loads(info_path.read_text())
+    try:
+        info = stamps.load(cpio.with_name("rootfs.json"), ("packages", "files", "build_seconds"))
+    except FileNotFoundError:
+        return None
     return Rootfs(cpio, key, info["packages"], info["files"], info["build_seconds"], True)
 
 
@@ -275,7 +288,9 @@ def _assemble(packages: list[Package], started: float, say: Callable[[str], None
         _run(["dpkg-deb", "-x", str(p.deb), str(tree)])
     files = closure(tree, BINARY)
     tmp = cpio.with_suffix(".tmp")
-    tmp.write_bytes(_image(files))
+    with open(tmp, "wb") as f:
+        f.write(_image(files))
+        os.fsync(f.fileno())
     sizes = {name: src.stat().st_size for name, src in sorted(files.items())}
     shutil.rmtree(tree)
     info = {
@@ -284,42 +299,98 @@ def _assemble(packages: list[Package], started: float, say: Callable[[str], None
         "files": sizes,
         "build_seconds": round(time.monotonic() - started, 1),
     }
-    (top / "rootfs.json").write_text(json.dumps(info, indent=1))
+    # a run may still use the old image of this key (a corrupt stamp): it keeps its inode
     tmp.rename(cpio)
+    stamps.write(top / "rootfs.json", info)
     say(f"rootfs: {len(files)} files, {cpio.stat().st_size >> 20} MiB, {repo.rel(cpio)}")
     return Rootfs(cpio, key, info["packages"], sizes, info["build_seconds"])
 
 
-def build(say: Callable[[str], None] = print) -> Rootfs:
-    """The cached image for apt's current candidate versions (built on first use)."""
+def build(say: Callable[[str], None] = print, hold: ExitStack | None = None) -> Rootfs:
+    """The cached image for apt's current candidate versions (built on first use).
+
+    With hold, the image is held (a shared lock on its cpio, until hold
+    closes): no prune removes it meanwhile, nor the initrds made from it.
+    """
     started = time.monotonic()
     ensure_arch()
-    with kernel.locked(ROOTFS / ".build.lock"):
-        packages = resolve()
-        if fs := _cached(packages):
-            return fs
-        try:
-            _download(packages, say)
-        except BuildError:
-            if os.geteuid() != 0:
-                raise
-            # a security update replaced a version the lists still name: refresh, again
-            say("rootfs: download failed, apt-get update and again")
-            _run(["apt-get", "update", "-qq"])
-            packages = resolve()
-            if fs := _cached(packages):
-                return fs
-            _download(packages, say)
-        fs = _assemble(packages, started, say)
-        _prune(packages)
+    lock = ROOTFS / ".build.lock"
+    with locks.locked(lock, on_wait=lambda m: say(f"rootfs: {m}"), what="the QEMU rootfs"):
+        fs = _build(started, say)
+        if hold is not None:
+            f = locks.hold_shared(fs.cpio)  # prunes take the build lock: it is there
+            if f is None:
+                raise BuildError(fs.cpio, "vanished while the rootfs build lock was held")
+            hold.enter_context(f)
         return fs
 
 
+def _build(started: float, say: Callable[[str], None]) -> Rootfs:
+    """The cached image, or a new one; a corrupt stamp is said in one line naming it,
+    and is in the error when the image cannot be built again."""
+    packages = resolve(say)
+    try:
+        if fs := _cached(packages):
+            return fs
+    except stamps.Corrupt as stale:
+        say(f"rootfs: {stale}: rebuilding")
+        try:
+            return _fresh(packages, started, say)
+        except HarnessError as e:
+            raise BuildError(
+                stale.where,
+                f"{stale.message}, and rebuilding it failed: {e}",
+                log_tail=getattr(e, "log_tail", ""),
+            ) from None
+    return _fresh(packages, started, say)
+
+
+def _fresh(packages: list[Package], started: float, say: Callable[[str], None]) -> Rootfs:
+    """Download, assemble and prune (the caller holds the build lock)."""
+    try:
+        _download(packages, say)
+    except BuildError:
+        if os.geteuid() != 0:
+            raise
+        # a security update replaced a version the lists still name: refresh, again
+        say("rootfs: download failed, apt-get update and again")
+        _run(["apt-get", "update", "-qq"])
+        packages = resolve(say)
+        with contextlib.suppress(stamps.Corrupt):  # (then it is built again, here)
+            if fs := _cached(packages):
+                return fs
+        _download(packages, say)
+    fs = _assemble(packages, started, say)
+    _prune(packages)
+    return fs
+
+
+def _remove_image(top: Path) -> bool:
+    """Delete an image directory unless a run holds its cpio or one of its initrds."""
+    cpio = top / "rootfs.cpio"
+
+    def remove() -> None:
+        initrds = sorted((top / "initrd").glob("*.img"))
+        if all([locks.remove_unless_used(p) for p in initrds]):
+            shutil.rmtree(top, ignore_errors=True)
+
+    if not cpio.is_file():  # a build that died half-way (this lock is the build lock)
+        shutil.rmtree(top, ignore_errors=True)
+        return True
+    return locks.remove_unless_used(cpio, remove) and not top.exists()
+
+
 def _prune(packages: list[Package]) -> None:
-    """Keep the newest KEEP images, and only the .debs the current one was made from."""
-    images = sorted(ROOTFS.glob("qemu-*/rootfs.json"), key=lambda p: p.stat().st_mtime)
-    for info in images[:-KEEP]:
-        shutil.rmtree(info.parent, ignore_errors=True)
+    """Keep the newest KEEP images and those in use, and only the .debs the current
+    one was made from. The caller holds the build lock."""
+    images = []
+    for top in ROOTFS.glob("qemu-*"):
+        try:
+            images.append(((top / "rootfs.json").stat().st_mtime, top))
+        except FileNotFoundError:
+            images.append((0.0, top))  # no stamp: a build that died, the oldest
+    for _, top in sorted(images)[:-KEEP]:
+        _remove_image(top)
     current = {p.deb.name for p in packages}
     for deb in DEBS.glob("*.deb"):
         if deb.name not in current:

@@ -26,6 +26,7 @@ from harness import (
     resultsfile,
 )
 from harness import revision as revmod
+from harness.artifacts import build_artifacts  # lava imports it from here too
 from harness.errors import BuildError, HarnessError
 from harness.model import Model
 from harness.qemu_runner import BootResult, QemuRun, Timeouts
@@ -109,16 +110,6 @@ def suite_bound(tests: list[guest_spec.GuestTest]) -> float:
     """How long /init may take for tests, whatever the kernel does: each test's
     watchdog, the grace after it, its records, and a margin."""
     return sum(t.timeout_s + _STOP_GRACE_S + _RECORDS_S for t in tests) + _SUITE_MARGIN_S
-
-
-def build_artifacts() -> None:
-    """The VMM and guest images, built by the Makefile (a no-op when fresh)."""
-    out = subprocess.run(
-        ["make", "-s", "-C", str(repo.ROOT), "artifacts"], capture_output=True, text=True
-    )
-    if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).splitlines()[-15:])
-        raise BuildError("Makefile", f"building the VMM or guest images failed:\n{tail}")
 
 
 class Run:

@@ -1,0 +1,109 @@
+"""Bad input files: each gives one InputError line naming the file (and the line), never a
+traceback. The YAML layer (harness/yamlfile.py) first, then each kind of file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import yamlfile
+from harness.errors import InputError
+
+
+def load_error(path: Path, text: str | bytes) -> InputError:
+    """The InputError loading text (written to path) gives; checks it is one line."""
+    if isinstance(text, str):
+        text = text.encode()
+    path.write_bytes(text)
+    with pytest.raises(InputError) as e:
+        yamlfile.load(path)
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"{path}")
+    return e.value
+
+
+# -- the YAML layer ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        # 1. not UTF-8: the line of the first bad byte
+        (b"name: x\ndescription: caf\xe9\n", 2, "not UTF-8 text (byte 0xe9"),
+        ("a: 1\n".encode("utf-16"), 1, "not UTF-8 text (byte 0xff"),
+        # 2. control characters (PyYAML's reader error)
+        (b"name: x\n\ndescription: a\x01b\n", 3, "unprintable character U+0001"),
+        (b"a: \x00\n", 1, "unprintable character U+0000"),
+        # 3. unhashable keys
+        ("a: 1\n? [a, b]\n: 1\n", 2, "a key must be a plain value, not a list"),
+        ("{[1]: 2}\n", 1, "a key must be a plain value, not a list"),
+        ("x:\n  {a: 1}: 2\n", 2, "a key must be a plain value, not a mapping"),
+        # 4. scanner, parser and constructor errors
+        ("a: 'x\n", 2, "invalid YAML: found unexpected end of stream"),
+        ("a: [1\n", 2, "invalid YAML: expected ',' or ']'"),
+        ("a:\n\tb: 1\n", 2, "invalid YAML: found character '\\t'"),
+        ("a: *nowhere\n", 1, "invalid YAML: found undefined alias 'nowhere'"),
+        ("a: 1\n---\nb: 2\n", 2, "invalid YAML: but found another document"),
+        ("a: 1\na: 2\n", 2, "duplicate key 'a'"),
+        ("a: &x {b: 1}\nc:\n  <<: *x\n", 3, "merge keys ('<<') are not supported"),
+        # tags: !!int x is a ValueError inside PyYAML, !!python/... is not safe
+        ("a: 1\nb: !!int x\n", 2, "YAML tags ('!!int') are not allowed"),
+        ("a: !!python/object:os.system x\n", 1, "YAML tags ('!!python/object:os.system')"),
+        ("a: !!set {x}\n", 1, "YAML tags ('!!set') are not allowed"),
+        # numbers the resolver takes for one but int() does not, out of range, not finite
+        ("a: 0b_\n", 1, "'0b_' is not a valid number"),
+        ("a:\n  b: 100000000000000000000\n", 2, "integer 100000000000000000000 is out of range"),
+        ("a: -.inf\n", 1, "number -.inf is not finite"),
+    ],
+)
+def test_yaml_errors_are_one_line_with_file_and_line(tmp_path, text, line, message):
+    path = tmp_path / "bad.yaml"
+    err = load_error(path, text)
+    assert err.line == line, str(err)
+    assert str(err).startswith(f"{path}:{line}: {message}"), str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the file is empty"),
+        ("# only a comment\n", "the file is empty"),
+        ("- a\n- b\n", "top level must be a mapping, not a list"),
+        ("just words\n", "top level must be a mapping, not a string"),
+        ("42\n", "top level must be a mapping, not a number"),
+        ("a: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+    ],
+)
+def test_a_file_that_is_no_mapping_is_one_line(tmp_path, text, message):
+    assert message in str(load_error(tmp_path / "bad.yaml", text))
+
+
+def test_a_directory_or_missing_file_cannot_be_read(tmp_path):
+    with pytest.raises(InputError, match=r"nope.yaml: cannot read: No such file"):
+        yamlfile.load(tmp_path / "nope.yaml")
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(InputError, match=r"dir.yaml: cannot read: Is a directory"):
+        yamlfile.load(tmp_path / "dir.yaml")
+
+
+def test_dates_and_equals_signs_are_plain_strings(tmp_path):
+    """YAML 1.1 reads 2020-13-45 as a date (a ValueError in PyYAML) and '=' as a value key."""
+    path = tmp_path / "ok.yaml"
+    path.write_text("a: 2020-13-45\nb: 2020-01-01\nc: =\n")
+    assert yamlfile.load(path) == {"a": "2020-13-45", "b": "2020-01-01", "c": "="}
+
+
+def test_a_utf8_byte_order_mark_is_fine(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfa: 1\n")
+    assert yamlfile.load(path) == {"a": 1}
+
+
+def test_a_value_with_line_breaks_stays_on_one_line(tmp_path):
+    """InputError escapes line breaks and control characters of the values it quotes."""
+    path = tmp_path / "x.yaml"
+    path.write_text('a: "one\\ntwo\\x01"\n')
+    data = yamlfile.load(path)
+    with pytest.raises(InputError) as e:
+        yamlfile.expect_choice(path, data, "a", ("b",))
+    assert str(e.value) == f"{path}:1: key 'a': unknown value 'one\\ntwo\\x01' (allowed: b)"

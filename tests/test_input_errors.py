@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import yamlfile
+from harness import machine, repo, yamlfile
 from harness.errors import InputError
 
 
@@ -107,3 +107,97 @@ def test_a_value_with_line_breaks_stays_on_one_line(tmp_path):
     with pytest.raises(InputError) as e:
         yamlfile.expect_choice(path, data, "a", ("b",))
     assert str(e.value) == f"{path}:1: key 'a': unknown value 'one\\ntwo\\x01' (allowed: b)"
+
+
+# -- machine files (qemu_configs/<name>.yaml) ------------------------------------------
+
+
+def _machine(tmp_path: Path, name: str, old: str = "", new: str = "") -> Path:
+    """A copy of virt-gicv3.yaml as tmp_path/<name>.yaml (its name fixed), old -> new."""
+    text = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
+    text = text.replace("name: virt-gicv3", f"name: {name}")
+    assert old in text
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def _line_of(path: Path, start: str) -> int:
+    return next(n for n, t in enumerate(path.read_text().splitlines(), 1) if t.startswith(start))
+
+
+def _machine_error(path: Path) -> str:
+    with pytest.raises(InputError) as e:
+        machine.load(str(path))
+    text = str(e.value)
+    assert "\n" not in text
+    return text
+
+
+def test_a_machine_copy_with_its_own_name_loads(tmp_path):
+    m = machine.load(str(_machine(tmp_path, "mine")))
+    assert m.name == "mine" and [f.name for f in m.kernel_fragments] == [
+        "kvm-minimal.config",
+        "trace.config",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("other", "name 'other' must match the file name 'mine'"),
+        ("a/mine", "name 'a/mine' must not hold a '/'"),
+        ("[mine]", "key 'name' must be str, not ['mine']"),
+    ],
+)
+def test_a_machine_whose_name_is_not_its_file_name(tmp_path, name, message):
+    path = _machine(tmp_path, "mine", "name: mine", f"name: {name}")
+    assert _machine_error(path) == f"{path}:{_line_of(path, 'name:')}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("fragments", "message"),
+    [
+        (
+            "[../../../../../../etc/passwd]",
+            "kernel fragment '../../../../../../etc/passwd' lies outside",
+        ),
+        ("[/etc/passwd]", "kernel fragment '/etc/passwd' lies outside"),
+        ("[kvm-minimal.config, nosuch.config]", "kernel fragment 'nosuch.config' not found"),
+        ("[kvm-minimal.config, 5]", "kernel_fragments: 5 is not a fragment's file name"),
+        ("[null]", "kernel_fragments: None is not a fragment's file name"),
+        ("kvm-minimal.config", "key 'kernel_fragments' must be list"),
+    ],
+)
+def test_kernel_fragments_outside_or_missing(tmp_path, fragments, message):
+    path = _machine(
+        tmp_path,
+        "mine",
+        "kernel_fragments: [kvm-minimal.config, trace.config]",
+        f"kernel_fragments: {fragments}",
+    )
+    assert _machine_error(path).startswith(
+        f"{path}:{_line_of(path, 'kernel_fragments:')}: {message}"
+    )
+
+
+def test_a_fragment_beside_a_users_machine_file_is_found_first(tmp_path):
+    (tmp_path / "trace.config").write_text("CONFIG_FTRACE=y\n")
+    m = machine.load(str(_machine(tmp_path, "mine")))
+    assert m.kernel_fragments[1] == tmp_path / "trace.config"
+
+
+def test_a_shipped_machine_cannot_reach_outside_the_repository(tmp_path):
+    """The two places a fragment is looked up in are the machine file's directory and
+    qemu_configs/fragments/: for a shipped machine both lie in the repository."""
+    assert all(
+        repo.inside(repo.ROOT, f)
+        for name in machine.available()
+        for f in machine.load(name).kernel_fragments
+    )
+
+
+@pytest.mark.parametrize(("key", "value"), [("smp", "1"), ("memory_mb", "512")])
+def test_machine_counts_must_be_positive(tmp_path, key, value):
+    path = _machine(tmp_path, "mine", f"{key}: {value}\n", f"{key}: 0\n")
+    assert _machine_error(path) == f"{path}:{_line_of(path, key)}: key '{key}' must be at least 1"

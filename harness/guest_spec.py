@@ -149,6 +149,27 @@ def _vmm(path: Path, data: yamlfile.LineDict) -> VmmOptions:
     return VmmOptions(**opts)
 
 
+def source_beside(path: Path, data: yamlfile.LineDict) -> Path:
+    """The spec's source: a .c file directly beside the spec, for the Makefile builds
+    only those (GUEST_SRCS is guest_tests/*.c, QEMU_GUEST_SRCS guest_tests/qemu/*.c)."""
+    name = yamlfile.expect_type(path, data, "source", str)
+    source = path.parent / name
+    where = repo.rel(path.parent)
+
+    def bad(problem: str) -> InputError:
+        return InputError(path, f"source '{name}' {problem}", line=data.lines["source"])
+
+    if not repo.inside(path.parent, source):
+        raise bad(f"lies outside {where}")
+    if source.parent.resolve() != path.parent.resolve():
+        raise bad(f"lies in a subdirectory: the Makefile builds only the .c files in {where}/")
+    if source.suffix != ".c":
+        raise bad(f"must be a .c file in {where}/ (the Makefile builds only those)")
+    if not source.is_file():
+        raise bad("does not exist")
+    return source
+
+
 def load(path: Path) -> GuestTest:
     data = yamlfile.load(path)
     yamlfile.check_keys(
@@ -160,17 +181,7 @@ def load(path: Path) -> GuestTest:
     name = yamlfile.expect_type(path, data, "name", str)
     if name != path.stem:
         raise InputError(path, f"name '{name}' must match the file name", line=data.lines["name"])
-    source = path.parent / yamlfile.expect_type(path, data, "source", str)
-    if not repo.inside(path.parent, source):
-        raise InputError(
-            path,
-            f"source '{data['source']}' lies outside {repo.rel(path.parent)}",
-            line=data.lines["source"],
-        )
-    if not source.is_file():
-        raise InputError(
-            path, f"source '{data['source']}' does not exist", line=data.lines["source"]
-        )
+    source = source_beside(path, data)
     expect = data["expect"]
     if not isinstance(expect, yamlfile.LineDict):
         raise InputError(path, "key 'expect' must be a mapping", line=data.lines["expect"])
@@ -185,7 +196,7 @@ def load(path: Path) -> GuestTest:
         vmm = _vmm(path, data["vmm"])
     return GuestTest(
         name=name,
-        description=" ".join(str(data["description"]).split()),
+        description=" ".join(yamlfile.expect_type(path, data, "description", str).split()),
         source=source,
         properties=_names(path, data, "properties", PROPERTIES),
         abis=_names(path, data, "abis", ABIS),

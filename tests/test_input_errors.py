@@ -3,11 +3,15 @@ traceback. The YAML layer (harness/yamlfile.py) first, then each kind of file.""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from harness import machine, repo, yamlfile
+from harness import guest_spec, machine, qemu_vmm, repo, yamlfile
 from harness.errors import InputError
 
 
@@ -123,7 +127,28 @@ def _machine(tmp_path: Path, name: str, old: str = "", new: str = "") -> Path:
 
 
 def _line_of(path: Path, start: str) -> int:
-    return next(n for n, t in enumerate(path.read_text().splitlines(), 1) if t.startswith(start))
+    """The first line of path that starts with start (as bytes: path may not be UTF-8)."""
+    lines = path.read_bytes().splitlines()
+    return next(n for n, t in enumerate(lines, 1) if t.startswith(start.encode()))
+
+
+def set_key(text: str, key: str, value: str) -> str:
+    """text with the top-level key's entry (its line and the indented lines under it)
+    replaced by 'key: value'."""
+    out: list[str] = []
+    lines = iter(text.splitlines())
+    for line in lines:
+        if line.startswith(f"{key}:"):
+            out.append(f"{key}: {value}")
+            rest = list(lines)
+            while rest and rest[0].startswith((" ", "#")):
+                rest.pop(0)
+            out += rest
+            break
+        out.append(line)
+    else:
+        raise AssertionError(f"no key {key}")
+    return "\n".join(out) + "\n"
 
 
 def _machine_error(path: Path) -> str:
@@ -201,3 +226,124 @@ def test_a_shipped_machine_cannot_reach_outside_the_repository(tmp_path):
 def test_machine_counts_must_be_positive(tmp_path, key, value):
     path = _machine(tmp_path, "mine", f"{key}: {value}\n", f"{key}: 0\n")
     assert _machine_error(path) == f"{path}:{_line_of(path, key)}: key '{key}' must be at least 1"
+
+
+# -- guest specs (guest_tests/<name>.yaml, guest_tests/qemu/<name>.yaml) ----------------
+
+
+def _spec(tmp_path: Path, old: str = "", new: str = "", name: str = "oneshot_wfi") -> Path:
+    shutil.copy(repo.GUEST_TESTS / f"{name}.c", tmp_path / f"{name}.c")
+    text = (repo.GUEST_TESTS / f"{name}.yaml").read_text()
+    assert old in text
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def _spec_error(path: Path, load=guest_spec.load) -> str:
+    with pytest.raises(InputError) as e:
+        load(path)
+    text = str(e.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("sub/oneshot_wfi.c", "lies in a subdirectory: the Makefile builds only the .c files in"),
+        ("../oneshot_wfi.c", "lies outside"),
+        ("oneshot_wfi.h", "must be a .c file in"),
+        ("nosuch.c", "does not exist"),
+    ],
+)
+def test_a_spec_source_must_be_a_c_file_beside_the_spec(tmp_path, source, message):
+    (tmp_path / "sub").mkdir()
+    shutil.copy(repo.GUEST_TESTS / "oneshot_wfi.c", tmp_path / "sub" / "oneshot_wfi.c")
+    shutil.copy(repo.GUEST_TESTS / "oneshot_wfi.c", tmp_path / "oneshot_wfi.h")
+    path = _spec(tmp_path, "source: oneshot_wfi.c", f"source: {source}")
+    line = _line_of(path, "source:")
+    assert _spec_error(path).startswith(f"{path}:{line}: source '{source}' {message}")
+
+
+def test_a_qemu_spec_source_must_be_a_c_file_beside_it_too(tmp_path):
+    text = (repo.GUEST_TESTS / "qemu" / "vtimer_gic.yaml").read_text()
+    path = tmp_path / "vtimer_gic.yaml"
+    path.write_text(text.replace("source: vtimer_gic.c", "source: sub/vtimer_gic.c"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "vtimer_gic.c").write_text("int x;\n")
+    text = _spec_error(path, lambda p: qemu_vmm.load(p, guest_spec.load_all()))
+    assert text.startswith(f"{path}:{_line_of(path, 'source:')}: source 'sub/vtimer_gic.c' lies in")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("description", "[a, b]", "key 'description' must be str, not ['a', 'b']"),
+        ("properties", "{a: 1}", "key 'properties' must be list"),
+        ("properties", "[[visible]]", "key 'properties': unknown value '['visible']'"),
+        ("expect", "null", "key 'expect' must be a mapping"),
+        ("expect", "{edges: [vtimer]}", "key 'edges' must be a mapping"),
+        ("name", "~", "key 'name' must be str, not None"),
+        ("source", "{a: b}", "key 'source' must be str"),
+    ],
+)
+def test_spec_values_of_the_wrong_type(tmp_path, key, value, message):
+    path = _spec(tmp_path)
+    path.write_text(set_key(path.read_text(), key, value))
+    text = _spec_error(path)
+    assert text.startswith(f"{path}:{_line_of(path, key)}: {message}"), text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("peers", "[[rearm_n]]", "key 'peers': unknown value '['rearm_n']'"),
+        ("memory_mb", "0", "key 'memory_mb' must be at least 16"),
+        ("timeout_s", "-1", "key 'timeout_s' must be at least 1"),
+        ("description", "5", "key 'description' must be str, not 5"),
+        ("abis", "upstream", "key 'abis' must be list"),
+    ],
+)
+def test_qemu_spec_values(tmp_path, key, value, message):
+    shutil.copy(repo.GUEST_TESTS / "qemu" / "vtimer_gic.c", tmp_path / "vtimer_gic.c")
+    path = tmp_path / "vtimer_gic.yaml"
+    path.write_text(set_key((repo.GUEST_TESTS / "qemu" / path.name).read_text(), key, value))
+    text = _spec_error(path, lambda p: qemu_vmm.load(p, guest_spec.load_all()))
+    assert text.startswith(f"{path}:{_line_of(path, key)}: {message}"), text
+
+
+def test_load_all_with_a_non_utf8_spec_names_it(tmp_path):
+    for p in repo.GUEST_TESTS.glob("*"):
+        if p.is_file():
+            shutil.copy(p, tmp_path / p.name)
+    bad = tmp_path / "rearm_n.yaml"
+    bad.write_bytes(bad.read_bytes().replace(b"description:", b"description: \xff", 1))
+    with pytest.raises(InputError) as e:
+        guest_spec.load_all(tmp_path)
+    assert str(e.value) == (
+        f"{bad}:{_line_of(bad, 'description')}: not UTF-8 text (byte 0xff is not valid UTF-8)"
+    )
+
+
+def test_harness_list_with_a_non_utf8_spec_is_one_line_exit_2(tmp_path):
+    """`python -m harness list` in a copy of the tree whose guest_tests/ holds a spec in
+    Latin-1: exit status 2 and one line 'error: <file>:<line>: ...', no traceback."""
+    tree = tmp_path / "tree"
+    ignore = shutil.ignore_patterns("__pycache__")
+    for d in ("harness", "guest_tests", "qemu_configs", "kernel_patches"):
+        shutil.copytree(repo.ROOT / d, tree / d, ignore=ignore)
+    spec = tree / "guest_tests" / "rearm_n.yaml"
+    spec.write_bytes(spec.read_bytes().replace(b"description:", b"description: caf\xe9", 1))
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "list"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    line = _line_of(spec, "description")
+    assert out.stderr == (f"error: {spec}:{line}: not UTF-8 text (byte 0xe9 is not valid UTF-8)\n")

@@ -144,13 +144,18 @@ def _parse(path: Path, text: str) -> Any:
         loader.dispose()
 
 
-def load(path: Path) -> LineDict:
-    """Load a YAML file whose top level is a mapping; errors name file and line."""
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's text; unreadable or not UTF-8 is one InputError line."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise InputError(path, f"cannot read: {e.strerror}") from None
-    data = _parse(path, _decode(path, raw))
+    return _decode(path, raw)
+
+
+def load(path: Path) -> LineDict:
+    """Load a YAML file whose top level is a mapping; errors name file and line."""
+    data = _parse(path, read_text(path))
     if data is None:
         raise InputError(path, "the file is empty (a mapping of keys is wanted)")
     if not isinstance(data, LineDict):
@@ -196,4 +201,15 @@ def expect_choice(path: Path, data: LineDict, key: str, choices: tuple[str, ...]
             f"key '{key}': unknown value '{value}' (allowed: {', '.join(choices)})",
             line=data.lines.get(key),
         )
+    return value
+
+
+def expect_name(path: Path, data: LineDict, key: str, forbidden: str = "/") -> str:
+    """data[key] if it can name a file or directory: a non-empty string of printable
+    characters that does not start with '.' and holds none of forbidden."""
+    value = expect_type(path, data, key, str)
+    bad = sorted({c for c in value if c in forbidden})
+    if not value or value.startswith(".") or not value.isprintable() or bad:
+        why = f"holds '{bad[0]}'" if bad else "is not a plain name"
+        raise InputError(path, f"key '{key}': '{value}' {why}", line=data.lines.get(key))
     return value

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import guest_spec, machine, qemu_vmm, repo, yamlfile
+from harness import guest_spec, machine, matrix, qemu_vmm, repo, revision, yamlfile
 from harness.errors import InputError
 
 
@@ -347,3 +347,138 @@ def test_harness_list_with_a_non_utf8_spec_is_one_line_exit_2(tmp_path):
     assert out.returncode == 2, out.stderr
     line = _line_of(spec, "description")
     assert out.stderr == (f"error: {spec}:{line}: not UTF-8 text (byte 0xe9 is not valid UTF-8)\n")
+
+
+# -- profiles (kernel_patches/<rev>/profile.yaml) ------------------------------------
+
+
+def _revision(tmp_path: Path, rev: str = "v5") -> Path:
+    """A copy of kernel_patches/<rev>/ as tmp_path/<rev>; its profile's path."""
+    shutil.copytree(repo.KERNEL_PATCHES / rev, tmp_path / rev)
+    return tmp_path / rev / "profile.yaml"
+
+
+def _revision_error(prof: Path) -> str:
+    with pytest.raises(InputError) as e:
+        revision.load(str(prof.parent))
+    text = str(e.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("", None, "the file is empty"),
+        ("- revision: v5\n", None, "top level must be a mapping, not a list"),
+        ("v5\n", None, "top level must be a mapping, not a string"),
+        (b"revision: v5\ntitle: \xe9\n", 2, "not UTF-8 text"),
+    ],
+)
+def test_a_profile_that_is_no_mapping(tmp_path, text, line, message):
+    prof = _revision(tmp_path)
+    prof.write_bytes(text.encode() if isinstance(text, str) else text)
+    err = _revision_error(prof)
+    assert err.startswith(f"{prof}:{line}: " if line else f"{prof}: ") and message in err, err
+
+
+def set_line(text: str, start: str, value: str) -> str:
+    """text with the first line that starts with start replaced by start + value."""
+    lines = text.splitlines()
+    n = next(i for i, t in enumerate(lines) if t.startswith(start))
+    lines[n] = start + value
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("start", "value", "message"),
+    [
+        ("revision:", "[v5]", "key 'revision' must be str"),
+        ("model:", "null", "key 'model' must be str, not None"),
+        ("title:", "{a: 1}", "key 'title' must be str"),
+        ("abi:", "[v5]", "key 'abi' must be a mapping"),
+        ("  level_field:", "5", "key 'level_field' must be str, not 5"),
+        ("  history_field:", "[a]", "key 'history_field' must be str"),
+        ("  exit_reason_value:", "x", "key 'exit_reason_value' must be int"),
+        ("  bits:", "{vtimer: true}", "abi.bits must map timer names to bit numbers"),
+        ("  bits:", "{vtimer: 64}", "bit numbers (0..63)"),
+        ("  bits:", "{1: 0}", "abi.bits must map timer names"),
+        ("  bits:", "[vtimer]", "abi.bits must map timer names"),
+        ("semantics:", "null", "key 'semantics' must be a mapping"),
+        ("  coalesce:", "1", "key 'coalesce' must be bool"),
+        ("rules:", "{a: 1}", "key 'rules' must be list"),
+        ("rules:", "[just a string]", "each rule must be a mapping, not 'just a string'"),
+        ("  - rule:", "[a]", "key 'rule' must be str"),
+    ],
+)
+def test_profile_values_of_the_wrong_type(tmp_path, start, value, message):
+    prof = _revision(tmp_path)
+    text = prof.read_text()
+    if start.startswith(" "):
+        text = set_line(text, start, f" {value}")
+    else:
+        text = set_key(text, start.rstrip(":"), value)
+    prof.write_text(text)
+    err = _revision_error(prof)
+    assert err.startswith(f"{prof}:{_line_of(prof, start)}: ") and message in err, err
+
+
+def test_a_series_file_that_is_not_utf8(tmp_path):
+    prof = _revision(tmp_path)
+    (prof.parent / "series").write_bytes(b"# \xff\n")
+    assert _revision_error(prof) == (
+        f"{prof.parent / 'series'}:1: not UTF-8 text (byte 0xff is not valid UTF-8)"
+    )
+
+
+# -- matrix files (matrix/*.yaml) ----------------------------------------------------
+
+
+def _matrix_error(tmp_path: Path, text: str | bytes) -> tuple[Path, str]:
+    path = tmp_path / "m.yaml"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    with pytest.raises(InputError) as e:
+        matrix.load(path)
+    assert "\n" not in str(e.value)
+    return path, str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("", None, "the file is empty"),
+        ("- {revision: v4}\n", None, "top level must be a mapping, not a list"),
+        ("nightly\n", None, "top level must be a mapping, not a string"),
+        (b"name: t\ncells: [{revision: v\xe94}]\n", 2, "not UTF-8 text"),
+        ("name: [t]\ncells: [{revision: v4}]\n", 1, "key 'name' must be str"),
+        ("name: null\ncells: [{revision: v4}]\n", 1, "key 'name' must be str, not None"),
+        ("name: ../t\ncells: [{revision: v4}]\n", 1, "key 'name': '../t' holds '/'"),
+        ("name: t\ndescription: 5\ncells: [{revision: v4}]\n", 2, "key 'description' must"),
+        ("name: t\ndefaults: [a]\ncells: [{revision: v4}]\n", 2, "'defaults' must be a mapping"),
+        ("name: t\ndefaults: {machine: null}\ncells: [{revision: v4}]\n", 2, "must be str"),
+        ("name: t\ndefaults: {tests: oneshot_wfi}\ncells: [{revision: v4}]\n", 2, "list of"),
+        ("name: t\ncells: {revision: v4}\n", 2, "key 'cells' must be a non-empty list"),
+        ("name: t\ncells: null\n", 2, "key 'cells' must be a non-empty list"),
+        ("name: t\ncells:\n  - v4\n", 2, "each cell must be a mapping"),
+        ("name: t\ncells:\n  - {revision: null}\n", 3, "must be a name or a non-empty list"),
+        ("name: t\ncells:\n  - {revision: [[v4]]}\n", 3, "must be a name or a non-empty list"),
+        ("name: t\ncells:\n  - {revision: {v4: 1}}\n", 3, "must be a name or a non-empty list"),
+        ("name: t\ncells:\n  - {revision: v4, tests: 5}\n", 3, "must be a list of test names"),
+        ("name: t\ncells:\n  - {revision: v4, expect: [pass]}\n", 3, "unknown value '['pass']'"),
+        ("name: t\ncells:\n  - {revision: v4, expect: fail, expect_reason: 5}\n", 3, "str"),
+        ("name: t\ncells:\n  - {revision: v4, name: 5}\n", 3, "key 'name' must be str, not 5"),
+        ("name: t\ncells:\n  - {revision: v4, name: a/b}\n", 3, "key 'name': 'a/b' holds '/'"),
+        ("name: t\ncells:\n  - {revision: v4, name: ..}\n", 3, "'..' is not a plain name"),
+        ("name: t\ncells:\n  - {revision: v4, name: 'a#1'}\n", 3, "'a#1' holds '#'"),
+    ],
+)
+def test_matrix_bad_values_are_one_line(tmp_path, text, line, message):
+    path, err = _matrix_error(tmp_path, text)
+    where = f"{path}:{line}: " if line else f"{path}: "
+    assert err.startswith(where) and message in err, err
+
+
+def test_a_matrix_machine_file_with_a_wrong_name_is_named(tmp_path):
+    _machine(tmp_path, "mine", "name: mine", "name: other")
+    path, err = _matrix_error(tmp_path, "name: t\ncells:\n  - {revision: v4, machine: mine.yaml}\n")
+    assert err.startswith(f"{path}:3: key 'machine': machine '") and "must match" in err

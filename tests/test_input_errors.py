@@ -26,6 +26,31 @@ def load_error(path: Path, text: str | bytes) -> InputError:
     return e.value
 
 
+def _line_of(path: Path, start: str) -> int:
+    """The first line of path that starts with start (as bytes: path may not be UTF-8)."""
+    lines = path.read_bytes().splitlines()
+    return next(n for n, t in enumerate(lines, 1) if t.startswith(start.encode()))
+
+
+def set_key(text: str, key: str, value: str) -> str:
+    """text with the top-level key's entry (its line and the indented lines under it)
+    replaced by 'key: value'."""
+    out: list[str] = []
+    lines = iter(text.splitlines())
+    for line in lines:
+        if line.startswith(f"{key}:"):
+            out.append(f"{key}: {value}")
+            rest = list(lines)
+            while rest and rest[0].startswith((" ", "#")):
+                rest.pop(0)
+            out += rest
+            break
+        out.append(line)
+    else:
+        raise AssertionError(f"no key {key}")
+    return "\n".join(out) + "\n"
+
+
 # -- the YAML layer ------------------------------------------------------------------
 
 
@@ -124,31 +149,6 @@ def _machine(tmp_path: Path, name: str, old: str = "", new: str = "") -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(text.replace(old, new))
     return path
-
-
-def _line_of(path: Path, start: str) -> int:
-    """The first line of path that starts with start (as bytes: path may not be UTF-8)."""
-    lines = path.read_bytes().splitlines()
-    return next(n for n, t in enumerate(lines, 1) if t.startswith(start.encode()))
-
-
-def set_key(text: str, key: str, value: str) -> str:
-    """text with the top-level key's entry (its line and the indented lines under it)
-    replaced by 'key: value'."""
-    out: list[str] = []
-    lines = iter(text.splitlines())
-    for line in lines:
-        if line.startswith(f"{key}:"):
-            out.append(f"{key}: {value}")
-            rest = list(lines)
-            while rest and rest[0].startswith((" ", "#")):
-                rest.pop(0)
-            out += rest
-            break
-        out.append(line)
-    else:
-        raise AssertionError(f"no key {key}")
-    return "\n".join(out) + "\n"
 
 
 def _machine_error(path: Path) -> str:

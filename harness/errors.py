@@ -21,8 +21,17 @@ class HarnessError(Exception):
         return f"{loc}: {self.message}"
 
 
+def one_line(text: str) -> str:
+    """text with line breaks and other unprintable characters escaped (\\n, \\x01)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class InputError(HarnessError):
-    """Bad input (spec, config, profile, name): nothing runs."""
+    """Bad input (spec, config, profile, name): nothing runs. Always one line, whatever
+    the bad value holds."""
+
+    def __init__(self, where: str | Path | None, message: str, line: int | None = None) -> None:
+        super().__init__(where, one_line(message), line=line)
 
 
 class BuildError(HarnessError):

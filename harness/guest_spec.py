@@ -176,6 +176,27 @@ def _timeout(path: Path, data: yamlfile.LineDict) -> float:
     return float(value)
 
 
+def source_beside(path: Path, data: yamlfile.LineDict) -> Path:
+    """The spec's source: a .c file directly beside the spec, for the Makefile builds
+    only those (GUEST_SRCS is guest_tests/*.c, QEMU_GUEST_SRCS guest_tests/qemu/*.c)."""
+    name = yamlfile.expect_type(path, data, "source", str)
+    source = path.parent / name
+    where = repo.rel(path.parent)
+
+    def bad(problem: str) -> InputError:
+        return InputError(path, f"source '{name}' {problem}", line=data.lines["source"])
+
+    if not repo.inside(path.parent, source):
+        raise bad(f"lies outside {where}")
+    if source.parent.resolve() != path.parent.resolve():
+        raise bad(f"lies in a subdirectory: the Makefile builds only the .c files in {where}/")
+    if source.suffix != ".c":
+        raise bad(f"must be a .c file in {where}/ (the Makefile builds only those)")
+    if not source.is_file():
+        raise bad("does not exist")
+    return source
+
+
 def load(path: Path) -> GuestTest:
     data = yamlfile.load(path)
     yamlfile.check_keys(
@@ -188,17 +209,7 @@ def load(path: Path) -> GuestTest:
     if name != path.stem:
         raise InputError(path, f"name '{name}' must match the file name", line=data.lines["name"])
     _check_name(path, data, name)
-    source = path.parent / yamlfile.expect_type(path, data, "source", str)
-    if not repo.inside(path.parent, source):
-        raise InputError(
-            path,
-            f"source '{data['source']}' lies outside {repo.rel(path.parent)}",
-            line=data.lines["source"],
-        )
-    if not source.is_file():
-        raise InputError(
-            path, f"source '{data['source']}' does not exist", line=data.lines["source"]
-        )
+    source = source_beside(path, data)
     expect = data["expect"]
     if not isinstance(expect, yamlfile.LineDict):
         raise InputError(path, "key 'expect' must be a mapping", line=data.lines["expect"])
@@ -213,7 +224,7 @@ def load(path: Path) -> GuestTest:
         vmm = _vmm(path, data["vmm"])
     return GuestTest(
         name=name,
-        description=" ".join(str(data["description"]).split()),
+        description=" ".join(yamlfile.expect_type(path, data, "description", str).split()),
         source=source,
         properties=_names(path, data, "properties", PROPERTIES),
         abis=_names(path, data, "abis", ABIS),

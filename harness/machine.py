@@ -69,6 +69,46 @@ def available() -> list[str]:
     return sorted(p.stem for p in repo.QEMU_CONFIGS.glob("*.yaml"))
 
 
+def _check_name(path: Path, data: yamlfile.LineDict) -> None:
+    """The name is the file's name (matrix cells and results are named by it)."""
+    name = data["name"]
+    if "/" in name:
+        raise InputError(path, f"name '{name}' must not hold a '/'", line=data.lines["name"])
+    if name != path.stem:
+        raise InputError(
+            path,
+            f"name '{name}' must match the file name '{path.stem}'",
+            line=data.lines["name"],
+        )
+
+
+def _fragment(path: Path, data: yamlfile.LineDict, frag: object) -> Path:
+    """A kernel fragment: next to the machine file first (a user's own config), then the
+    shipped ones; never outside those two directories."""
+    line = data.lines["kernel_fragments"]
+    if not isinstance(frag, str) or not frag:
+        raise InputError(
+            path, f"kernel_fragments: {frag!r} is not a fragment's file name", line=line
+        )
+    bases = (path.parent, FRAGMENTS)
+    candidates = [base / frag for base in bases if repo.inside(base, base / frag)]
+    if not candidates:
+        raise InputError(
+            path,
+            f"kernel fragment '{frag}' lies outside {repo.rel(path.parent)} "
+            f"and {repo.rel(FRAGMENTS)}",
+            line=line,
+        )
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise InputError(
+            path,
+            f"kernel fragment '{frag}' not found next to it or in {repo.rel(FRAGMENTS)}",
+            line=line,
+        )
+    return found
+
+
 def load(name_or_path: str) -> MachineConfig:
     path = Path(name_or_path)
     if path.suffix != ".yaml":
@@ -95,19 +135,11 @@ def load(name_or_path: str) -> MachineConfig:
         yamlfile.expect_type(path, data, key, kind)
     if data["gic_version"] not in (2, 3):
         raise InputError(path, "gic_version must be 2 or 3", line=data.lines["gic_version"])
-    fragments = []
-    for frag in data["kernel_fragments"]:
-        # next to the machine file first (a user's own config), then the shipped ones
-        frag_path = next(
-            (p for p in (path.parent / str(frag), FRAGMENTS / str(frag)) if p.is_file()), None
-        )
-        if frag_path is None:
-            raise InputError(
-                path,
-                f"kernel fragment '{frag}' not found next to it or in {repo.rel(FRAGMENTS)}",
-                line=data.lines["kernel_fragments"],
-            )
-        fragments.append(frag_path)
+    _check_name(path, data)
+    for key in ("smp", "memory_mb"):
+        if data[key] < 1:
+            raise InputError(path, f"key '{key}' must be at least 1", line=data.lines[key])
+    fragments = [_fragment(path, data, frag) for frag in data["kernel_fragments"]]
     extra = data.get("extra_args", [])
     if not isinstance(extra, list) or not all(isinstance(a, str) for a in extra):
         raise InputError(

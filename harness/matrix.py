@@ -212,7 +212,7 @@ def load(path: Path) -> Matrix:
     """Load and validate a matrix file; every error is one line naming file, line and key."""
     data = yamlfile.load(path)
     yamlfile.check_keys(path, data, {"name", "cells"}, {"description", "defaults"})
-    yamlfile.expect_type(path, data, "name", str)
+    yamlfile.expect_name(path, data, "name")  # results/<time>-matrix-<name>-<id>/
     if "description" in data:
         yamlfile.expect_type(path, data, "description", str)
     known_tests = guest_spec.load_all()
@@ -261,7 +261,8 @@ def load(path: Path) -> Matrix:
                 )
         combos = list(itertools.product(*(axes[k] for k in AXES)))
         if "name" in item:
-            yamlfile.expect_type(path, item, "name", str)
+            # <matrix dir>/<name>/; '#' separates the round of a repeated cell
+            yamlfile.expect_name(path, item, "name", forbidden="/#")
             if len(combos) > 1:
                 raise InputError(
                     path,

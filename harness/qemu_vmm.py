@@ -118,25 +118,20 @@ def load(path: Path, guests: dict[str, guest_spec.GuestTest]) -> QemuTest:
         raise InputError(path, f"name '{name}' must match the file name", line=data.lines["name"])
     if name in guests:
         raise InputError(path, f"name '{name}' is a guest test of our VMM too", line=data.line)
-    source = path.parent / yamlfile.expect_type(path, data, "source", str)
-    if not repo.inside(path.parent, source) or not source.is_file():
-        raise InputError(
-            path, f"source '{data['source']}' is not a file here", line=data.lines["source"]
-        )
+    source = guest_spec.source_beside(path, data)
     abis = yamlfile.expect_type(path, data, "abis", list)
     peers = yamlfile.expect_type(path, data, "peers", list) if "peers" in data else []
     for key, values, allowed in (("abis", abis, guest_spec.ABIS), ("peers", peers, guests)):
         for v in values:
-            if v not in allowed:
+            if not isinstance(v, str) or v not in allowed:
                 raise InputError(
                     path,
                     f"key '{key}': unknown value '{v}' (allowed: {', '.join(sorted(allowed))})",
                     line=data.lines[key],
                 )
-    if "timeout_s" in data:
-        yamlfile.expect_type(path, data, "timeout_s", (int, float))
-    if "memory_mb" in data:
-        yamlfile.expect_type(path, data, "memory_mb", int)
+    for key, kind, low in (("timeout_s", (int, float), 1), ("memory_mb", int, 16)):
+        if key in data and yamlfile.expect_type(path, data, key, kind) < low:
+            raise InputError(path, f"key '{key}' must be at least {low}", line=data.lines[key])
     expect = data["expect"]
     if not isinstance(expect, yamlfile.LineDict):
         raise InputError(path, "key 'expect' must be a mapping", line=data.lines["expect"])
@@ -145,7 +140,7 @@ def load(path: Path, guests: dict[str, guest_spec.GuestTest]) -> QemuTest:
         yamlfile.expect_type(path, expect, "irqs", int)
     return QemuTest(
         name=name,
-        description=" ".join(str(data["description"]).split()),
+        description=" ".join(yamlfile.expect_type(path, data, "description", str).split()),
         source=source,
         abis=tuple(abis),
         peers=tuple(peers),

@@ -18,14 +18,15 @@ def rel(path: Path) -> str:
     """A path as shown to users: relative to the repo when inside it."""
     try:
         return str(path.resolve().relative_to(ROOT))
-    except ValueError:
+    except (ValueError, RuntimeError):  # outside; a NUL byte; a symlink loop
         return str(path)
 
 
 def inside(base: Path, path: Path) -> bool:
-    """True when path (after resolving symlinks and ..) lies under base."""
+    """True when path (after resolving symlinks and ..) lies under base; False too for
+    a path that cannot be resolved (a NUL byte in it, a symlink loop)."""
     try:
         path.resolve().relative_to(base.resolve())
-    except ValueError:
+    except (ValueError, RuntimeError):  # resolve(): RuntimeError for a symlink loop
         return False
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import repo, yamlfile
 from harness.errors import InputError
@@ -59,7 +60,7 @@ def _series(directory: Path) -> tuple[Path, ...]:
     if not series.is_file():
         raise InputError(series, "missing series file")
     patches = []
-    for n, line in enumerate(series.read_text().splitlines(), 1):
+    for n, line in enumerate(yamlfile.read_text(series).splitlines(), 1):
         name = line.split("#", 1)[0].strip()
         if not name:
             continue
@@ -72,24 +73,52 @@ def _series(directory: Path) -> tuple[Path, ...]:
     return tuple(patches)
 
 
-def _abi(path: Path, data: yamlfile.LineDict) -> Abi:
-    if not isinstance(data, yamlfile.LineDict):
-        raise InputError(path, "key 'abi' must be a mapping")
-    yamlfile.check_keys(path, data, ABI_KEYS)
-    yamlfile.expect_choice(path, data, "name", ABI_NAMES)
+def _optional(path: Path, data: yamlfile.LineDict, key: str, kind: type) -> Any:
+    """data[key] if it has the given type or is null."""
+    return None if data[key] is None else yamlfile.expect_type(path, data, key, kind)
+
+
+def _bits(path: Path, data: yamlfile.LineDict) -> dict[str, int]:
     bits = data["bits"]
-    if not isinstance(bits, dict) or not all(isinstance(v, int) for v in bits.values()):
-        raise InputError(
-            path, "abi.bits must map timer names to bit numbers", line=data.lines["bits"]
-        )
-    return Abi(
-        name=data["name"],
-        level_field=str(data["level_field"]),
-        history_field=data["history_field"],
-        exit_reason=data["exit_reason"],
-        exit_reason_value=data["exit_reason_value"],
-        bits=dict(bits),
+    ok = isinstance(bits, dict) and all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 64
+        for k, v in bits.items()
     )
+    if not ok:
+        raise InputError(
+            path,
+            f"abi.bits must map timer names to bit numbers (0..63), not {bits!r}",
+            line=data.lines["bits"],
+        )
+    return dict(bits)
+
+
+def _abi(path: Path, profile: yamlfile.LineDict) -> Abi:
+    data = profile["abi"]
+    if not isinstance(data, yamlfile.LineDict):
+        raise InputError(path, "key 'abi' must be a mapping", line=profile.lines["abi"])
+    yamlfile.check_keys(path, data, ABI_KEYS)
+    return Abi(
+        name=yamlfile.expect_choice(path, data, "name", ABI_NAMES),
+        level_field=yamlfile.expect_type(path, data, "level_field", str),
+        history_field=_optional(path, data, "history_field", str),
+        exit_reason=_optional(path, data, "exit_reason", str),
+        exit_reason_value=_optional(path, data, "exit_reason_value", int),
+        bits=_bits(path, data),
+    )
+
+
+def _rules(path: Path, data: yamlfile.LineDict) -> tuple[Rule, ...]:
+    rules = []
+    for item in yamlfile.expect_type(path, data, "rules", list):
+        if not isinstance(item, yamlfile.LineDict):
+            raise InputError(
+                path, f"each rule must be a mapping, not {item!r}", line=data.lines["rules"]
+            )
+        yamlfile.check_keys(path, item, {"rule", "source"})
+        text = [yamlfile.expect_type(path, item, key, str) for key in ("rule", "source")]
+        rules.append(Rule(*text))
+    return tuple(rules)
 
 
 def load(name: str) -> Revision:
@@ -108,7 +137,7 @@ def load(name: str) -> Revision:
     yamlfile.check_keys(
         path, data, {"revision", "title", "provenance", "model", "abi", "semantics", "rules"}
     )
-    if data["revision"] != name:
+    if yamlfile.expect_type(path, data, "revision", str) != name:
         raise InputError(
             path,
             f"revision '{data['revision']}' must match the directory name '{name}'",
@@ -121,21 +150,15 @@ def load(name: str) -> Revision:
     yamlfile.check_keys(path, sem, {"coalesce", "eintr_suffices"})
     for key in ("coalesce", "eintr_suffices"):
         yamlfile.expect_type(path, sem, key, bool)
-    rules = []
-    for item in yamlfile.expect_type(path, data, "rules", list):
-        if not isinstance(item, yamlfile.LineDict):
-            raise InputError(path, "each rule must be a mapping", line=data.lines["rules"])
-        yamlfile.check_keys(path, item, {"rule", "source"})
-        rules.append(Rule(str(item["rule"]), str(item["source"])))
     return Revision(
         name=name,
-        title=str(data["title"]),
+        title=yamlfile.expect_type(path, data, "title", str),
         provenance=data["provenance"],
-        model=str(data["model"]),
-        abi=_abi(path, data["abi"]),
+        model=yamlfile.expect_type(path, data, "model", str),
+        abi=_abi(path, data),
         coalesce=sem["coalesce"],
         eintr_suffices=sem["eintr_suffices"],
-        rules=tuple(rules),
+        rules=_rules(path, data),
         patches=_series(directory),
         directory=directory,
     )

@@ -67,6 +67,7 @@ def test_eintr_only_vmm_is_shown_missing_changes_on_upstream(tmp_path):
 def test_kernel_panic_is_a_classified_failure(tmp_path):
     cfg = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
     bad = tmp_path / "panic.yaml"
+    cfg = cfg.replace("name: virt-gicv3", "name: panic")
     bad.write_text(cfg.replace("rdinit=/init", "rdinit=/nonexistent root=/dev/nowhere"))
     out, _ = _run(tmp_path, machine=str(bad), tests=["oneshot_wfi"])
     assert out.exit_code == 1

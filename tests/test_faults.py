@@ -44,6 +44,7 @@ def test_hang_before_init_is_bounded_and_diagnosed(tmp_path):
 def test_qemu_that_dies_at_start_keeps_exit_status_and_stderr(tmp_path):
     cfg = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
     bad = tmp_path / "broken.yaml"
+    cfg = cfg.replace("name: virt-gicv3", "name: broken")
     bad.write_text(cfg + "extra_args: ['-device', 'no-such-device']\n")
     image = tmp_path / "unused.Image"
     image.write_bytes(b"\0" * 4096)
@@ -87,7 +88,9 @@ def test_config_option_that_does_not_stick_is_listed(tmp_path):
     cfg = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
     machine_file = tmp_path / "bogus.yaml"
     machine_file.write_text(
-        cfg.replace("[kvm-minimal.config, trace.config]", "[kvm-minimal.config, bogus.config]")
+        cfg.replace(
+            "[kvm-minimal.config, trace.config]", "[kvm-minimal.config, bogus.config]"
+        ).replace("name: virt-gicv3", "name: bogus")
     )
     out, lines = _run(tmp_path, machine=str(machine_file), tests=["oneshot_wfi"])
     assert out.exit_code == 1

@@ -83,6 +83,7 @@ def test_machine_argv_renders_the_config():
 def test_machine_bad_gic_version(tmp_path):
     src = (repo.QEMU_CONFIGS / "virt-gicv3.yaml").read_text()
     path = tmp_path / "bad.yaml"
+    src = src.replace("name: virt-gicv3", "name: bad")
     path.write_text(src.replace("gic_version: 3", "gic_version: 4"))
     with pytest.raises(InputError, match="gic_version must be 2 or 3"):
         machine.load(str(path))

@@ -99,7 +99,8 @@ class TestTrace:
                         errno=r.int("err"),
                         level=None if lvl == "-" else int(lvl, 16),
                         read=r.get("read") == "1",
-                        notice=r.get("ntc") == "1",
+                        # an EINTR the VMM's own signal caused is never the kernel's notice
+                        notice=r.get("ntc") == "1" and not r.int("sig"),
                         port=r.get("port"),
                         value=int(val, 16) if val is not None else None,
                         t_ns=r.t_ns,

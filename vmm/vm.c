@@ -497,7 +497,8 @@ static void *vcpu_loop(void *arg)
 			break;
 		}
 		shown = t->abi->level(run, &level);
-		notice = t->abi->notice(run, ret, err);
+		/* an EINTR our own SIGALRM caused is no notice of the kernel's */
+		notice = t->abi->notice(run, ret, err) && !nsig;
 		if (shown) {
 			snprintf(lvl, sizeof(lvl), "%llx", (unsigned long long)level);
 			read = t->policy == POLICY_EVERY_EXIT || notice;

@@ -306,6 +306,14 @@ class Harness:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:  # the test failed before the harness ended
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.put(line)
@@ -335,12 +343,7 @@ class Harness:
 
     def finish(self, timeout: float = 60) -> str:
         """Wait for the exit (bounded); the output after what wait_for() saw."""
-        try:
-            self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        self.proc.wait(timeout=timeout)
         self._reader.join(10)
         rest = []
         while not self.lines.empty():
@@ -363,9 +366,10 @@ def _check_interrupted_boot_test(tmp_path, signum: int) -> None:
     h = Harness("boot-test", "--results", str(results),
                 "--test", "oneshot_wfi", "--test", "hang_forever", "--test", "rearm_n")  # fmt: skip
     try:
-        h.wait_for("ok 1 oneshot_wfi")  # hang_forever runs now, for 2 s
-        h.send(signum)
-        rest = h.finish()
+        with h:
+            h.wait_for("ok 1 oneshot_wfi")  # hang_forever runs now, for 2 s
+            h.send(signum)
+            rest = h.finish()
     finally:
         left = _kill_left(str(results))
     out = "".join(h.seen) + rest
@@ -397,6 +401,63 @@ def test_ctrl_c_ends_qemu_and_keeps_partial_results(tmp_path):
 
 def test_sigterm_ends_qemu_and_keeps_partial_results(tmp_path):
     _check_interrupted_boot_test(tmp_path, signal.SIGTERM)
+
+
+MATRIX = """\
+# two cells booting at once, each long enough to be running when the signal comes
+name: signals
+description: interrupted by a signal while both cells run
+defaults:
+  tests: [oneshot_wfi, hang_forever, rearm_n, mmio_spin, two_vcpus, save_restore]
+cells:
+  - revision: upstream
+    policy: [every-exit, eintr-only]
+"""
+
+
+def _wait_until(what: str, ok, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signal_ends_every_running_cell_of_a_matrix(tmp_path, signum):
+    name = signal.Signals(signum).name
+    (tmp_path / "signals.yaml").write_text(MATRIX)
+    results = tmp_path / "results"
+    h = Harness("matrix", str(tmp_path / "signals.yaml"), "--results", str(results),
+                "--slots", "2")  # fmt: skip
+    try:
+        with h:
+
+            def both_booting() -> bool:
+                logs = list(results.glob("*-matrix-signals-*/*/output.log"))
+                return len(logs) == 2 and all("# qemu: " in p.read_text() for p in logs)
+
+            _wait_until("both cells boot", both_booting)
+            h.send(signum)
+            rest = h.finish()
+    finally:
+        left = _kill_left(str(results))
+    out = "".join(h.seen) + rest
+    assert h.proc.returncode == 128 + signum, out
+    assert left == [], f"QEMU still running after {name}"
+    (mdir,) = results.iterdir()
+    data = json.loads((mdir / "matrix.json").read_text())
+    assert data["complete"] is False and data["ok"] is False and data["interrupted"] == name
+    assert len(data["cells"]) == 2
+    for cell in data["cells"]:
+        assert cell["outcome"] == "interrupted", cell
+        assert cell["reason"] == f"interrupted ({name})"
+        run = json.loads((mdir / cell["run_dir"] / "results.json").read_text())
+        assert run["complete"] is False and run["boot"]["status"] == "interrupted"
+        reasons = [why for t in run["tests"] for why in t["reasons"]]
+        assert any(f"interrupted ({name})" in why for why in reasons), run["tests"]
+        assert (mdir / cell["run_dir"] / "junit.xml").is_file()
+    assert f"# matrix signals: interrupted ({name}); 0 of 2 cells finished" in out
 
 
 def test_two_runs_at_once_share_the_kernel_but_not_results(tmp_path):

@@ -537,6 +537,14 @@ class Runner:
 
     def _prepare_all(self) -> None:
         """Kernels one at a time, in cell order; two cells with one kernel share it."""
+        try:
+            self._prepare_each()
+        except KeyboardInterrupt:  # signals.Interrupted: the build was ended (kernel._make)
+            pass
+        with self.changed:
+            self.changed.notify_all()
+
+    def _prepare_each(self) -> None:
         for i, r in enumerate(self.results):
             if self.stop.is_set():
                 break
@@ -546,8 +554,6 @@ class Runner:
                 with self.changed:
                     self.prepared[key] = p
                     self.changed.notify_all()
-        with self.changed:
-            self.changed.notify_all()
 
     def _prepare(self, i: int, cell: Cell) -> _Prepared:
         start = time.monotonic()

@@ -81,3 +81,34 @@ def test_other_threads_see_the_signal_through_check(ignored_sigint):
             _send(signal.SIGTERM)
         t.join(10)
     assert seen == ["interrupted (SIGTERM)"]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_kernel_build_step_ends_with_its_whole_process_group():
+    import subprocess
+
+    from harness import kernel
+
+    proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
+    timer = threading.Timer(0.5, signals.request, args=(signal.SIGTERM,))
+    timer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(signals.Interrupted) as e:
+            kernel._wait_stoppable(proc)
+    finally:
+        timer.cancel()
+        signals.reset()
+    assert e.value.name == "SIGTERM" and time.monotonic() - start < 10
+    assert proc.returncode == -signal.SIGTERM
+    deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "a process of the build step outlived it"

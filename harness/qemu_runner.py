@@ -87,7 +87,20 @@ class QmpChannel:
         except (QMPError, OSError, EOFError, TimeoutError):
             pass
         finally:
+            self._cancel_tasks(timeout_s)
             self._loop.close()
+
+    def _cancel_tasks(self, timeout_s: float) -> None:
+        """End what a command cut short by a signal's exception left in the loop, and
+        read their errors, so that asyncio does not log them when they are collected."""
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self._loop.run_until_complete(asyncio.wait(tasks, timeout=timeout_s))
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()
 
 
 # the QEMUs running now (any thread), so that none outlives the harness (end_all)
@@ -262,11 +275,7 @@ class QemuRun:
     def _stop(self) -> int | None:
         child = self._child
         alive = child is not None and not child.closed and child.isalive()
-        if alive and self._qmp is not None and not self.qmp_wedged:
-            try:
-                self.qmp("quit")
-            except HarnessError:
-                pass  # QmpTimeout or QmpError: killed below
+        if alive and self._qmp is not None and not self.qmp_wedged and self._quit():
             deadline = time.monotonic() + self.timeouts.shutdown_s
             while child.isalive() and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -281,6 +290,16 @@ class QemuRun:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             self._sockdir = None
         return None if child is None else child.exitstatus
+
+    def _quit(self) -> bool:
+        """QMP quit; whether QEMU may be ending by itself now (not if QMP is wedged)."""
+        try:
+            self.qmp("quit")
+        except QmpTimeout:
+            return False
+        except QmpError:
+            pass  # the connection broke: QEMU is ending, or has ended
+        return True
 
     def kill(self) -> None:
         """SIGKILL QEMU (a stopped one too) if it runs, and reap it (bounded)."""

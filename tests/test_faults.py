@@ -405,6 +405,34 @@ def test_sigterm_ends_qemu_and_keeps_partial_results(tmp_path):
     _check_interrupted_boot_test(tmp_path, signal.SIGTERM)
 
 
+def test_sigterm_ends_a_wedged_qemu_too(tmp_path):
+    """QEMU stopped (QMP never answers), then the harness told to stop: `quit` is not
+    answered within Timeouts.qmp_s, so QEMU is killed, and the results are kept."""
+    image = _spin_image(tmp_path)
+    results = tmp_path / "results"
+    stopped: list[int] = []
+    h = Harness("boot-test", "--results", str(results), "--kernel", str(image),
+                "--test", "oneshot_wfi")  # fmt: skip
+    try:
+        with h:
+            _sigstop_qemu(str(image), "running", stopped)
+            assert stopped, "QEMU was not seen running"
+            start = time.monotonic()
+            h.send(signal.SIGTERM)
+            rest = h.finish(timeout=60)
+            took = time.monotonic() - start
+    finally:
+        left = _kill_left(str(image))
+    assert h.proc.returncode == 143, rest
+    assert left == [], "a stopped QEMU outlived the harness"
+    assert took < 10 + 8, f"{took:.1f} s"  # quit not answered (qmp_s), then the kill
+    (run_dir,) = results.iterdir()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["complete"] is False and data["boot"]["status"] == "interrupted"
+    assert [t["status"] for t in data["tests"]] == ["MISS"]
+    assert "Traceback" not in rest and "Task" not in rest, rest
+
+
 MATRIX = """\
 # two cells booting at once, each long enough to be running when the signal comes
 name: signals

@@ -102,9 +102,14 @@ def _git_rev() -> str:
 
 
 def build_artifacts() -> None:
-    """The VMM and guest images, built by the Makefile (a no-op when fresh)."""
+    """The VMM and guest images, built by the Makefile (a no-op when fresh). In a session
+    of its own: a Ctrl-C to the harness's process group is the harness's to handle (a
+    matrix's cell starting then ends 'interrupted', not as a failed build)."""
     out = subprocess.run(
-        ["make", "-s", "-C", str(repo.ROOT), "artifacts"], capture_output=True, text=True
+        ["make", "-s", "-C", str(repo.ROOT), "artifacts"],
+        capture_output=True,
+        text=True,
+        start_new_session=True,
     )
     if out.returncode != 0:
         tail = "\n".join((out.stdout + out.stderr).splitlines()[-15:])
@@ -316,6 +321,7 @@ class Run:
         done: Callable[[], bool],
     ) -> BootResult:
         """One QEMU run of the suite; QEMU's failures end as a classified boot status."""
+        signals.check()  # a stop asked for in another thread (a matrix's) before the boot
         start = time.monotonic()
         timeouts = self.opts.timeouts
         timeouts.suite_s = max(timeouts.suite_s, sum(s.timeout_s + 5 for s in self.runnable))

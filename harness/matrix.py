@@ -741,7 +741,7 @@ class Runner:
                 "ok": len(done) == len(self.results) and all(r.as_expected for r in done),
                 "cells": [r.to_json(self.dir) for r in self.results],
                 "repeat": self.matrix.repeat,
-                "unstable": unstable(done),
+                "unstable": unstable([r for r in done if r.outcome != INTERRUPTED]),
             }
             resultsfile.write_json(self.dir / "matrix.json", data)
 

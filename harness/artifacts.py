@@ -28,10 +28,15 @@ WAIT_S = 600.0
 def build_artifacts(
     root: Path = repo.ROOT, say: Callable[[str], None] | None = None, wait_s: float = WAIT_S
 ) -> None:
-    """make artifacts in root under its lock (a no-op when the images are fresh)."""
+    """make artifacts in root under its lock (a no-op when the images are fresh). In a
+    session of its own: a Ctrl-C to the harness's process group is the harness's to
+    handle (a matrix's cell starting then ends 'interrupted', not as a failed build)."""
     with locks.locked(root / LOCK, deadline_s=wait_s, on_wait=say, what="make artifacts"):
         out = subprocess.run(
-            ["make", "-s", "-C", str(root), "artifacts-unlocked"], capture_output=True, text=True
+            ["make", "-s", "-C", str(root), "artifacts-unlocked"],
+            capture_output=True,
+            text=True,
+            start_new_session=True,
         )
     if out.returncode != 0:
         tail = "\n".join((out.stdout + out.stderr).splitlines()[-15:])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import compare, guest_spec, machine, qemu_vmm, revision
+from harness import compare, guest_spec, machine, qemu_runner, qemu_vmm, revision, signals
 from harness.errors import HarnessError
 from harness.run import FAULTS, POLICIES, VMMS, RunOptions, boot_test
 
@@ -168,6 +168,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with signals.handled():  # SIGINT and SIGTERM, whatever this process inherited
+        try:
+            return _command(args)
+        except signals.Interrupted as e:  # outside a run (a run keeps its results itself)
+            print(f"# {e.reason}", file=sys.stderr)
+            return e.exit_code
+        finally:
+            with signals.deferred():
+                if n := qemu_runner.end_all():  # none, unless a run lost track of its QEMU
+                    print(f"# killed {n} QEMU left running", file=sys.stderr)
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "list":
             print("revisions:", " ".join(revision.available()))

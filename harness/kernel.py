@@ -22,13 +22,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import kconfig, locks, repo, stamps
+from harness import kconfig, locks, repo, signals, stamps
 from harness.errors import BuildError, HarnessError
 from harness.machine import MachineConfig
 from harness.revision import Revision
@@ -292,7 +293,43 @@ def _make(src: Path, args: list[str], log: Path, jobs: int) -> subprocess.Comple
     with open(log, "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
-        return subprocess.run(cmd, cwd=src, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # a process group of its own, so that all of it is ended if the harness is stopped
+        proc = subprocess.Popen(
+            cmd, cwd=src, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return subprocess.CompletedProcess(cmd, _wait_stoppable(proc))
+
+
+MAKE_STOP_S = 10.0  # for make to delete the targets it was making, after SIGTERM
+
+
+def _wait_stoppable(proc: subprocess.Popen) -> int:
+    """proc's exit status; on SIGINT/SIGTERM (signals.check() in any thread) its process
+    group is ended, SIGTERM first (make then deletes half-made targets), and no make is
+    left writing into a build dir whose lock the harness gives up as it exits."""
+    try:
+        while True:
+            try:
+                return proc.wait(signals.POLL_S)
+            except subprocess.TimeoutExpired:
+                signals.check()
+    except BaseException:
+        with signals.deferred():
+            _end_group(proc)
+        raise
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    for sig, wait_s in ((signal.SIGTERM, MAKE_STOP_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _plan(

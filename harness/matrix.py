@@ -46,7 +46,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import debkernel, guest_spec, kernel, repo, resultsfile, revision, yamlfile
+from harness import (
+    debkernel,
+    guest_spec,
+    kernel,
+    qemu_runner,
+    repo,
+    resultsfile,
+    revision,
+    signals,
+    yamlfile,
+)
 from harness import machine as machmod
 from harness.errors import BuildError, HarnessError, InputError
 from harness.run import POLICIES, RunOptions, boot_test
@@ -61,6 +71,10 @@ STATUSES = (PASSED, FAILED, ERROR, SKIPPED, MISSED)
 # a cell whose QEMU died before the kernel ran (an infrastructure failure, e.g. QMP
 # not yet listening) runs once more; matrix.json keeps the attempt's run dir
 RETRIES = 1
+# after SIGINT/SIGTERM: how long the running cells have, all together, to end their QEMU
+# and write their results (each QEMU's end is bounded by its Timeouts)
+INTERRUPT_GRACE_S = 60.0
+INTERRUPTED = "interrupted"  # the outcome of a cell a signal stopped
 
 
 def _infrastructure(boot: dict | None) -> bool:
@@ -329,7 +343,7 @@ def reason_of(outcome: str, data: dict) -> str:
 @dataclass
 class CellResult:
     cell: Cell
-    outcome: str = "pending"  # pending, running, pass, fail, error
+    outcome: str = "pending"  # pending, running, pass, fail, error, interrupted
     reason: str = ""
     all_reasons: str = ""
     run_dir: Path | None = None
@@ -427,6 +441,8 @@ class Runner:
         self.prepared: dict[tuple[str, ...], _Prepared] = {}
         self.started = time.monotonic()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.interrupted: signals.Interrupted | None = None
+        self.threads_done = 0  # threads of run() that have finished (under self.changed)
 
     # -- display -------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -445,27 +461,19 @@ class Runner:
             f"results: {repo.rel(self.dir)}"
         )
         self.save()
-        prep = threading.Thread(target=self._prepare_all, name="kernels", daemon=True)
-        workers = [
-            threading.Thread(target=self._worker, name=f"boot{i}", daemon=True)
+        threads = [threading.Thread(target=self._counted(self._prepare_all), name="kernels")]
+        threads += [
+            threading.Thread(target=self._counted(self._worker), name=f"boot{i}")
             for i in range(self.slots)
         ]
-        prep.start()
-        for w in workers:
-            w.start()
+        for t in threads:
+            t.daemon = True
+            t.start()
         try:
-            for t in [prep, *workers]:
-                while t.is_alive():
-                    t.join(0.2)
-        except KeyboardInterrupt:
-            self.stop.set()
-            with self.changed:
-                self.changed.notify_all()
-            self.out("# interrupted: no new cells start; waiting for the running ones")
-            for t in [prep, *workers]:
-                t.join(60)
-            self.save()
-            return 130
+            self._wait_threads(len(threads))
+        except KeyboardInterrupt as e:  # signals.Interrupted: SIGINT or SIGTERM
+            with signals.deferred():
+                return self._interrupt(signals.of(e), len(threads))
         self.save()
         for line in self.table():
             self.out(line)
@@ -480,8 +488,64 @@ class Runner:
         )
         return 0 if ok else 1
 
+    def _counted(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            finally:
+                with self.changed:
+                    self.threads_done += 1
+                    self.changed.notify_all()
+
+        return run
+
+    def _wait_threads(self, n: int, deadline: float | None = None) -> bool:
+        """Until n threads of run() have finished (or the deadline): whether they have.
+        Not Thread.join(): a signal's exception inside it can mark a running thread
+        stopped, and join() then returns at once (CPython before 3.13)."""
+        with self.changed:
+            while self.threads_done < n:
+                left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if left <= 0:
+                    return False
+                self.changed.wait(left)
+        return True
+
+    def _interrupt(self, sig: signals.Interrupted, threads: int) -> int:
+        """No new cell starts; the running ones end their QEMU and keep their results
+        (each Run sees the signal through signals.check()); matrix.json says so."""
+        self.interrupted = sig
+        signals.request(sig.signum)  # a plain KeyboardInterrupt reaches the threads too
+        self.stop.set()
+        with self.changed:
+            self.changed.notify_all()
+        self.out(f"# {sig.reason}: no new cells start; the running ones end their QEMU")
+        self._wait_threads(threads, time.monotonic() + INTERRUPT_GRACE_S)
+        if n := qemu_runner.end_all():
+            self.out(f"# {n} QEMU still running after {INTERRUPT_GRACE_S:.0f} s: killed")
+        for r in self.results:
+            if r.outcome == "running":  # its thread did not finish in time
+                r.outcome, r.reason = INTERRUPTED, sig.reason
+        self.save()
+        for line in self.table():
+            self.out(line)
+        ran = sum(r.outcome not in ("pending", INTERRUPTED) for r in self.results)
+        self.out(
+            f"# matrix {self.matrix.name}: {sig.reason}; {ran} of {len(self.results)} cells "
+            f"finished; {repo.rel(self.dir)}/matrix.json"
+        )
+        return sig.exit_code
+
     def _prepare_all(self) -> None:
         """Kernels one at a time, in cell order; two cells with one kernel share it."""
+        try:
+            self._prepare_each()
+        except KeyboardInterrupt:  # signals.Interrupted: the build was ended (kernel._make)
+            pass
+        with self.changed:
+            self.changed.notify_all()
+
+    def _prepare_each(self) -> None:
         for i, r in enumerate(self.results):
             if self.stop.is_set():
                 break
@@ -491,8 +555,6 @@ class Runner:
                 with self.changed:
                     self.prepared[key] = p
                     self.changed.notify_all()
-        with self.changed:
-            self.changed.notify_all()
 
     def _prepare(self, i: int, cell: Cell) -> _Prepared:
         start = time.monotonic()
@@ -548,6 +610,9 @@ class Runner:
         while (i := self._next()) is not None:
             try:
                 self._run_cell(i)
+            except KeyboardInterrupt as e:  # signals.Interrupted outside a Run
+                r = self.results[i]
+                r.outcome, r.reason = INTERRUPTED, signals.of(e).reason
             except Exception as e:  # a bug must not hang the matrix: the cell errors
                 r = self.results[i]
                 r.outcome, r.reason = "error", f"harness exception: {e!r}"
@@ -579,6 +644,10 @@ class Runner:
             jobs=self.build_jobs,
         )
         n = self.tokens.take(mach.smp)
+        if self.stop.is_set():  # interrupted while it waited for CPU tokens: never ran
+            self.tokens.give(n)
+            r.outcome = "pending"
+            return
         start = time.monotonic()
         self.say(f"{self._tag(i)} start {cell.name} (kernel {p.how.split(':')[0]})")
         # a kernel that failed to build fails again inside the run, which records it;
@@ -599,6 +668,9 @@ class Runner:
                         r.outcome, r.reason, r.all_reasons = "error", str(e), str(e)
                         break
                     self._collect(r, outcome.run_dir)
+                    if outcome.interrupted:
+                        r.outcome, r.reason = INTERRUPTED, f"interrupted ({outcome.interrupted})"
+                        break
                     if attempt == RETRIES or not _infrastructure(r.boot):
                         break
                     r.retried.append(str(outcome.run_dir.relative_to(self.dir)))
@@ -631,6 +703,8 @@ class Runner:
         s = r.summary
         counts = ", ".join(f"{s[k]} {k.lower()}" for k in STATUSES if s.get(k))
         verdict = "as expected" if r.as_expected else f"NOT AS EXPECTED (expect {r.cell.expect})"
+        if r.outcome == INTERRUPTED:
+            verdict = "not finished"
         why = f": {r.reason}" if r.reason else ""
         wall = f" {r.wall_s:.1f} s" if r.wall_s is not None else ""
         self.say(
@@ -663,11 +737,12 @@ class Runner:
                 "started": self.started_at,
                 "wall_s": round(time.monotonic() - self.started, 1),
                 "slots": self.slots,
-                "complete": len(done) == len(self.results),
+                "complete": not self.interrupted and len(done) == len(self.results),
+                "interrupted": self.interrupted.name if self.interrupted else None,
                 "ok": len(done) == len(self.results) and all(r.as_expected for r in done),
                 "cells": [r.to_json(self.dir) for r in self.results],
                 "repeat": self.matrix.repeat,
-                "unstable": unstable(done),
+                "unstable": unstable([r for r in done if r.outcome != INTERRUPTED]),
             }
             resultsfile.write_json(self.dir / "matrix.json", data)
 

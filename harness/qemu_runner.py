@@ -4,23 +4,34 @@ QEMUMachine-style: a context manager that starts QEMU stopped (-S), switches
 trace events on over QMP, lets it run, and always ends it (a soft QMP quit,
 then a hard kill). Every wait is bounded; a kernel panic is seen on the
 console line that reports it, not by time-out.
+
+Every QMP exchange (connect, each command, disconnect) has a deadline: a
+wedged QEMU (stopped, say, so that QMP never answers) ends as QmpTimeout,
+naming the command, and is killed. A QMP error reply is a QmpError naming
+the command and QEMU's message. follow() looks at signals.check() every
+signals.POLL_S, so a signal reaches a boot in any thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pexpect
-from qemu.qmp.legacy import QEMUMonitorProtocol
+from qemu.qmp import ExecuteError, QMPClient, QMPError
 
-from harness.errors import HarnessError
+from harness import signals
+from harness.errors import HarnessError, InputError
 from harness.machine import MachineConfig, shell_line
 
 PANIC = re.compile(r"Kernel panic - not syncing|Internal error: Oops|BUG: ")
@@ -35,6 +46,75 @@ class Timeouts:
     suite_s: float | None = None  # /init to the end of the suite (None: from the suite)
     silence_s: float = 60.0  # no console output at all
     shutdown_s: float = 15.0
+    qmp_s: float = 10.0  # one QMP command's answer
+
+
+_T = TypeVar("_T")
+# qemu.qmp logs the failures it raises (a cancelled negotiation, a lost connection);
+# the harness reports them itself, as a boot status
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+
+class QmpTimeout(HarnessError):
+    """QMP did not answer in time: QEMU is wedged (the boot is a hang)."""
+
+
+class QmpError(HarnessError):
+    """QEMU answered a QMP command with an error, or the QMP connection broke."""
+
+
+class QmpChannel:
+    """qemu.qmp's QMPClient driven synchronously on a private event loop; every call
+    has a deadline (the legacy QEMUMonitorProtocol can wait forever to connect or close)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = QMPClient()
+
+    def _run(self, aw: Awaitable[_T], timeout_s: float) -> _T:
+        return self._loop.run_until_complete(asyncio.wait_for(aw, timeout_s))
+
+    def connect(self, sock: Path, timeout_s: float) -> None:
+        self._run(self._client.connect(str(sock)), timeout_s)
+
+    def execute(self, command: str, args: dict[str, object], timeout_s: float) -> Any:
+        return self._run(self._client.execute(command, args or None), timeout_s)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Disconnect (bounded; its errors do not matter any more) and free the loop."""
+        try:
+            self._run(self._client.disconnect(), timeout_s)
+        except (QMPError, OSError, EOFError, TimeoutError):
+            pass
+        finally:
+            self._cancel_tasks(timeout_s)
+            self._loop.close()
+
+    def _cancel_tasks(self, timeout_s: float) -> None:
+        """End what a command cut short by a signal's exception left in the loop, and
+        read their errors, so that asyncio does not log them when they are collected."""
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self._loop.run_until_complete(asyncio.wait(tasks, timeout=timeout_s))
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()
+
+
+# the QEMUs running now (any thread), so that none outlives the harness (end_all)
+_live: set[QemuRun] = set()
+_live_lock = threading.Lock()
+
+
+def end_all() -> int:
+    """Kill every QEMU still running (a last resort at exit). Returns how many."""
+    with _live_lock:
+        runs = list(_live)
+    for run in runs:
+        run.kill()
+    return len(runs)
 
 
 @dataclass
@@ -77,7 +157,8 @@ class QemuRun:
         self.trace_log = run_dir / "qemu-trace.log" if trace_events else None
         self._sockdir: str | None = None
         self._child: pexpect.spawn | None = None
-        self._qmp: QEMUMonitorProtocol | None = None
+        self._qmp: QmpChannel | None = None
+        self.qmp_wedged: str | None = None  # why QMP is not asked any more
         self._logf = None
         self.argv: list[str] = []
         self.cpu_threads: dict[int, int] = {}  # vCPU thread id -> CPU index (QMP)
@@ -112,6 +193,8 @@ class QemuRun:
             echo=False,
             timeout=None,
         )
+        with _live_lock:
+            _live.add(self)
         self._child.logfile_read = self._logf
         self._child.delayafterread = None  # pexpect's default sleeps 0.1 ms after every read
         self._child.delayafterclose = 0.0
@@ -122,19 +205,25 @@ class QemuRun:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _connect_qmp(self, sock: Path) -> QEMUMonitorProtocol:
+    def _connect_qmp(self, sock: Path) -> QmpChannel:
         """Connect to QEMU's QMP socket. QEMU creates the socket file a moment before it
-        listens on it, so a refused connection is retried until the deadline."""
-        deadline = time.monotonic() + self.timeouts.qmp_connect_s
+        listens on it, so a refused connection is retried until the deadline; a QEMU
+        that accepts but never greets times out (QmpTimeout)."""
+        limit = self.timeouts.qmp_connect_s
+        deadline = time.monotonic() + limit
         while True:
             if not self._child.isalive():
                 raise HarnessError(self.qemu_stderr, "QEMU exited before its QMP socket appeared")
             if sock.exists():
-                qmp = QEMUMonitorProtocol(str(sock))
+                qmp = QmpChannel()
                 try:
-                    qmp.connect()
+                    qmp.connect(sock, max(0.1, deadline - time.monotonic()))
                     return qmp
-                except Exception as e:  # qemu.qmp raises its own ConnectError family
+                except TimeoutError:
+                    qmp.close()
+                    self.qmp_wedged = f"QMP did not answer the connection within {limit:g} s"
+                    raise QmpTimeout(sock, self.qmp_wedged) from None
+                except (QMPError, OSError) as e:  # ConnectError: not listening yet
                     qmp.close()
                     if time.monotonic() > deadline:
                         raise HarnessError(sock, f"QMP connection failed: {e}") from None
@@ -142,10 +231,23 @@ class QemuRun:
                 raise HarnessError(sock, "QMP socket did not appear")
             time.sleep(0.01)
 
-    def qmp(self, command: str, **args):
+    def qmp(self, command: str, **args: object) -> Any:
+        """One QMP command, answered within timeouts.qmp_s or QmpTimeout (and QMP is not
+        asked again); an error reply is QmpError."""
+        if self.qmp_wedged:
+            raise QmpTimeout(None, f"not sent: {self.qmp_wedged}")
         if self._qmp is None:
             raise HarnessError(None, "QMP is not connected")
-        return self._qmp.cmd(command, **args)
+        limit = self.timeouts.qmp_s
+        try:
+            return self._qmp.execute(command, args, limit)
+        except TimeoutError:
+            self.qmp_wedged = f"QMP did not answer '{command}' within {limit:g} s"
+            raise QmpTimeout(None, self.qmp_wedged) from None
+        except ExecuteError as e:
+            raise QmpError(None, f"QMP '{command}' failed: {e}") from None
+        except (QMPError, OSError, EOFError) as e:  # the connection broke (QEMU died)
+            raise QmpError(None, f"QMP '{command}': {type(e).__name__}: {e}") from None
 
     @property
     def exit_status(self) -> int | None:
@@ -165,29 +267,21 @@ class QemuRun:
         return " | ".join(text.splitlines()[-lines:])
 
     def stop(self) -> int | None:
-        """End QEMU: soft QMP quit, then SIGTERM/SIGKILL. Returns its exit status."""
+        """End QEMU: soft QMP quit, then SIGKILL (a wedged QEMU at once). Returns its exit
+        status. A signal that arrives meanwhile is raised once QEMU has ended."""
+        with signals.deferred():
+            return self._stop()
+
+    def _stop(self) -> int | None:
         child = self._child
-        if child is not None and not child.closed and child.isalive() and self._qmp is not None:
-            try:
-                self._qmp.cmd("quit")
-            except Exception:
-                pass
+        alive = child is not None and not child.closed and child.isalive()
+        if alive and self._qmp is not None and not self.qmp_wedged and self._quit():
             deadline = time.monotonic() + self.timeouts.shutdown_s
             while child.isalive() and time.monotonic() < deadline:
                 time.sleep(0.02)
-        if child is not None and not child.closed:
-            if child.isalive():
-                child.kill(signal.SIGKILL)
-            try:
-                child.expect(pexpect.EOF, timeout=2)
-            except (pexpect.TIMEOUT, pexpect.EOF, OSError):
-                pass
-            child.close(force=True)
+        self.kill()
         if self._qmp is not None:
-            try:
-                self._qmp.close()
-            except Exception:
-                pass
+            self._qmp.close()
             self._qmp = None
         if self._logf is not None:
             self._logf.close()
@@ -196,6 +290,30 @@ class QemuRun:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             self._sockdir = None
         return None if child is None else child.exitstatus
+
+    def _quit(self) -> bool:
+        """QMP quit; whether QEMU may be ending by itself now (not if QMP is wedged)."""
+        try:
+            self.qmp("quit")
+        except QmpTimeout:
+            return False
+        except QmpError:
+            pass  # the connection broke: QEMU is ending, or has ended
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL QEMU (a stopped one too) if it runs, and reap it (bounded)."""
+        child = self._child
+        if child is not None and not child.closed:
+            if child.isalive():
+                child.kill(signal.SIGKILL)
+            try:
+                child.expect(pexpect.EOF, timeout=2)
+            except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+                pass
+            child.close(force=True)
+        with _live_lock:
+            _live.discard(self)
 
     # -- running -----------------------------------------------------------
     def start(self) -> tuple[str, list[str]]:
@@ -206,7 +324,10 @@ class QemuRun:
             version += f" ({v['package'].strip()})"
         enabled: list[str] = []
         for pattern in self.trace_events:
-            self.qmp("trace-event-set-state", name=pattern, enable=True)
+            try:
+                self.qmp("trace-event-set-state", name=pattern, enable=True)
+            except QmpError as e:  # e.g. unknown event "no_such_event": the user's input
+                raise InputError(None, f"trace event pattern '{pattern}': {e}") from None
             for ev in self.qmp("trace-event-get-state", name=pattern):
                 if ev["state"] == "enabled":
                     enabled.append(ev["name"])
@@ -217,19 +338,17 @@ class QemuRun:
         return version, enabled
 
     def save_diagnostics(self) -> Path:
-        """On a hang: QMP query-status and the CPU registers, saved next to the log."""
+        """On a hang: QMP query-status and the CPU registers, saved next to the log.
+        A QMP that does not answer is said so (which command, how long), not waited for."""
         path = self.run_dir / "hang-diagnostics.txt"
         parts = []
-        for title, fn in (
-            ("query-status", lambda: self.qmp("query-status")),
-            (
-                "info registers",
-                lambda: self.qmp("human-monitor-command", **{"command-line": "info registers"}),
-            ),
+        for title, command, args in (
+            ("query-status", "query-status", {}),
+            ("info registers", "human-monitor-command", {"command-line": "info registers"}),
         ):
             try:
-                parts.append(f"== {title}\n{fn()}\n")
-            except Exception as e:
+                parts.append(f"== {title}\n{self.qmp(command, **args)}\n")
+            except HarnessError as e:
                 parts.append(f"== {title}\nfailed: {e}\n")
         path.write_text("".join(parts))
         return path
@@ -276,7 +395,9 @@ class QemuRun:
                 return "hang", f"{phase} did not finish within {bound:g} s{at}"
             if now - quiet_since >= t.silence_s:
                 return "hang", f"{phase}: no console output for {t.silence_s:.0f} s{at}"
-            lines = self._lines(min(deadline - now, t.silence_s - (now - quiet_since)))
+            signals.check()  # a signal to stop: raised in this thread too
+            wait = min(deadline - now, t.silence_s - (now - quiet_since), signals.POLL_S)
+            lines = self._lines(max(0.0, wait))
             if lines is None:
                 if self._pending:
                     on_line(self._pending)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness import (
@@ -24,12 +24,13 @@ from harness import (
     repo,
     report,
     resultsfile,
+    signals,
 )
 from harness import revision as revmod
 from harness.artifacts import build_artifacts  # lava imports it from here too
-from harness.errors import BuildError, HarnessError
+from harness.errors import BuildError, HarnessError, InputError
 from harness.model import Model
-from harness.qemu_runner import BootResult, QemuRun, Timeouts
+from harness.qemu_runner import BootResult, QemuRun, QmpTimeout, Timeouts
 from harness.trace import TestTrace
 from harness.verdict import ERROR, FAILED, MISSED, PASSED, SKIPPED, TestResult, evaluate, skipped
 
@@ -86,6 +87,7 @@ class RunOutcome:
     boot: BootResult | None
     exit_code: int
     by_model: dict[str, list[TestResult]] = field(default_factory=dict)
+    interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
 
 
 def _sha256(path: Path) -> str:
@@ -237,12 +239,21 @@ class Run:
     def execute(self) -> RunOutcome:
         try:
             return self._execute()
-        except KeyboardInterrupt:
-            self.say("# interrupted: QEMU ended, partial results kept")
-            self._close_unfinished(ERROR, "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as e:  # signals.Interrupted: SIGINT or SIGTERM
+            with signals.deferred():  # QEMU has ended; the results are written whole
+                return self._interrupted(signals.of(e))
+        except InputError as e:  # an input only QEMU could judge (--trace): exit 2
+            self.identity["error"] = str(e)
             self.save(complete=False)
-            self._write_outputs()
-            return RunOutcome(self.run_dir, self.ordered(), self.boot, 130)
+            raise
+
+    def _interrupted(self, sig: signals.Interrupted) -> RunOutcome:
+        """QEMU has ended (QemuRun's exit): keep what ran, the rest ERROR/MISS."""
+        self.say(f"# {sig.reason}: QEMU ended, partial results kept")
+        self._close_unfinished(ERROR, sig.reason)
+        self.save(complete=False)
+        out = self._write_outputs()
+        return replace(out, exit_code=sig.exit_code, interrupted=sig.name)
 
     def _execute(self) -> RunOutcome:
         say = self.say
@@ -352,6 +363,7 @@ class Run:
         done: Callable[[], bool],
     ) -> BootResult:
         """One QEMU run of the suite; QEMU's failures end as a classified boot status."""
+        signals.check()  # a stop asked for in another thread (a matrix's) before the boot
         start = time.monotonic()
         timeouts = dataclasses.replace(self.opts.timeouts)
         if timeouts.suite_s is None:
@@ -362,6 +374,13 @@ class Run:
         q = QemuRun(self.machine, image, initrd, self.run_dir, events, timeouts)
         self.hw_reader = None
         version, enabled, diag, exit_status = "", [], None, None
+
+        def result(status: str, reason: str) -> BootResult:
+            return BootResult(
+                status, reason, q.console_log, q.qemu_stderr, q.trace_log,
+                time.monotonic() - start, exit_status, version, enabled, diag, q.init_s,
+            )  # fmt: skip
+
         try:
             with q:
                 self.say(f"# qemu: {machine.shell_line(q.argv)}")
@@ -378,7 +397,19 @@ class Run:
                     on_line = self._inject(q, on_line)
                 status, reason = q.follow(on_line, done, self._doing)
                 diag = q.save_diagnostics() if status == "hang" else None
+                if q.qmp_wedged:
+                    reason += f"; {q.qmp_wedged}"
                 exit_status = q.wait_exit() if status == "completed" else q.stop()
+        except InputError:
+            raise
+        except KeyboardInterrupt as e:  # SIGINT/SIGTERM: QEMU was ended by `with q`
+            exit_status = q.exit_status
+            self.boot = result("interrupted", signals.of(e).reason)
+            raise
+        except QmpTimeout as e:  # wedged: killed on the way out of `with q`
+            status, reason = "hang", str(e)
+            diag = q.save_diagnostics()
+            exit_status = q.exit_status
         except HarnessError as e:
             status, reason = "qemu-died", str(e)
             exit_status = q.exit_status
@@ -386,10 +417,7 @@ class Run:
             exit_status = q.exit_status
             tail = q.stderr_tail()
             reason += f" (exit status {exit_status}{'; stderr: ' + tail if tail else ''})"
-        return BootResult(
-            status, reason, q.console_log, q.qemu_stderr, q.trace_log,
-            time.monotonic() - start, exit_status, version, enabled, diag, q.init_s,
-        )  # fmt: skip
+        return result(status, reason)
 
     def _doing(self) -> str:
         """What the suite is doing, for a hang's reason: the test it is in."""

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import re
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +48,113 @@ def test_hang_before_init_is_bounded_and_diagnosed(tmp_path):
     assert res.status == "MISS"
     data = json.loads((out.run_dir / "results.json").read_text())
     assert data["complete"] is False and data["boot"]["status"] == "hang"
+
+
+def _spin_image(tmp_path) -> Path:
+    image = tmp_path / "spin.Image"
+    image.write_bytes(struct.pack("<I", 0x14000000) * 1024)  # "b ." forever, no console
+    return image
+
+
+def _qemus(marker: str) -> list[int]:
+    """The pids of the qemu-system-aarch64 processes whose command line has marker."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if argv and argv[0].endswith(b"qemu-system-aarch64") and marker.encode() in b" ".join(argv):
+            pids.append(int(d.name))
+    return pids
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _sigstop_qemu(marker: str, when: str, stopped: list[int]) -> None:
+    """SIGSTOP the QEMU of this run once its QMP socket exists: at once ("at-start"), or
+    once its vCPU spins ("running": a QEMU started -S burns next to no CPU until `cont`,
+    then the guest's "b ." burns a whole CPU)."""
+    deadline = time.monotonic() + 30
+    samples: list[tuple[float, float]] = []  # (time, QEMU's CPU seconds)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = _qemus(marker)
+        if not pids:
+            continue
+        try:
+            cmdline = Path(f"/proc/{pids[0]}/cmdline").read_bytes().decode()
+            if not Path(re.search(r"unix:([^,]+),", cmdline)[1]).exists():
+                continue
+            samples.append((time.monotonic(), _cpu_s(pids[0])))
+        except OSError:  # it ended meanwhile
+            return
+        burnt = [c1 - c0 for (t0, c0) in samples for (t1, c1) in samples[-1:] if t1 - t0 <= 0.6]
+        if when == "at-start" or (burnt and max(burnt) > 0.35):
+            os.kill(pids[0], signal.SIGSTOP)
+            stopped.append(pids[0])
+            return
+
+
+@pytest.mark.parametrize("when", ["running", "at-start"])
+def test_wedged_qemu_is_killed_and_the_hang_says_which_qmp_command_timed_out(tmp_path, when):
+    image = _spin_image(tmp_path)
+    stopped: list[int] = []
+    stopper = threading.Thread(target=_sigstop_qemu, args=(str(image), when, stopped))
+    stopper.start()
+    start = time.monotonic()
+    try:
+        out, _ = _run(
+            tmp_path,
+            kernel_image=image,
+            tests=["oneshot_wfi"],
+            timeouts=Timeouts(qmp_connect_s=3, boot_s=30, silence_s=4, shutdown_s=2, qmp_s=1.5),
+        )
+    finally:
+        stopper.join(30)
+        for pid in _qemus(str(image)):  # only if the run failed to end it
+            os.kill(pid, signal.SIGKILL)
+    wall = time.monotonic() - start
+    assert stopped, "QEMU was not seen running"
+    assert wall < 20, f"the run took {wall:.1f} s"
+    assert out.exit_code == 1
+    assert out.boot.status == "hang", out.boot.reason
+    # at start: the connection's greeting (qmp_connect_s) or a first command (qmp_s)
+    assert re.search(r"QMP did not answer .* within (1\.5|3) s", out.boot.reason), out.boot.reason
+    assert out.boot.qemu_exit is None  # SIGKILLed
+    diag = (out.run_dir / "hang-diagnostics.txt").read_text()
+    assert "== query-status\nfailed: " in diag and "QMP did not answer '" in diag
+    if when == "running":
+        assert "QMP did not answer 'query-status' within 1.5 s" in diag
+    assert _qemus(str(image)) == []
+    (res,) = out.results
+    assert res.status == "MISS"
+    data = json.loads((out.run_dir / "results.json").read_text())
+    assert data["complete"] is False and data["boot"]["status"] == "hang"
+    assert {"console.log", "qemu.stderr", "hang-diagnostics.txt", "junit.xml"} <= set(
+        p.name for p in out.run_dir.iterdir()
+    )
+
+
+def test_unknown_trace_event_is_a_one_line_error_naming_it(tmp_path):
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "boot-test", "--results", str(results),
+         "--kernel", str(_spin_image(tmp_path)), "--test", "oneshot_wfi",
+         "--trace", "arm_gt_*", "--trace", "no_such_event"],
+        cwd=repo.ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "no_such_event" in line, line
+    (run_dir,) = results.iterdir()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert "no_such_event" in data["identity"]["error"] and data["complete"] is False
+    assert _qemus(str(run_dir)) == []
 
 
 def test_qemu_that_dies_at_start_keeps_exit_status_and_stderr(tmp_path):
@@ -176,38 +292,205 @@ def test_timer_still_fires_once_under_injected_faults(tmp_path, fault):
         assert once.status == "pass", (r.name, once.detail)
 
 
-def test_ctrl_c_ends_qemu_and_keeps_partial_results(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+class Harness:
+    """`python -m harness ...` as a job of its own: started with SIGINT ignored, as a
+    background job inherits it (the harness must handle SIGINT anyway), in a new session
+    (its process group gets a terminal's Ctrl-C), its output read by a thread."""
 
+    def __init__(self, *args: str) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", *args],
+            cwd=repo.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            start_new_session=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def __enter__(self) -> Harness:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:  # the test failed before the harness ended
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, prefix: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return
+        raise AssertionError(f"no line {prefix!r} in:\n" + "".join(self.seen))
+
+    def send(self, signum: int) -> None:
+        """SIGINT to the whole process group (a terminal's Ctrl-C), SIGTERM to the
+        harness alone (a scheduler's cancel)."""
+        if signum == signal.SIGINT:
+            os.killpg(self.proc.pid, signum)
+        else:
+            self.proc.send_signal(signum)
+
+    def finish(self, timeout: float = 60) -> str:
+        """Wait for the exit (bounded); the output after what wait_for() saw."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(10)
+        rest = []
+        while not self.lines.empty():
+            if (line := self.lines.get()) is not None:
+                rest.append(line)
+        return "".join(rest)
+
+
+def _kill_left(marker: str) -> list[int]:
+    """The QEMUs of this test still running, killed (a failed test must not leave any)."""
+    pids = _qemus(marker)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _check_interrupted_boot_test(tmp_path, signum: int) -> None:
+    name = signal.Signals(signum).name
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "boot-test", "--results", str(results),
-         "--test", "oneshot_wfi", "--test", "hang_forever"],
-        cwd=repo.ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith("ok 1 oneshot_wfi"):
-            break
-    time.sleep(0.3)  # hang_forever is running now
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "interrupted" in rest
+    h = Harness("boot-test", "--results", str(results),
+                "--test", "oneshot_wfi", "--test", "hang_forever", "--test", "rearm_n")  # fmt: skip
+    try:
+        with h:
+            h.wait_for("ok 1 oneshot_wfi")  # hang_forever runs now, for 2 s
+            h.send(signum)
+            rest = h.finish()
+    finally:
+        left = _kill_left(str(results))
+    out = "".join(h.seen) + rest
+    assert h.proc.returncode == 128 + signum, out
+    assert f"# interrupted ({name}): QEMU ended, partial results kept" in out
+    assert left == [], f"QEMU still running after {name}"
     (run_dir,) = results.iterdir()
     data = json.loads((run_dir / "results.json").read_text())
     assert data["complete"] is False
-    status = {t["name"]: t["status"] for t in data["tests"]}
-    assert status == {"oneshot_wfi": "PASS", "hang_forever": "ERROR"}
+    assert data["boot"]["status"] == "interrupted", data["boot"]
+    assert data["boot"]["reason"] == f"interrupted ({name})"
+    tests = {t["name"]: t for t in data["tests"]}
+    assert tests["oneshot_wfi"]["status"] == "PASS"
+    # the test running when the signal came is ERROR; those after it never ran
+    interrupted = [t for t in data["tests"] if t["status"] == "ERROR"]
+    assert len(interrupted) == 1 and interrupted[0]["reasons"] == [f"interrupted ({name})"]
+    after = data["tests"][data["tests"].index(interrupted[0]) + 1 :]
+    assert all(t["status"] == "MISS" and name in t["reasons"][0] for t in after), after
     assert (run_dir / "console.log").stat().st_size > 0
-    qemus = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True)
-    assert qemus.stdout == "", "QEMU still running after Ctrl-C"
-    assert os.path.exists(run_dir / "junit.xml")
+    # QEMU was ended by the harness, not by the signal (it runs in a session of its own)
+    assert "terminating on signal" not in (run_dir / "qemu.stderr").read_text()
+    assert data["boot"]["qemu_exit"] == 0  # it quit when QMP told it to
+    assert f"interrupted ({name})" in (run_dir / "junit.xml").read_text()
+    assert f"interrupted ({name})" in (run_dir / "ktap.txt").read_text()
+
+
+def test_ctrl_c_ends_qemu_and_keeps_partial_results(tmp_path):
+    _check_interrupted_boot_test(tmp_path, signal.SIGINT)
+
+
+def test_sigterm_ends_qemu_and_keeps_partial_results(tmp_path):
+    _check_interrupted_boot_test(tmp_path, signal.SIGTERM)
+
+
+def test_sigterm_ends_a_wedged_qemu_too(tmp_path):
+    """QEMU stopped (QMP never answers), then the harness told to stop: `quit` is not
+    answered within Timeouts.qmp_s, so QEMU is killed, and the results are kept."""
+    image = _spin_image(tmp_path)
+    results = tmp_path / "results"
+    stopped: list[int] = []
+    h = Harness("boot-test", "--results", str(results), "--kernel", str(image),
+                "--test", "oneshot_wfi")  # fmt: skip
+    try:
+        with h:
+            _sigstop_qemu(str(image), "running", stopped)
+            assert stopped, "QEMU was not seen running"
+            start = time.monotonic()
+            h.send(signal.SIGTERM)
+            rest = h.finish(timeout=60)
+            took = time.monotonic() - start
+    finally:
+        left = _kill_left(str(image))
+    assert h.proc.returncode == 143, rest
+    assert left == [], "a stopped QEMU outlived the harness"
+    assert took < 10 + 8, f"{took:.1f} s"  # quit not answered (qmp_s), then the kill
+    (run_dir,) = results.iterdir()
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["complete"] is False and data["boot"]["status"] == "interrupted"
+    assert [t["status"] for t in data["tests"]] == ["MISS"]
+    assert "Traceback" not in rest and "Task" not in rest, rest
+
+
+MATRIX = """\
+# two cells booting at once, each long enough to be running when the signal comes
+name: signals
+description: interrupted by a signal while both cells run
+defaults:
+  tests: [oneshot_wfi, hang_forever, rearm_n, mmio_spin, two_vcpus, save_restore]
+cells:
+  - revision: upstream
+    policy: [every-exit, eintr-only]
+"""
+
+
+def _wait_until(what: str, ok, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signal_ends_every_running_cell_of_a_matrix(tmp_path, signum):
+    name = signal.Signals(signum).name
+    (tmp_path / "signals.yaml").write_text(MATRIX)
+    results = tmp_path / "results"
+    h = Harness("matrix", str(tmp_path / "signals.yaml"), "--results", str(results),
+                "--slots", "2")  # fmt: skip
+    try:
+        with h:
+
+            def both_booting() -> bool:
+                logs = list(results.glob("*-matrix-signals-*/*/output.log"))
+                return len(logs) == 2 and all("# qemu: " in p.read_text() for p in logs)
+
+            _wait_until("both cells boot", both_booting)
+            h.send(signum)
+            rest = h.finish()
+    finally:
+        left = _kill_left(str(results))
+    out = "".join(h.seen) + rest
+    assert h.proc.returncode == 128 + signum, out
+    assert left == [], f"QEMU still running after {name}"
+    (mdir,) = results.iterdir()
+    data = json.loads((mdir / "matrix.json").read_text())
+    assert data["complete"] is False and data["ok"] is False and data["interrupted"] == name
+    assert len(data["cells"]) == 2
+    for cell in data["cells"]:
+        assert cell["outcome"] == "interrupted", cell
+        assert cell["reason"] == f"interrupted ({name})"
+        run = json.loads((mdir / cell["run_dir"] / "results.json").read_text())
+        assert run["complete"] is False and run["boot"]["status"] == "interrupted"
+        reasons = [why for t in run["tests"] for why in t["reasons"]]
+        assert any(f"interrupted ({name})" in why for why in reasons), run["tests"]
+        assert (mdir / cell["run_dir"] / "junit.xml").is_file()
+    assert f"# matrix signals: interrupted ({name}); 0 of 2 cells finished" in out
 
 
 def test_two_runs_at_once_share_the_kernel_but_not_results(tmp_path):

@@ -409,3 +409,54 @@ def test_tokens_first_come_first_served():
     big.join(1)
     small.join(1)
     assert order == ["two-cpu boot", "one-cpu boot"]
+
+
+def _boot_until_stopped(opts, say):
+    """A boot that runs until told to stop, as QemuRun.follow() does (signals.check())."""
+    from harness import signals
+
+    run_dir = opts.results_base / "run"
+    run_dir.mkdir()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            signals.check()
+        except signals.Interrupted as e:
+            data = {
+                "identity": {},
+                "boot": {"status": "interrupted", "wall_s": 1.0, "init_s": 0.3},
+                "tests": [{"name": "t0", "status": "ERROR", "reasons": [e.reason]}],
+                "summary": {"ERROR": 1},
+            }
+            (run_dir / "results.json").write_text(json.dumps(data))
+            return RunOutcome(run_dir, [], None, e.exit_code, interrupted=e.name)
+        time.sleep(0.02)
+    raise AssertionError("the boot was never told to stop")
+
+
+def test_sigterm_stops_the_matrix_its_running_cells_end_interrupted(tmp_path, fake_kernels):
+    import os
+    import signal
+
+    from harness import signals
+
+    p = write(tmp_path, "name: stop\ncells:\n  - revision: [upstream, v4, v5]\n")
+    lines: list[str] = []
+    runner = matrix.Runner(
+        matrix.load(p), tmp_path / "res", slots=2, out=lines.append, boot=_boot_until_stopped
+    )
+    timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM))
+    with signals.handled():
+        timer.start()
+        try:
+            code = runner.run()
+        finally:
+            timer.cancel()
+            signals.reset()
+    assert code == 143, "\n".join(lines)
+    data = json.loads((runner.dir / "matrix.json").read_text())
+    assert data["complete"] is False and data["ok"] is False and data["interrupted"] == "SIGTERM"
+    outcomes = [c["outcome"] for c in data["cells"]]
+    assert outcomes == ["interrupted", "interrupted", "pending"]  # two slots: two ran
+    assert all(c["reason"] == "interrupted (SIGTERM)" for c in data["cells"][:2])
+    assert lines[-1].startswith("# matrix stop: interrupted (SIGTERM); 0 of 3 cells finished")

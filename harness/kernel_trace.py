@@ -71,3 +71,43 @@ def level_changes(evs: list[KernelEvent], irq: int = VTIMER_IRQ) -> list[tuple[i
 
 def rises(evs: list[KernelEvent], irq: int = VTIMER_IRQ) -> int:
     return sum(1 for _, _, level in level_changes(evs, irq) if level == 1)
+
+
+TIMER_IRQS = {"vtimer": VTIMER_IRQ, "ptimer": PTIMER_IRQ}
+
+
+@dataclass(frozen=True)
+class UnreportedEntry:
+    """The guest entered with a timer change the kernel saw but had not reported."""
+
+    entry: KernelEvent  # the kvm_entry
+    change: KernelEvent  # the kvm_timer_update_irq that made the level differ
+    timer: str
+    level: int  # the kernel's level then
+    reported: int  # the level as of the last return to user space
+
+
+def unreported_entries(evs: list[KernelEvent], timers: tuple[str, ...]) -> list[UnreportedEntry]:
+    """Every kvm_entry at which a timer's level, as the kernel saw it
+    (kvm_timer_update_irq), differs from its level at the last return to user
+    space (kvm_userspace_exit): a change the guest ran with before user space
+    was told. One vCPU's events (the kt records carry no vCPU for entries)."""
+    irqs = {TIMER_IRQS[t]: t for t in timers}
+    level = dict.fromkeys(irqs, 0)
+    reported = dict(level)
+    changed: dict[int, KernelEvent] = {}
+    out: list[UnreportedEntry] = []
+    for e in evs:
+        u = e.timer_update()
+        if u is not None and u[1] in irqs:
+            if level[u[1]] != u[2]:
+                changed[u[1]] = e
+            level[u[1]] = u[2]
+        elif e.event == "kvm_userspace_exit":
+            reported = dict(level)
+        elif e.event == "kvm_entry":
+            for irq, lvl in level.items():
+                if lvl != reported[irq]:
+                    out.append(UnreportedEntry(e, changed[irq], irqs[irq], lvl, reported[irq]))
+                    reported[irq] = lvl  # one violation per change
+    return out

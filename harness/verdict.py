@@ -45,6 +45,15 @@ class TestResult:
         return d
 
 
+# when several properties fail, the likely cause first: a storm stops the guest, an
+# unreported change starves it, a wrong level misleads it; the rest follow from these
+_CAUSES = ("progress", "visible", "wake", "truthful", "prompt", "once", "coalesce")
+
+
+def _cause_rank(p: PropertyResult) -> int:
+    return _CAUSES.index(p.prop) if p.prop in _CAUSES else len(_CAUSES)
+
+
 def _metrics(tr: TestTrace) -> dict[str, float | int | None]:
     span = (tr.exits[-1].t_ns - tr.exits[0].t_ns) / 1e9 if len(tr.exits) > 1 else None
     rises = [c for c in tr.changes("vtimer") if c.level == 1]
@@ -126,7 +135,7 @@ def evaluate(
     spec_bad = _spec_checks(spec, tr) if end_status != ERROR else []
     # the broken promise first: the rest (the VMM's end status, the guest's checks) are
     # its symptoms
-    failed = [p.line() for p in res.properties if p.status == FAIL]
+    failed = [p.line() for p in sorted(res.properties, key=_cause_rank) if p.status == FAIL]
     res.reasons = failed + res.reasons + spec_bad
     if res.status == ERROR or end_status == ERROR:
         res.status = ERROR

@@ -21,9 +21,10 @@
 /* A runaway test (an exit storm) would flood the console: keep the first ones. */
 #define KT_MAX_LINES	VT_KT_LINES_MAX
 
+/* group/event under events/: the guest's runs and exits, the timer */
 static const char *const events[] = {
-	"kvm_timer_update_irq", "kvm_exit", "kvm_entry", "kvm_userspace_exit",
-	"kvm_irq_line", "kvm_vcpu_wakeup", "kvm_timer_hrtimer_expire",
+	"kvm/kvm_timer_update_irq", "kvm/kvm_exit", "kvm/kvm_entry", "kvm/kvm_userspace_exit",
+	"kvm/kvm_irq_line", "kvm/kvm_vcpu_wakeup", "kvm/kvm_timer_hrtimer_expire",
 };
 
 static int put(const char *file, const char *val)
@@ -57,7 +58,7 @@ void kt_start(void)
 	put("buffer_size_kb", "4096");
 	put("trace", "");
 	for (i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
-		snprintf(file, sizeof(file), "events/kvm/%s/enable", events[i]);
+		snprintf(file, sizeof(file), "events/%s/enable", events[i]);
 		put(file, "1");
 	}
 	put("tracing_on", "1");

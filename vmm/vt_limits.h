@@ -19,12 +19,13 @@
 /*
  * What one test writes at most (a healthy test writes tens of each): exit
  * records without a guest report (past this: a "drop" record with the count),
- * kernel events (past this: "ktdrop"). The records of a test are buffered
+ * kernel events (past this: "ktdrop"; QEMU as the VMM makes ~3000). The
+ * records of a test are buffered
  * and written when it ends; the buffer holds them all, so a storming test
  * is not slowed down by the console while it is judged.
  */
 #define VT_EXIT_RECORDS_MAX	2000
-#define VT_KT_LINES_MAX		2000
+#define VT_KT_LINES_MAX		4000
 #define VT_REC_BUFFER		(2 << 20)
 
 /*

@@ -74,6 +74,7 @@ def rises(evs: list[KernelEvent], irq: int = VTIMER_IRQ) -> int:
 
 
 TIMER_IRQS = {"vtimer": VTIMER_IRQ, "ptimer": PTIMER_IRQ}
+_BITS = {"vtimer": 0, "ptimer": 1}
 
 
 @dataclass(frozen=True)
@@ -84,18 +85,26 @@ class UnreportedEntry:
     change: KernelEvent  # the kvm_timer_update_irq that made the level differ
     timer: str
     level: int  # the kernel's level then
-    reported: int  # the level as of the last return to user space
+    reported: int  # the level the last return to user space showed
 
 
-def unreported_entries(evs: list[KernelEvent], timers: tuple[str, ...]) -> list[UnreportedEntry]:
-    """Every kvm_entry at which a timer's level, as the kernel saw it
-    (kvm_timer_update_irq), differs from its level at the last return to user
-    space (kvm_userspace_exit): a change the guest ran with before user space
-    was told. One vCPU's events (the kt records carry no vCPU for entries)."""
+def unreported_entries(
+    evs: list[KernelEvent], timers: tuple[str, ...], shown: list[int | None]
+) -> list[UnreportedEntry] | None:
+    """Every kvm_entry at which a timer's level, as the kernel last saw it change
+    (kvm_timer_update_irq), differs from the level user space was last shown:
+    a change the guest ran with before user space was told. shown is the level
+    bitmap the ABI showed at each of the vCPU's returns to user space, in order
+    (the VMM's exit records; None where an exit shows none), the n-th for the
+    n-th kvm_userspace_exit. One vCPU's events (the kt records carry no vCPU for
+    entries). None when the returns do not pair up with the exit records."""
+    if sum(e.event == "kvm_userspace_exit" for e in evs) != len(shown):
+        return None
     irqs = {TIMER_IRQS[t]: t for t in timers}
     level = dict.fromkeys(irqs, 0)
     reported = dict(level)
     changed: dict[int, KernelEvent] = {}
+    returns = iter(shown)
     out: list[UnreportedEntry] = []
     for e in evs:
         u = e.timer_update()
@@ -104,10 +113,11 @@ def unreported_entries(evs: list[KernelEvent], timers: tuple[str, ...]) -> list[
                 changed[u[1]] = e
             level[u[1]] = u[2]
         elif e.event == "kvm_userspace_exit":
-            reported = dict(level)
+            bitmap = next(returns)
+            if bitmap is not None:
+                reported = {irq: (bitmap >> _BITS[t]) & 1 for irq, t in irqs.items()}
         elif e.event == "kvm_entry":
             for irq, lvl in level.items():
-                if lvl != reported[irq]:
-                    out.append(UnreportedEntry(e, changed[irq], irqs[irq], lvl, reported[irq]))
-                    reported[irq] = lvl  # one violation per change
+                if lvl != reported[irq] and irq in changed:
+                    out.append(UnreportedEntry(e, changed.pop(irq), irqs[irq], lvl, reported[irq]))
     return out

@@ -9,6 +9,7 @@ checked against several models; that is how revisions are compared.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from dataclasses import dataclass
 
@@ -95,8 +96,11 @@ class Model:
                     observed="never read",
                 )
         kev = tr.kernel_events
+        paired = True
         if kev and len(tr.vcpus()) <= 1:
-            bad = kernel_trace.unreported_entries(kev, self.timers)
+            shown = [e.level for e in tr.exits]
+            bad = kernel_trace.unreported_entries(kev, self.timers, shown)
+            paired = bad is not None
             if bad:
                 b = bad[0]
                 return PropertyResult(
@@ -132,6 +136,13 @@ class Model:
                 PASS,
                 f"{n} changes all read (the kernel's entries carry no vCPU: layer 1 checked "
                 "on one-vCPU tests only)",
+            )
+        if not paired:
+            return PropertyResult(
+                "visible",
+                NOT_JUDGED,
+                f"the VMM read all {n} changes it was shown, but the kernel's returns to user "
+                "space do not pair up with the VMM's exit records",
             )
         return PropertyResult(
             "visible", PASS, f"{n} changes all read; no guest entry with a change unreported"
@@ -347,6 +358,29 @@ class Model:
             + (f", {kernel_trace.rises(kev)} in the kernel's" if kev else ""),
         )
 
+    def _kernel_storm(self, tr: TestTrace) -> PropertyResult | None:
+        """progress from layer 1: the guest's in-kernel exits while the line is high;
+        when the VMM had to drop kernel events, their count over the whole test."""
+        if tr.kernel_events:
+            if len(tr.vcpus()) > 1:
+                return None  # the kernel's exits carry no vCPU
+            return _kernel_storm_in(tr, tr.vcpus()[0]) if tr.vcpus() else None
+        n = tr.kernel_counts.get("kvm_exit_irq")
+        if n is None or tr.begin is None or tr.end is None:
+            return None
+        span = tr.end.t_ns - tr.begin.t_ns
+        if span >= _MIN_SPAN_NS and _irq_exit_rate(n, span) > MAX_IRQ_EXITS_PER_S:
+            return PropertyResult(
+                "progress",
+                FAIL,
+                f"in-kernel exit storm: {n} guest runs ended by a host interrupt in the "
+                f"test's {span / 1e6:.0f} ms (kernel events over the VMM's bound: counted)",
+                seq=tr.end.seq,
+                expected=f"at most {MAX_IRQ_EXITS_PER_S} kvm_exit (IRQ) a second",
+                observed=f"{_irq_exit_rate(n, span):.0f}/s",
+            )
+        return None
+
     def progress(self, tr: TestTrace) -> PropertyResult:
         """While the shown level stays high and unchanged, the guest runs on: the
         exits it did not cause (no port report, no signal of the VMM's) stay under
@@ -404,6 +438,9 @@ class Model:
                 if best is None or len(beats) > best[0]:
                     best = (len(beats), what)
                 i = j
+        storm = self._kernel_storm(tr)
+        if storm is not None:
+            return storm
         if best is None or best[0] < min_beats:
             return PropertyResult(
                 "progress",
@@ -412,7 +449,55 @@ class Model:
                 expected=f"at least {min_beats} heartbeats while high",
                 observed=str(best[0] if best else 0),
             )
+        if not tr.kernel_events and "kvm_exit_irq" not in tr.kernel_counts:
+            return PropertyResult(
+                "progress",
+                NOT_JUDGED,
+                f"{best[1]}; the guest's in-kernel exits are unknown: {tr.kernel_missing()}",
+            )
         return PropertyResult("progress", PASS, best[1])
+
+
+# host interrupts that end guest runs without reaching user space: the host's tick
+# (HZ=250) makes ~250 a second; a timer PPI the host does not keep from re-firing
+# while the line is high makes thousands
+MAX_IRQ_EXITS_PER_S = 1000
+_MIN_SPAN_NS = 20_000_000  # rates over shorter spans say little
+
+
+def _irq_exit_rate(n: int, span_ns: int) -> float:
+    return n * 1e9 / span_ns
+
+
+def _kernel_storm_in(tr: TestTrace, vcpu: int) -> PropertyResult | None:
+    """An in-kernel exit storm while the line stayed high (layer 1 kvm_exit IRQ)."""
+    exits = tr.by_vcpu()[vcpu]
+    irq_exits = [
+        e.t_ns for e in tr.kernel_events if e.event == "kvm_exit" and e.text.startswith("IRQ")
+    ]
+    i = 0
+    while i < len(exits):
+        first = exits[i]
+        j = i + 1
+        while j < len(exits) and exits[j].level in (None, first.level):
+            j += 1
+        if first.level:
+            a, b = first.t_ns, exits[j - 1].t_ns
+            lo, hi = bisect.bisect_left(irq_exits, a), bisect.bisect_right(irq_exits, b)
+            if b - a >= _MIN_SPAN_NS and _irq_exit_rate(hi - lo, b - a) > MAX_IRQ_EXITS_PER_S:
+                rate = _irq_exit_rate(hi - lo, b - a)
+                return PropertyResult(
+                    "progress",
+                    FAIL,
+                    f"in-kernel exit storm while the line stayed high on vcpu {vcpu}: "
+                    f"{hi - lo} guest runs ended by a host interrupt in {(b - a) / 1e6:.0f} ms, "
+                    "none reaching user space",
+                    seq=first.seq,
+                    expected=f"at most {MAX_IRQ_EXITS_PER_S} kvm_exit (IRQ) a second",
+                    observed=f"{rate:.0f}/s",
+                )
+        i = j
+    return None
 
 
 def _evidence(tr: TestTrace, r: PropertyResult) -> PropertyResult:

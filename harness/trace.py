@@ -65,6 +65,9 @@ class TestTrace:
     storm: Record | None = None  # the VMM ended the test in an exit storm
     # records the VMM did not write (over its bounds): "exit" (vt_limits.h), "kernel" (ktdrop)
     dropped: dict[str, int] = field(default_factory=dict)
+    # every kernel event of the test by name, kept or dropped (the VMM's ktsum records);
+    # "kvm_exit_irq": the guest runs a host interrupt ended
+    kernel_counts: dict[str, int] = field(default_factory=dict)
     _changes: dict[str, list[Change]] = field(default_factory=dict, repr=False)
     _by_vcpu: dict[int, list[Exit]] | None = field(default=None, repr=False)
     _by_n: dict[tuple[int, int], Exit] | None = field(default=None, repr=False)
@@ -87,6 +90,8 @@ class TestTrace:
                 tr.dropped[r.get("what", "?")] = r.int("n")
             elif r.kind == "ktdrop":
                 tr.dropped["kernel"] = r.int("n")
+            elif r.kind == "ktsum":
+                tr.kernel_counts[r.get("ev", "?")] = r.int("n")
             elif r.kind == "exit":
                 lvl = r.get("lvl", "-")
                 val = r.get("val")

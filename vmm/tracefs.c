@@ -64,6 +64,41 @@ void kt_start(void)
 	put("tracing_on", "1");
 }
 
+/* Every event of a test, kept or not, by name: a storm past KT_MAX_LINES is still counted. */
+struct kt_count {
+	char name[32];
+	unsigned long n;
+};
+
+#define KT_COUNTS	16
+static struct kt_count counts[KT_COUNTS];
+static unsigned long irq_exits;	/* kvm_exit "IRQ: ...": a host interrupt ended a guest run */
+
+static void count_line(const char *line)
+{
+	const char *p = strchr(line, ']'), *ev, *end;
+	size_t len, i;
+
+	ev = p ? strstr(p, ": ") : NULL;
+	if (!ev)
+		return;
+	ev += 2;
+	end = strstr(ev, ": ");
+	len = end ? (size_t)(end - ev) : strlen(ev);
+	if (len >= sizeof(counts[0].name))
+		return;
+	if (end && len == 8 && !strncmp(ev, "kvm_exit", 8) && !strncmp(end + 2, "IRQ:", 4))
+		irq_exits++;
+	for (i = 0; i < KT_COUNTS && counts[i].name[0]; i++)
+		if (strlen(counts[i].name) == len && !strncmp(counts[i].name, ev, len))
+			break;
+	if (i == KT_COUNTS)
+		return;
+	if (!counts[i].name[0])
+		memcpy(counts[i].name, ev, len);
+	counts[i].n++;
+}
+
 /*
  * "  init-23  [000] d....  0.339615: kvm_entry: PC: 0x40000000" becomes
  * "kt ts=0.339615 ev=kvm_entry msg="PC: 0x40000000"": the task, CPU and
@@ -100,7 +135,7 @@ void kt_drain(const char *test)
 {
 	char buf[4096], line[400];
 	unsigned long lines = 0;
-	size_t len = 0;
+	size_t len = 0, i;
 	ssize_t n;
 	int fd;
 
@@ -114,8 +149,11 @@ void kt_drain(const char *test)
 		for (ssize_t i = 0; i < n; i++) {
 			if (buf[i] == '\n') {
 				line[len] = 0;
-				if (line[0] != '#' && ++lines <= KT_MAX_LINES)
-					emit_line(test, line);
+				if (line[0] != '#') {
+					count_line(line);
+					if (++lines <= KT_MAX_LINES)
+						emit_line(test, line);
+				}
 				len = 0;
 			} else if (len < sizeof(line) - 1) {
 				line[len++] = buf[i];
@@ -126,4 +164,9 @@ void kt_drain(const char *test)
 	put("trace", "");
 	if (lines > KT_MAX_LINES)
 		rec_emit(test, "ktdrop", "n=%lu kept=%d", lines - KT_MAX_LINES, KT_MAX_LINES);
+	for (i = 0; i < KT_COUNTS && counts[i].name[0]; i++)
+		rec_emit(test, "ktsum", "ev=%s n=%lu", counts[i].name, counts[i].n);
+	rec_emit(test, "ktsum", "ev=kvm_exit_irq n=%lu", irq_exits);
+	memset(counts, 0, sizeof(counts));
+	irq_exits = 0;
 }

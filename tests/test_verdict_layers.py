@@ -1,0 +1,114 @@
+"""Verdicts that name the broken promise from the kernel layer: visible (a guest
+entry with a change unreported), progress (an in-kernel exit storm), on recorded
+real runs (a healthy suite, the upstream-nointr control) and edits of them."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+
+import pytest
+from conftest import DATA, console
+
+from harness import guest_spec, records, revision
+from harness.model import FAIL, NOT_JUDGED, PASS, Model
+from harness.records import Record
+from harness.trace import TestTrace
+from harness.verdict import FAILED, PASSED, evaluate
+
+UPSTREAM = Model.of(revision.load("upstream"))
+
+
+@pytest.fixture(scope="module")
+def suite() -> records.Parsed:
+    return records.parse(console("upstream-suite.console.log"))
+
+
+@pytest.fixture(scope="module")
+def nointr() -> records.Parsed:
+    with gzip.open(DATA / "upstream-nointr.console.log.gz", "rt", errors="replace") as f:
+        return records.parse(f.read().splitlines())
+
+
+def _judge(test: str, recs: list[Record]):
+    return evaluate(guest_spec.load_all()[test], recs, [], UPSTREAM)
+
+
+def _prop(res, name: str):
+    return next(p for p in res.properties if p.prop == name)
+
+
+def test_healthy_suite_passes_visible_from_the_kernel_layer(suite):
+    one_vcpu = [s for s in guest_spec.select(guest_spec.load_all(), []) if s.vcpus == 1]
+    for spec in one_vcpu:
+        res = _judge(spec.name, suite.of(spec.name))
+        assert res.status == PASSED, (spec.name, res.reasons)
+        assert _prop(res, "visible").status == PASS, spec.name
+        assert "no guest entry with a change unreported" in _prop(res, "visible").detail
+
+
+@pytest.mark.parametrize("test", ["oneshot_tval", "sigalrm", "late_inject"])
+def test_no_forced_exit_fails_visible_first(nointr, test):
+    res = _judge(test, nointr.of(test))
+    assert res.status == FAILED
+    assert res.reasons[0].startswith("visible: the guest was entered with a vtimer change")
+    v = _prop(res, "visible")
+    assert v.status == FAIL and v.seq is not None and "kvm_entry" in v.observed
+
+
+def test_a_signal_exit_is_no_notice_even_when_the_vmm_marked_it(suite):
+    recs = suite.of("sigalrm")
+    marked = [
+        dataclasses.replace(r, fields=r.fields | {"ntc": "1"})
+        if r.kind == "exit" and r.get("sig")
+        else r
+        for r in recs
+    ]
+    res = _judge("sigalrm", marked)
+    tr = TestTrace.from_records("sigalrm", marked)
+    assert any(e.sig for e in tr.exits) and not any(e.notice and e.sig for e in tr.exits)
+    assert res.status == PASSED
+
+
+def test_without_kernel_events_visible_and_progress_are_not_judged(suite):
+    recs = [r for r in suite.of("masked_progress") if r.kind not in ("kt", "ktsum")]
+    res = _judge("masked_progress", recs)
+    assert _prop(res, "visible").status == NOT_JUDGED
+    assert _prop(res, "progress").status == NOT_JUDGED
+    assert "in-kernel exits are unknown" in _prop(res, "progress").detail
+
+
+def _kt(after: Record, n: int) -> list[Record]:
+    """n kvm_exit IRQ events 10 us apart, from the time of record after."""
+    out = []
+    for k in range(n):
+        t = after.t_ns + 10_000 * (k + 1)
+        ts = f"{t // 10**9}.{t % 10**9 // 1000:06d}"
+        out.append(
+            Record(after.seq, after.test, t, "kt",
+                   {"ts": ts, "ev": "kvm_exit", "msg": "IRQ: HSR_EC: 0x0000 (UNKNOWN), PC: 0x0"},
+                   after.line_no)
+        )  # fmt: skip
+    return out
+
+
+def test_an_in_kernel_exit_storm_while_high_fails_progress(suite):
+    recs = list(suite.of("masked_progress"))
+    assert _prop(_judge("masked_progress", recs), "progress").status == PASS
+    rise = next(r for r in recs if r.kind == "exit" and r.get("lvl") == "1")
+    kernel = sorted([r for r in recs if r.kind == "kt"] + _kt(rise, 5000), key=lambda r: r.t_ns)
+    res = _judge("masked_progress", [r for r in recs if r.kind != "kt"] + kernel)
+    p = _prop(res, "progress")
+    assert p.status == FAIL and "in-kernel exit storm" in p.detail, p
+    assert res.reasons[0].startswith("progress: in-kernel exit storm")
+
+
+def test_an_in_kernel_storm_past_the_vmm_bound_is_counted(suite):
+    recs = [r for r in suite.of("masked_progress") if r.kind not in ("kt", "ktsum")]
+    end = next(r for r in recs if r.kind == "end")
+    extra = [
+        Record(end.seq, end.test, end.t_ns, "ktdrop", {"n": "90000", "kept": "4000"}, 0),
+        Record(end.seq, end.test, end.t_ns, "ktsum", {"ev": "kvm_exit_irq", "n": "90000"}, 0),
+    ]
+    p = _prop(_judge("masked_progress", recs[:-1] + extra + recs[-1:]), "progress")
+    assert p.status == FAIL and "counted" in p.detail

@@ -9,7 +9,10 @@ from pathlib import Path
 from harness import limits, repo, yamlfile
 from harness.errors import InputError
 
-PROPERTIES = ("visible", "truthful", "coalesce", "eintr-suffices", "progress", "wake", "once")
+PROPERTIES = (
+    "visible", "truthful", "coalesce", "eintr-suffices", "progress", "wake", "once",
+    "history", "dedicated-exit",  # v5's user_timer_pending, v4's own exit
+)  # fmt: skip
 ABIS = ("upstream", "v4", "v5", "v6")
 TIMERS = ("vtimer", "ptimer")
 EXPECT_KEYS = {"exit_code", "irqs", "edges", "spurious"}

@@ -26,7 +26,7 @@ NA = "n/a"
 # the properties each judged from the VMM's exit records
 _FROM_EXITS = ("visible", "once", "coalesce", "eintr-suffices", "progress", "truthful", "wake")
 # properties of the kernel's notices that every trace shows, whatever the test
-ALWAYS = ("coalesce", "eintr-suffices")
+ALWAYS = ("coalesce", "eintr-suffices", "history", "dedicated-exit")
 # the VT_WAKE value: IRQs taken so far, and VT_WAKE_EARLY (guest_tests/runtime/vt_ports.h)
 _WAKE_IRQS, _WAKE_EARLY = 0xFFFFFFFF, 1 << 32
 
@@ -56,11 +56,20 @@ class Model:
     timers: tuple[str, ...]
     coalesce: bool
     eintr_suffices: bool
+    history: bool = False  # v5: kernel-written history of the last forced notice
+    dedicated_exit: bool = False  # v4: an exit reason of its own carries the line
 
     @classmethod
     def of(cls, rev: Revision) -> Model:
         timers = tuple(t for t in ("vtimer", "ptimer") if rev.abi.reports(t))
-        return cls(rev.model, timers, rev.coalesce, rev.eintr_suffices)
+        return cls(
+            rev.model,
+            timers,
+            rev.coalesce,
+            rev.eintr_suffices,
+            history=rev.abi.history_field is not None,
+            dedicated_exit=rev.abi.exit_reason is not None,
+        )
 
     # -- properties --------------------------------------------------------
     def check(self, tr: TestTrace, props: tuple[str, ...]) -> list[PropertyResult]:
@@ -72,6 +81,8 @@ class Model:
             "wake": self.wake,
             "truthful": self.truthful,
             "progress": self.progress,
+            "history": self.history_rule,
+            "dedicated-exit": self.dedicated_exit_rule,
         }
         wanted = list(props) + [p for p in ALWAYS if p not in props]
         if tr.storm is not None:  # an exit storm breaks progress, whatever the test exercises
@@ -264,6 +275,79 @@ class Model:
             )
         return PropertyResult(
             "eintr-suffices", PASS, f"each of {len(changes)} changes came with a notice exit"
+        )
+
+    def history_rule(self, tr: TestTrace) -> PropertyResult:
+        """v5: user_timer_pending is the level as of the last forced notice. At every
+        notice exit it equals the vtimer level being notified; every other exit
+        leaves it as it was (Dall: "internal historical state only used by the
+        kernel to figure out whether or not it should force an exit")."""
+        if not self.history:
+            return PropertyResult("history", NA, "not promised by this model (no history field)")
+        logged = [e for e in tr.exits if e.hist is not None]
+        if not logged:
+            return PropertyResult(
+                "history", NOT_JUDGED, "no exit record carries the history field (hist=)"
+            )
+        for vcpu, exits in tr.by_vcpu().items():
+            prev = 0  # a new vCPU's history: nothing notified yet
+            for e in exits:
+                if e.hist is None:
+                    continue
+                want = (e.level or 0) & 1 if e.notice else prev
+                if e.hist != want:
+                    what = "the level notified" if e.notice else "the history before it"
+                    return PropertyResult(
+                        "history",
+                        FAIL,
+                        f"user_timer_pending on vcpu {vcpu} at exit {e.n} ({e.reason}"
+                        f"{', notice' if e.notice else ''}) is not {what}",
+                        seq=e.seq,
+                        expected=str(want),
+                        observed=str(e.hist),
+                    )
+                prev = e.hist
+        notices = sum(1 for e in logged if e.notice)
+        return PropertyResult(
+            "history",
+            PASS,
+            f"user_timer_pending followed {notices} notices and stayed put on "
+            f"{len(logged) - notices} other exits",
+        )
+
+    def dedicated_exit_rule(self, tr: TestTrace) -> PropertyResult:
+        """v4: each exit of its own (KVM_EXIT_ARM_TIMER) carries the line, and
+        reports a change: one dedicated exit per change, none that repeats."""
+        if not self.dedicated_exit:
+            return PropertyResult(
+                "dedicated-exit", NA, "not promised by this model (no exit reason of its own)"
+            )
+        own = [e for e in tr.exits if e.reason == "ARM_TIMER"]
+        if not own and self._changes(tr):
+            return PropertyResult(
+                "dedicated-exit", NOT_JUDGED, "no exit of its own (ARM_TIMER) in the records: "
+                "the VMM read another ABI",
+            )  # fmt: skip
+        for vcpu, exits in tr.by_vcpu().items():
+            prev = 0
+            for e in exits:
+                if e.reason != "ARM_TIMER":
+                    continue
+                if e.level is None:
+                    return PropertyResult(
+                        "dedicated-exit", FAIL, f"exit {e.n} ({e.reason}) on vcpu {vcpu} "
+                        "carries no level", seq=e.seq, expected="a level bitmap",
+                        observed="none",
+                    )  # fmt: skip
+                if e.level == prev:
+                    return PropertyResult(
+                        "dedicated-exit", FAIL, f"exit {e.n} ({e.reason}) on vcpu {vcpu} "
+                        "reports no change", seq=e.seq, expected=f"not {prev:x}",
+                        observed=f"{e.level:x}",
+                    )  # fmt: skip
+                prev = e.level
+        return PropertyResult(
+            "dedicated-exit", PASS, f"{len(own)} exits of its own, each carrying a change"
         )
 
     def wake(self, tr: TestTrace) -> PropertyResult:

@@ -31,6 +31,7 @@ class Exit:
     cnt: int | None = None  # the L1 counter when KVM_RUN returned
     stop: bool = False
     sig: int = 0  # SIGALRMs of the VMM's own timers that ended this KVM_RUN
+    hist: int | None = None  # v5's user_timer_pending at this exit (None: not logged)
 
     @property
     def signal(self) -> bool:
@@ -104,8 +105,8 @@ class TestTrace:
                         errno=r.int("err"),
                         level=None if lvl == "-" else int(lvl, 16),
                         read=r.get("read") == "1",
-                        # an EINTR the VMM's own signal caused is never the kernel's notice
-                        notice=r.get("ntc") == "1" and not r.int("sig"),
+                        # the VMM marks a signal exit of its own as no notice (vmm/vm.c)
+                        notice=r.get("ntc") == "1",
                         port=r.get("port"),
                         value=int(val, 16) if val is not None else None,
                         t_ns=r.t_ns,
@@ -113,6 +114,7 @@ class TestTrace:
                         cnt=r.int("cnt", base=16) if r.get("cnt") else None,
                         stop=r.get("stop") == "1",
                         sig=r.int("sig"),
+                        hist=int(r.get("hist", ""), 16) if r.get("hist") else None,
                     )
                 )
         return tr

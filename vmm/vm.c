@@ -57,6 +57,7 @@ struct vcpu {
 	bool has_kick, has_alarm;
 	/* exit storm detection (storming()) */
 	uint64_t shown;		/* the level the last exit showed (~0: none yet) */
+	uint64_t hist;		/* the ABI's history as of the last exit (v5) */
 	uint64_t win_start;	/* the current 100 ms window */
 	uint64_t win_idle;	/* exits in it that told user space nothing */
 	uint64_t storm_start;	/* the first of the busy windows in a row */
@@ -469,7 +470,7 @@ static void *vcpu_loop(void *arg)
 		int err = errno;
 		uint64_t cnt = read_cnt();
 		uint64_t dt = now_ns() - t0;
-		bool shown, notice, idle, read = false;
+		bool shown, notice, idle, has_hist, read = false;
 		int nsig = 0;
 
 		v->exits++;
@@ -497,14 +498,22 @@ static void *vcpu_loop(void *arg)
 			break;
 		}
 		shown = t->abi->level(run, &level);
-		/* an EINTR our own SIGALRM caused is no notice of the kernel's */
-		notice = t->abi->notice(run, ret, err) && !nsig;
+		has_hist = t->abi->history && t->abi->history(run, &h);
+		/*
+		 * An EINTR our own SIGALRM caused is no notice of the kernel's,
+		 * unless the ABI's history shows the kernel notified then too
+		 * (v5 writes it only at a forced notice).
+		 */
+		notice = t->abi->notice(run, ret, err) &&
+			 (!nsig || (has_hist && h != v->hist));
 		if (shown) {
 			snprintf(lvl, sizeof(lvl), "%llx", (unsigned long long)level);
 			read = t->policy == POLICY_EVERY_EXIT || notice;
 		}
-		if (t->abi->history && t->abi->history(run, &h))
+		if (has_hist) {
 			snprintf(hist, sizeof(hist), " hist=%llx", (unsigned long long)h);
+			v->hist = h;
+		}
 
 		if (ret == 0) {
 			switch (run->exit_reason) {

@@ -12,6 +12,28 @@ static unsigned int rearmed[VT_MAX_VCPUS];	/* timers timer_rearm() left masked *
 #define SPURIOUS_LIMIT	3
 #define PSR_I_BIT	(1UL << 7)
 
+u32 vt_check_hash(const char *s)
+{
+	u32 h = 2166136261U;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619U;
+	h = (h ^ h >> 16) & 0xffff;
+	return h ? h : 1;
+}
+
+void vt_check_failed(u64 where, enum vt_cmp cmp, bool is_signed, const char *text,
+		     u64 observed, u64 expected)
+{
+	if (cmp != VT_CMP_NONE) {
+		vt_report(VT_EXPECTED, expected);
+		vt_report(VT_OBSERVED, observed);
+	}
+	vt_report(VT_FAIL, where | (u64)cmp << VT_FAIL_OP_SHIFT |
+		  (u64)is_signed << VT_FAIL_SIGNED_SHIFT |
+		  (u64)vt_check_hash(text) << VT_FAIL_HASH_SHIFT);
+}
+
 static unsigned int timers_pending(void)
 {
 	unsigned int pending = 0;

@@ -196,8 +196,10 @@ u32 vt_check_hash(const char *s);
 #define _VT_SIGNED(x) _Generic((x), int: 1, long: 1, long long: 1, default: 0)
 
 /*
- * VT_CHECK_<OP>(observed, expected): observed <op> expected, compared as C
- * compares them (the usual arithmetic conversions); each side is evaluated
+ * VT_CHECK_<OP>(observed, expected): observed <op> expected for integer
+ * operands, compared as C compares them (the usual arithmetic conversions,
+ * signed when their common type is: then the verdict shows negative values
+ * as such); each side is evaluated
  * once, and on failure both values reach the verdict. The text is
  * stringified here, before the arguments' macros expand.
  */

@@ -17,12 +17,14 @@ int vt_main(unsigned int cpu)
 	(void)cpu;
 	timer_arm(0, ms_to_ticks(5));
 	irq_unmask();
-	VT_CHECK(wait_irqs(1, 2000, WAIT_SPIN) == 0);
+	wait_irqs(1, 2000, WAIT_SPIN);
+	VT_CHECK_GE(vt_irqs, 1);
 	timer_arm(1, ms_to_ticks(5));
-	VT_CHECK(wait_irqs(2, 2000, WAIT_SPIN) == 0);
-	VT_CHECK(vt_irq(0).pending == VIRT);
-	VT_CHECK(vt_irq(1).pending == PHYS);
-	VT_CHECK(vt_irq(1).cnt > vt_irq(0).cnt);
+	wait_irqs(2, 2000, WAIT_SPIN);
+	VT_CHECK_GE(vt_irqs, 2);
+	VT_CHECK_EQ(vt_irq(0).pending, VIRT);
+	VT_CHECK_EQ(vt_irq(1).pending, PHYS);
+	VT_CHECK_GT(vt_irq(1).cnt, vt_irq(0).cnt);
 
 	irq_mask();
 	vt_report(VT_MARK, 1);
@@ -33,9 +35,10 @@ int vt_main(unsigned int cpu)
 	VT_CHECK(wait_istatus(0, 100) == 0 && wait_istatus(1, 100) == 0);
 	vt_report(VT_MARK, 2);		/* the exit shows both bits */
 	irq_unmask();
-	VT_CHECK(wait_irqs(3, 2000, WAIT_SPIN) == 0);
-	VT_CHECK(vt_irq(2).pending == (VIRT | PHYS));
+	wait_irqs(3, 2000, WAIT_SPIN);
+	VT_CHECK_GE(vt_irqs, 3);
+	VT_CHECK_EQ(vt_irq(2).pending, VIRT | PHYS);
 	wait_irqs(4, 20, WAIT_SPIN);
-	VT_CHECK(vt_irqs == 3);
+	VT_CHECK_EQ(vt_irqs, 3);
 	return VT_EXIT_OK;
 }

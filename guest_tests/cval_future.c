@@ -11,10 +11,12 @@ int vt_main(unsigned int cpu)
 	(void)cpu;
 	timer_arm(0, 1ULL << 62);
 	irq_unmask();
-	VT_CHECK(wait_irqs(1, 50, WAIT_SPIN) < 0);
-	VT_CHECK(wait_irqs(1, 50, WAIT_BEAT) < 0);
+	wait_irqs(1, 50, WAIT_SPIN);
+	VT_CHECK_EQ(vt_irqs, 0);
+	wait_irqs(1, 50, WAIT_BEAT);
+	VT_CHECK_EQ(vt_irqs, 0);
 	VT_CHECK(!timer_istatus(0));
-	VT_CHECK(vt_irqs == 0);
+	VT_CHECK_EQ(vt_irqs, 0);
 	timer_ctl(0, 0);
 	vt_report(VT_DISARM, 0);
 	return VT_EXIT_OK;

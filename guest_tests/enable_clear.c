@@ -17,11 +17,11 @@ int vt_main(unsigned int cpu)
 	VT_CHECK(wait_istatus(0, 100) == 0);
 	vt_report(VT_MARK, 1);		/* the line shows high here */
 	timer_ctl(0, 0);
-	VT_CHECK(!(timer_ctl_read(0) & CTL_ENABLE));
+	VT_CHECK_EQ(timer_ctl_read(0) & CTL_ENABLE, 0);
 	vt_report(VT_MARK, 2);		/* and low here */
 	irq_unmask();
 	spin_ms(20);
 	irq_mask();
-	VT_CHECK(vt_irqs == 0);
+	VT_CHECK_EQ(vt_irqs, 0);
 	return VT_EXIT_OK;
 }

@@ -9,9 +9,10 @@
 int vt_main(unsigned int cpu)
 {
 	(void)cpu;
-	VT_CHECK(timer_arm_wfi(0, ms_to_ticks(10), 2000) == 0);
+	timer_arm_wfi(0, ms_to_ticks(10), 2000);
+	VT_CHECK_GE(vt_irqs, 1);
 	/* the masked timer must not fire again */
 	wait_irqs(2, 20, WAIT_SPIN);
-	VT_CHECK(vt_irqs == 1);
+	VT_CHECK_EQ(vt_irqs, 1);
 	return VT_EXIT_OK;
 }

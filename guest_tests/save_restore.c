@@ -42,23 +42,25 @@ int vt_main(unsigned int cpu)
 	VT_CHECK(wait_istatus(0, 100) == 0);
 	vt_report(VT_MARK, 1);		/* the line shows high */
 	hidden = migrate();
-	VT_CHECK(hidden + ms_to_ticks(1) >= ms_to_ticks(DOWNTIME_MS));
-	VT_CHECK(timer_ctl_read(0) == (CTL_ENABLE | CTL_ISTATUS));
-	VT_CHECK(timer_cval_read(0) == cval);
+	VT_CHECK_GE(hidden + ms_to_ticks(1), ms_to_ticks(DOWNTIME_MS));
+	VT_CHECK_EQ(timer_ctl_read(0), CTL_ENABLE | CTL_ISTATUS);
+	VT_CHECK_EQ(timer_cval_read(0), cval);
 	vt_report(VT_MARK, 2);		/* still high: no second edge */
 	irq_unmask();
-	VT_CHECK(wait_irqs(1, 2000, WAIT_SPIN) == 0);
+	wait_irqs(1, 2000, WAIT_SPIN);
+	VT_CHECK_GE(vt_irqs, 1);
 
 	/* 2: armed, not yet fired */
 	timer_arm(0, ms_to_ticks(20));
 	cval = timer_cval_read(0);
 	hidden = migrate();
-	VT_CHECK(hidden + ms_to_ticks(1) >= ms_to_ticks(DOWNTIME_MS));
-	VT_CHECK(timer_cval_read(0) == cval);
+	VT_CHECK_GE(hidden + ms_to_ticks(1), ms_to_ticks(DOWNTIME_MS));
+	VT_CHECK_EQ(timer_cval_read(0), cval);
 	VT_CHECK(timer_istatus(0) || cntvct() < cval);	/* a slow host may take 20 ms */
-	VT_CHECK(wait_irqs(2, 2000, WAIT_SPIN) == 0);
-	VT_CHECK(vt_irq(1).cnt >= cval);
+	wait_irqs(2, 2000, WAIT_SPIN);
+	VT_CHECK_GE(vt_irqs, 2);
+	VT_CHECK_GE(vt_irq(1).cnt, cval);
 	wait_irqs(3, 20, WAIT_SPIN);
-	VT_CHECK(vt_irqs == 2);
+	VT_CHECK_EQ(vt_irqs, 2);
 	return VT_EXIT_OK;
 }

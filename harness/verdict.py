@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from harness import correlate
+from harness import correlate, guest_check
 from harness.guest_spec import GuestTest
 from harness.model import FAIL, NOT_JUDGED, Model, PropertyResult
 from harness.qemu_trace import VmTimeline
@@ -75,12 +75,8 @@ def _spec_checks(spec: GuestTest, tr: TestTrace) -> list[str]:
     bad = []
     code = tr.guest_exit_code
     if code != exp.exit_code:
-        fails = tr.ports("FAIL")
-        where = ""
-        if fails:
-            value = fails[0].value or 0
-            source = "runtime/runtime.c" if value >> 32 == 1 else spec.source.name
-            where = f" (guest check at line {value & 0xFFFFFFFF} of {source})"
+        check = guest_check.first_failed(tr, spec.source)
+        where = f" ({check.describe()})" if check else ""
         bad.append(f"exit_code: expected {exp.exit_code}, observed {code}{where}")
     if exp.irqs is not None and len(tr.ports("IRQ")) != exp.irqs:
         bad.append(f"irqs: expected {exp.irqs}, observed {len(tr.ports('IRQ'))}")

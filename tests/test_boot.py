@@ -96,3 +96,18 @@ def test_cross_revision_v5_kernel_judged_by_every_model(tmp_path):
     # every fall rode on the IRQ report's MMIO exit and still got its own EINTR
     notices = [r.metrics["notice_exits"] for r in out.results]
     assert all(n >= 2 for n in notices)
+
+
+def test_failed_guest_check_values_reach_results_and_ktap(tmp_path):
+    """upstream-nointr forces no exit for a timer change: oneshot_tval's IRQ never comes
+    while it spins, and its check of the IRQ count says what it saw."""
+    out, _ = _run(tmp_path, revision="upstream-nointr", tests=["oneshot_tval"])
+    assert out.exit_code == 1
+    why = "vt_irqs >= 1 failed: expected >= 1, observed 0)"
+    (test,) = json.loads((out.run_dir / "results.json").read_text())["tests"]
+    assert test["status"] == "FAIL"
+    assert test["reasons"][0].startswith("visible: ")  # the broken promise first
+    (check,) = [r for r in test["reasons"] if r.startswith("exit_code: ")]
+    assert check.startswith("exit_code: expected 0, observed 1 (guest check at line ")
+    assert check.endswith(f" of oneshot_tval.c: {why}")
+    assert f"# oneshot_tval: {check}\n" in (out.run_dir / "ktap.txt").read_text()

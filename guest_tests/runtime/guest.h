@@ -169,12 +169,63 @@ void vt_timer_irq(unsigned int pending);
 #define VT_CHECK_FILE	0
 #endif
 
+#define VT_CMP_ENUM(name, nr, op) VT_CMP_##name = (nr),
+enum vt_cmp { VT_CMP_NONE = 0, VT_CMPS(VT_CMP_ENUM) };
+#undef VT_CMP_ENUM
+
+/*
+ * A failed check at where (its line and file, VT_CHECK_WHERE): reports
+ * VT_EXPECTED and VT_OBSERVED (unless cmp is VT_CMP_NONE), then VT_FAIL
+ * with where, the comparison and the hash of text (VT_FAIL_* in vt_ports.h).
+ */
+#define VT_CHECK_WHERE	((u64)VT_CHECK_FILE << VT_FAIL_FILE_SHIFT | __LINE__)
+void vt_check_failed(u64 where, enum vt_cmp cmp, bool is_signed, const char *text,
+		     u64 observed, u64 expected);
+/* 16 bits of FNV-1a of s, never 0; the harness computes the same. */
+u32 vt_check_hash(const char *s);
+
+/* On failure a check reports and makes the calling function return VT_EXIT_FAIL. */
 #define VT_CHECK(cond)						\
 	do {							\
 		if (!(cond)) {					\
-			vt_report(VT_FAIL, (u64)VT_CHECK_FILE << 32 | __LINE__); \
+			vt_check_failed(VT_CHECK_WHERE, VT_CMP_NONE, false, #cond, 0, 0); \
 			return VT_EXIT_FAIL;			\
 		}						\
 	} while (0)
+
+#define _VT_SIGNED(x) _Generic((x), int: 1, long: 1, long long: 1, default: 0)
+
+/*
+ * VT_CHECK_<OP>(observed, expected): observed <op> expected for integer
+ * operands, compared as C compares them (the usual arithmetic conversions,
+ * signed when their common type is: then the verdict shows negative values
+ * as such); each side is evaluated
+ * once, and on failure both values reach the verdict. The text is
+ * stringified here, before the arguments' macros expand.
+ */
+#define _VT_CHECK_CMP(a, op, b, cmp, text)				\
+	do {								\
+		__auto_type __vt_a = (a);				\
+		__auto_type __vt_b = (b);				\
+		typedef __typeof__(__vt_a + __vt_b) __vt_t;		\
+		if (!((__vt_t)__vt_a op (__vt_t)__vt_b)) {		\
+			vt_check_failed(VT_CHECK_WHERE, cmp, _VT_SIGNED(__vt_a + __vt_b), \
+					text, (u64)__vt_a, (u64)__vt_b);	\
+			return VT_EXIT_FAIL;				\
+		}							\
+	} while (0)
+
+#define VT_CHECK_EQ(observed, expected) \
+	_VT_CHECK_CMP(observed, ==, expected, VT_CMP_EQ, #observed ", " #expected)
+#define VT_CHECK_NE(observed, expected) \
+	_VT_CHECK_CMP(observed, !=, expected, VT_CMP_NE, #observed ", " #expected)
+#define VT_CHECK_LT(observed, expected) \
+	_VT_CHECK_CMP(observed, <, expected, VT_CMP_LT, #observed ", " #expected)
+#define VT_CHECK_LE(observed, expected) \
+	_VT_CHECK_CMP(observed, <=, expected, VT_CMP_LE, #observed ", " #expected)
+#define VT_CHECK_GT(observed, expected) \
+	_VT_CHECK_CMP(observed, >, expected, VT_CMP_GT, #observed ", " #expected)
+#define VT_CHECK_GE(observed, expected) \
+	_VT_CHECK_CMP(observed, >=, expected, VT_CMP_GE, #observed ", " #expected)
 
 #endif

@@ -12,6 +12,28 @@ static unsigned int rearmed[VT_MAX_VCPUS];	/* timers timer_rearm() left masked *
 #define SPURIOUS_LIMIT	3
 #define PSR_I_BIT	(1UL << 7)
 
+u32 vt_check_hash(const char *s)
+{
+	u32 h = 2166136261U;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619U;
+	h = (h ^ h >> 16) & 0xffff;
+	return h ? h : 1;
+}
+
+void vt_check_failed(u64 where, enum vt_cmp cmp, bool is_signed, const char *text,
+		     u64 observed, u64 expected)
+{
+	if (cmp != VT_CMP_NONE) {
+		vt_report(VT_EXPECTED, expected);
+		vt_report(VT_OBSERVED, observed);
+	}
+	vt_report(VT_FAIL, where | (u64)cmp << VT_FAIL_OP_SHIFT |
+		  (u64)is_signed << VT_FAIL_SIGNED_SHIFT |
+		  (u64)vt_check_hash(text) << VT_FAIL_HASH_SHIFT);
+}
+
 static unsigned int timers_pending(void)
 {
 	unsigned int pending = 0;
@@ -215,8 +237,9 @@ int periodic_vtimer(u64 n, u64 period_ms)
 	periodic_ms = period_ms;
 	timer_arm(0, ms_to_ticks(period_ms));
 	irq_unmask();
-	VT_CHECK(wait_irqs(n, 5000, WAIT_SPIN) == 0);
+	wait_irqs(n, 5000, WAIT_SPIN);
+	VT_CHECK_GE(vt_irqs, n);
 	wait_irqs(n + 1, 3 * period_ms, WAIT_SPIN);
-	VT_CHECK(vt_irqs == n);
+	VT_CHECK_EQ(vt_irqs, n);
 	return VT_EXIT_OK;
 }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from harness import kernel_trace
 from harness.records import Record
 from harness.revision import Revision
-from harness.trace import Change, Exit, TestTrace
+from harness.trace import TIMER_BITS, Change, Exit, TestTrace
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 # a property whose evidence is absent or was dropped: neither pass nor fail
@@ -176,11 +176,21 @@ class Model:
         return PropertyResult("once", PASS, f"{len(irqs)} edges, {len(irqs)} IRQs")
 
     def _own_notice(self, tr: TestTrace, c: Change) -> Exit | None:
-        """The exit where change c got (or failed to get) a notice of its own."""
+        """The exit where change c got (or failed to get) a notice of its own.
+
+        The notice must show c's level: a notice exit next that shows the
+        line changed again is the next change's notice, not c's (a fall that
+        rode on the guest's MMIO report, then the re-armed timer's rise).
+        """
         if c.first.notice:
             return None
         nxt = tr.next_exit(c.first)
-        if nxt is not None and nxt.notice and nxt.level is not None:
+        if (
+            nxt is not None
+            and nxt.notice
+            and nxt.level is not None
+            and (nxt.level >> TIMER_BITS[c.timer]) & 1 == c.level
+        ):
             return None
         return c.first
 
@@ -448,4 +458,5 @@ def _storm(rec: Record) -> PropertyResult:
 def _describe(e: Exit | None) -> str:
     if e is None:
         return "no further exit"
-    return f"exit {e.n} ({e.reason}{', notice' if e.notice else ''})"
+    shown = f", line {e.level:x}" if e.level is not None else ""
+    return f"exit {e.n} ({e.reason}{', notice' if e.notice else ''}{shown})"

@@ -106,3 +106,43 @@ def test_wake_fails_when_kvm_never_blocked_the_vcpu():
     res, wake = _wake(_oneshot_wfi(drop))
     assert res.status == FAILED and wake.status == "fail"
     assert wake.expected == "a kvm_vcpu_wakeup event"
+
+
+def _exits(*rows):
+    """Exit records from (reason, errno, level, notice, port) rows, one vCPU."""
+    from harness.records import Record
+    from harness.trace import TestTrace
+
+    recs = []
+    for n, (r, err, lvl, ntc, port) in enumerate(rows, 1):
+        f = {"vcpu": "0", "n": str(n), "r": r, "err": str(err), "lvl": lvl, "read": "1"}
+        f["ntc"] = ntc
+        if port:
+            f["port"] = port
+        recs.append(Record(n, "rearm_n", n * 1000, "exit", f, n))
+    return TestTrace.from_records("rearm_n", recs)
+
+
+def test_coalesce_a_notice_must_show_the_change():
+    """A fall that rode on the guest's MMIO report, then an EINTR for the re-armed
+    timer's rise: that EINTR is the rise's notice, not the fall's (v5-coalesce)."""
+    v5 = Model.of(revision.load("v5"))
+    rode = _exits(
+        ("INTR", 4, "1", "1", None),
+        ("MMIO", 0, "0", "0", "IRQ"),
+        ("INTR", 4, "1", "1", None),
+        ("MMIO", 0, "0", "0", "IRQ"),
+        ("INTR", 4, "0", "1", None),
+    )
+    res = v5.coalesce_rule(rode)
+    assert res.status == "fail" and res.seq == 2, res.line()
+    assert "1 of 4 changes rode" in res.detail and "line 1" in (res.observed or "")
+    assert v5.eintr_rule(rode).seq == 2
+    own = _exits(
+        ("INTR", 4, "1", "1", None),
+        ("MMIO", 0, "0", "0", "IRQ"),
+        ("INTR", 4, "0", "1", None),
+        ("INTR", 4, "1", "1", None),
+    )
+    assert v5.coalesce_rule(own).status == "pass", v5.coalesce_rule(own).line()
+    assert v5.eintr_rule(own).status == "pass"

@@ -181,10 +181,15 @@ class Model:
         The notice must show c's level: a notice exit next that shows the
         line changed again is the next change's notice, not c's (a fall that
         rode on the guest's MMIO report, then the re-armed timer's rise).
+        Exits the VMM's own signals caused are passed over: a signal pending
+        ends KVM_RUN before the kernel's entry check, so the notice follows
+        at the next KVM_RUN (v5 under sigalrm's 2 ms alarms).
         """
         if c.first.notice:
             return None
         nxt = tr.next_exit(c.first)
+        while nxt is not None and nxt.signal and not nxt.notice:
+            nxt = tr.next_exit(nxt)
         if (
             nxt is not None
             and nxt.notice

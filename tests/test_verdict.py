@@ -109,16 +109,18 @@ def test_wake_fails_when_kvm_never_blocked_the_vcpu():
 
 
 def _exits(*rows):
-    """Exit records from (reason, errno, level, notice, port) rows, one vCPU."""
+    """Exit records from (reason, errno, level, notice, port[, sig]) rows, one vCPU."""
     from harness.records import Record
     from harness.trace import TestTrace
 
     recs = []
-    for n, (r, err, lvl, ntc, port) in enumerate(rows, 1):
+    for n, (r, err, lvl, ntc, port, *sig) in enumerate(rows, 1):
         f = {"vcpu": "0", "n": str(n), "r": r, "err": str(err), "lvl": lvl, "read": "1"}
         f["ntc"] = ntc
         if port:
             f["port"] = port
+        if sig:
+            f["sig"] = str(sig[0])
         recs.append(Record(n, "rearm_n", n * 1000, "exit", f, n))
     return TestTrace.from_records("rearm_n", recs)
 
@@ -146,3 +148,25 @@ def test_coalesce_a_notice_must_show_the_change():
     )
     assert v5.coalesce_rule(own).status == "pass", v5.coalesce_rule(own).line()
     assert v5.eintr_rule(own).status == "pass"
+
+
+def test_coalesce_passes_over_the_vmms_own_signal_exits():
+    """v5 under sigalrm: the fall rode on the IRQ report, the VMM's SIGALRM ended the
+    next KVM_RUN before the kernel's entry check, and the forced EINTR came after."""
+    v5 = Model.of(revision.load("v5"))
+    tr = _exits(
+        ("INTR", 4, "1", "1", None),
+        ("MMIO", 0, "0", "0", "IRQ"),
+        ("INTR", 4, "0", "1", None, 1),
+        ("INTR", 4, "0", "1", None),
+    )
+    assert v5.coalesce_rule(tr).status == "pass", v5.coalesce_rule(tr).line()
+    assert v5.eintr_rule(tr).status == "pass"
+    # with no notice after the signal exit, the fall rode
+    tr = _exits(
+        ("INTR", 4, "1", "1", None),
+        ("MMIO", 0, "0", "0", "IRQ"),
+        ("INTR", 4, "0", "1", None, 1),
+        ("MMIO", 0, "0", "0", "EXIT"),
+    )
+    assert v5.coalesce_rule(tr).status == "fail"

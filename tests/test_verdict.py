@@ -170,3 +170,19 @@ def test_coalesce_passes_over_the_vmms_own_signal_exits():
         ("MMIO", 0, "0", "0", "EXIT"),
     )
     assert v5.coalesce_rule(tr).status == "fail"
+
+
+def test_once_counts_the_abis_reports_of_an_edge():
+    """upstream-twice: the first rise shown, a false fall, the same rise again. The
+    late-inject VMM's hold absorbs the extra report (one injection, one IRQ), so
+    only the ABI's count of rises against the kernel's edges shows it."""
+    res = _judge("upstream-twice.console.log", "late_inject")
+    once = [r for r in res.reasons if r.startswith("once:")]
+    assert res.status == FAILED and once, res.reasons
+    assert "reported 2 vtimer rises for 1 edge" in once[0]
+    parsed = records.parse(console("upstream-twice.console.log"))
+    injected = [r for r in parsed.records if r.test == "late_inject" and r.kind == "inject"]
+    assert [r.get("level") for r in injected] == ["1", "0"]
+    # a VMM that injects at once injects the edge twice; the guest takes one IRQ
+    res = _judge("upstream-twice.console.log", "oneshot_tval")
+    assert any(r.startswith("once:") for r in res.reasons), res.reasons

@@ -108,8 +108,9 @@ def _where(abi: revmod.Abi, word: int | None, field_name: str | None, bit: int) 
     return f"{field_name} (word {word} bit {bit})"
 
 
-def promise(abi: revmod.Abi, timer: str) -> str:
-    """Where abi shows timer's level, in the profile's words."""
+def promise(abi: revmod.Abi, timer: str, more_seen: bool = False) -> str:
+    """Where abi shows timer's level, in the profile's words; more_seen: the
+    kernel showed it in more places (so say that abi has no history word)."""
     if not abi.reports(timer):
         return f"{abi.name} does not report it"
     bit = abi.bits[timer]
@@ -117,7 +118,7 @@ def promise(abi: revmod.Abi, timer: str) -> str:
     if abi.exit_reason_value is not None:
         return text
     if abi.history_word is None:
-        return text + " with no history"
+        return text + " with no history" if more_seen else text
     return text + f" and its history in {_where(abi, abi.history_word, abi.history_field, bit)}"
 
 
@@ -131,7 +132,7 @@ def _difference(abi: revmod.Abi, want: Layout, got: Observed) -> list[str]:
             continue
         exit_ = got.exits.get("vexit" if t == "vtimer" else "pexit", "-")
         seen = f"showed in {describe(g)} (at a KVM_EXIT_{exit_})" if g else "never showed"
-        out.append(f"the firing {t} {seen}, {promise(abi, t)}")
+        out.append(f"the firing {t} {seen}, {promise(abi, t, bool(g - w))}")
     return out
 
 

@@ -62,7 +62,7 @@ def test_every_shipped_revision_matches_what_its_own_kernel_showed(rev):
         ("v5", "v6", ["with no history", "word 0 bit 0 and word 1 bit 0", "(v5's layout)"]),
         ("v6", "v5", ["its history in s.regs.user_timer_pending (word 1 bit 0)", "(v6's layout)"]),
         ("upstream", "v6", ["the firing ptimer showed in word 0 bit 1", "(upstream's layout)"]),
-        ("v6", "upstream", ["the firing ptimer never showed", "device_irq_level (word 0 bit 1)"]),
+        ("v6", "upstream", ["ptimer never showed", "device_irq_level (word 0 bit 1) (v6's"]),
         ("v4", "v5", ["bit 0 of exit 64's union (at a KVM_EXIT_ARM_TIMER)", "(v4's layout)"]),
         ("v5", "v4", ["arm_timer.timer_pending (bit 0 of exit 64's union)", "(v5's layout)"]),
         ("v6", "upstream-storm", ["upstream-storm's ABI (upstream)", "(v6's layout)"]),

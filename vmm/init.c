@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vtvmm as /init: mount what the suite needs, run every test of the suite
- * manifest in its own child with a watchdog, report, power off.
+ * vtvmm as /init: mount what the suite needs, check which ABI the kernel
+ * speaks (probe.c, one "abi" record), run every test of the suite manifest
+ * in its own child with a watchdog, report, power off.
  *
  *   vtvmm [manifest]     (default /suite/suite.conf; as PID 1 it powers off)
  *

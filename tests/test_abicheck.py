@@ -162,10 +162,20 @@ def _profile_copy(tmp_path: Path, rev: str, old: str, new: str) -> str:
         ("v5", "  history_word: 1", "  history_word: null", "exactly when history_field is"),
         ("v5", "  level_word: 0", "  level_word: 256", "word index 0..255"),
         ("v5", "  user_irq: 1", "  user_irq: one", "key 'user_irq' must be int"),
-        ("v5", "  user_irq: 1\n", "", "missing key 'user_irq'"),
+        ("v5", "  history_word: 1\n", "", "exactly when history_field is"),
+        ("v5", "  level_word: 0", "  level_word: null", "key 'level_word' must be int"),
     ],
 )
 def test_profile_abi_words_are_checked(tmp_path, rev, old, new, message):
     with pytest.raises(InputError) as e:
         revmod.load(_profile_copy(tmp_path, rev, old, new))
     assert message in str(e.value)
+
+
+def test_level_word_and_user_irq_default_to_what_every_abi_so_far_has(tmp_path):
+    d = _profile_copy(tmp_path, "v6", "  user_irq: 1\n", "")
+    prof = Path(d) / "profile.yaml"
+    prof.write_text("\n".join(ln for ln in prof.read_text().splitlines()
+                             if not ln.startswith("  level_word:")) + "\n")  # fmt: skip
+    abi = revmod.load(d).abi
+    assert (abi.level_word, abi.history_word, abi.user_irq) == (0, None, 1)

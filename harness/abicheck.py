@@ -23,6 +23,7 @@ from functools import cache
 
 from harness import records
 from harness import revision as revmod
+from harness.errors import InputError
 from harness.model import NOT_JUDGED, PropertyResult
 from harness.verdict import ERROR, SKIPPED, TestResult
 
@@ -61,7 +62,10 @@ def _shipped() -> dict[str, tuple[revmod.Abi, Layout]]:
     """Every ABI a shipped revision speaks and its layout, by ABI name."""
     out: dict[str, tuple[revmod.Abi, Layout]] = {}
     for name in revmod.available():
-        abi = revmod.load(name).abi
+        try:
+            abi = revmod.load(name).abi
+        except InputError:  # a broken profile is its own run's error, not this one's
+            continue
         out.setdefault(abi.name, (abi, Layout.of(abi)))
     return out
 

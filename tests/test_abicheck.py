@@ -3,13 +3,15 @@ against each revision's profile, and how a mismatch closes every test."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import zlib
 from pathlib import Path
 
 import pytest
+from conftest import console
 
-from harness import abicheck, records, repo
+from harness import abicheck, lava, records, repo
 from harness import revision as revmod
 from harness.errors import InputError
 from harness.model import NOT_JUDGED
@@ -179,3 +181,57 @@ def test_level_word_and_user_irq_default_to_what_every_abi_so_far_has(tmp_path):
                              if not ln.startswith("  level_word:")) + "\n")  # fmt: skip
     abi = revmod.load(d).abi
     assert (abi.level_word, abi.history_word, abi.user_irq) == (0, None, 1)
+
+
+def with_probe(lines: list[str], fields: str) -> list[str]:
+    """A recorded console with an abi record after boot: later records renumbered."""
+    out, shift = [], 0
+    for ln in lines:
+        rec = records.parse_line(ln, 0)
+        if not isinstance(rec, records.Record):
+            out.append(ln)
+            continue
+        out.append(_renum(ln[ln.index("@VT1") : ln.rfind(" *")], shift))
+        if rec.kind == "boot":
+            shift = 1
+            out.append(line(rec.seq + 1, "-", "abi", f"v=1 status=ok {fields}"))
+    return out
+
+
+def _renum(body: str, shift: int) -> str:
+    head, seq, rest = body.split(" ", 2)
+    text = f"{head} {int(seq) + shift} {rest}"
+    return f"{text} *{zlib.crc32(text.encode()):08x}"
+
+
+def _ingest(tmp_path: Path, lines: list[str], rev: str) -> tuple[dict, str, str]:
+    tmp_path.mkdir(exist_ok=True)
+    log = tmp_path / "console.log"
+    log.write_text("\n".join(lines) + "\n")
+    out = lava.ingest(log, tmp_path / "results", rev=rev, say=lambda _: None)
+    data = json.loads((out.run_dir / "results.json").read_text())
+    return data, (out.run_dir / "junit.xml").read_text(), (out.run_dir / "ktap.txt").read_text()
+
+
+def test_an_ingested_v5_console_judged_as_v6_errors_every_test(tmp_path):
+    lines = with_probe(console("v5-every-exit.console.log"), SEEN["v5"])
+    assert not records.parse(lines).problems  # renumbered and checksummed whole
+    data, junit, ktap = _ingest(tmp_path, lines, "v6")
+    reason = data["abi_check"]["reason"]
+    assert data["abi_check"]["status"] == abicheck.MISMATCH and "(v5's layout)" in reason
+    ran = [t for t in data["tests"] if t["status"] != SKIPPED]
+    assert ran and all(t["status"] == ERROR and t["reasons"] == [reason] for t in ran)
+    assert junit.count("<error ") == len(ran) and ktap.count(f": {reason}") == len(ran)
+
+
+def test_an_ingested_console_with_its_own_kernels_record_keeps_its_verdicts(tmp_path):
+    plain, _, _ = _ingest(tmp_path / "a", console("v5-every-exit.console.log"), "v5")
+    lines = with_probe(console("v5-every-exit.console.log"), SEEN["v5"])
+    probed, _, ktap = _ingest(tmp_path / "b", lines, "v5")
+    assert probed["abi_check"]["status"] == abicheck.MATCH and "not judged: " not in ktap
+    assert [t["status"] for t in probed["tests"]] == [t["status"] for t in plain["tests"]]
+    # without the record: the same verdicts, each test's abi not judged
+    assert plain["abi_check"]["status"] == abicheck.ABSENT
+    for t in plain["tests"]:
+        if t["status"] != SKIPPED:
+            assert t["properties"][0]["prop"] == "abi", t

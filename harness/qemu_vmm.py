@@ -427,7 +427,7 @@ class QemuVmmRun(Run):
             return
         parsed = self.stream.parsed
         recs = [r for r in parsed.records if r.test == spec.name]
-        res = evaluate(spec, recs, parsed.problems_for(spec.name))
+        res = self.abi_gate.apply(evaluate(spec, recs, parsed.problems_for(spec.name)), parsed)
         self.results[spec.name] = res
         cmp = compare(spec, res, self.results)
         self.comparison.append(cmp)

@@ -13,6 +13,12 @@ from harness.errors import InputError
 PROVENANCES = ("seed", "reconstructed", "merged-4.12", "negative-control")
 ABI_NAMES = ("upstream", "v4", "v5", "v6")
 ABI_KEYS = {"name", "level_field", "history_field", "exit_reason", "exit_reason_value", "bits"}
+# the ABI self-check's keys (harness/abicheck.py). Every shipped profile gives them;
+# level_word and user_irq default to what every ABI so far has (0, 1), history_word
+# must be given exactly when history_field is (null otherwise)
+ABI_CHECK_KEYS = {"level_word", "history_word", "user_irq"}
+# s.regs is 2048 bytes; the exit union 256
+_MAX_WORD = 255
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,11 @@ class Abi:
     exit_reason: str | None
     exit_reason_value: int | None
     bits: dict[str, int]
+    # the 64-bit word of s.regs (of the exit union, with exit_reason_value) that
+    # holds level_field, and the one that holds history_field (the ABI self-check)
+    level_word: int = 0
+    history_word: int | None = None
+    user_irq: int = 1  # what KVM_CHECK_EXTENSION(KVM_CAP_ARM_USER_IRQ) returns
 
     def reports(self, timer: str) -> bool:
         return timer in self.bits
@@ -93,11 +104,41 @@ def _bits(path: Path, data: yamlfile.LineDict) -> dict[str, int]:
     return dict(bits)
 
 
+def _word(path: Path, data: yamlfile.LineDict, key: str, default: int | None) -> int | None:
+    """data[key], a word index; default when absent; null only if default is."""
+    if key not in data:
+        return default
+    if default is None:
+        value = _optional(path, data, key, int)
+    else:
+        value = yamlfile.expect_type(path, data, key, int)
+    if value is not None and not 0 <= value <= _MAX_WORD:
+        raise InputError(
+            path, f"key '{key}' must be a word index 0..{_MAX_WORD}", line=data.lines[key]
+        )
+    return value
+
+
+def _history_word(path: Path, data: yamlfile.LineDict) -> int | None:
+    word = _word(path, data, "history_word", None)
+    if (word is None) != (data["history_field"] is None):
+        raise InputError(
+            path,
+            "key 'history_word' must be given exactly when history_field is",
+            line=data.lines.get("history_word", data.lines["history_field"]),
+        )
+    return word
+
+
+def _user_irq(path: Path, data: yamlfile.LineDict) -> int:
+    return yamlfile.expect_type(path, data, "user_irq", int) if "user_irq" in data else 1
+
+
 def _abi(path: Path, profile: yamlfile.LineDict) -> Abi:
     data = profile["abi"]
     if not isinstance(data, yamlfile.LineDict):
         raise InputError(path, "key 'abi' must be a mapping", line=profile.lines["abi"])
-    yamlfile.check_keys(path, data, ABI_KEYS)
+    yamlfile.check_keys(path, data, ABI_KEYS, ABI_CHECK_KEYS)
     return Abi(
         name=yamlfile.expect_choice(path, data, "name", ABI_NAMES),
         level_field=yamlfile.expect_type(path, data, "level_field", str),
@@ -105,6 +146,9 @@ def _abi(path: Path, profile: yamlfile.LineDict) -> Abi:
         exit_reason=_optional(path, data, "exit_reason", str),
         exit_reason_value=_optional(path, data, "exit_reason_value", int),
         bits=_bits(path, data),
+        level_word=_word(path, data, "level_word", 0) or 0,  # never None: its default is 0
+        history_word=_history_word(path, data),
+        user_irq=_user_irq(path, data),
     )
 
 

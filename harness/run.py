@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from harness import (
+    abicheck,
     guest_spec,
     initramfs,
     junit,
@@ -161,6 +162,7 @@ class Run:
         self.stream = records.Stream()
         self.ktap: ktap.KtapWriter | None = None
         self.plan: initramfs.SuitePlan | None = None
+        self.abi_gate = abicheck.Gate(self.rev)
 
     # -- results -----------------------------------------------------------
     def ordered(self) -> list[TestResult]:
@@ -193,6 +195,7 @@ class Run:
                 # vCPU thread id -> L1 CPU, to split qemu-trace.log per CPU again
                 "cpu_threads": {str(t): c for t, c in self.cpu_threads.items()},
             },
+            "abi_check": self.abi_gate.last.to_json(),
             "tests": [r.to_json() for r in results],
             "models": {m: [r.to_json() for r in rs.values()] for m, rs in self.by_model.items()},
             "summary": counts,
@@ -208,7 +211,8 @@ class Run:
         began = self.stream.parsed.began
         if test not in began:
             return None, "the test never began"
-        vms = self.hw_reader.timelines()
+        # the ABI probe's VM, if it ran, is the first in QEMU's trace
+        vms = self.hw_reader.timelines()[abicheck.probe_vms(self.stream.parsed) :]
         n = began.index(test)
         # the next test's VM may have started already; more VMs than that means a
         # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable
@@ -227,10 +231,12 @@ class Run:
         probs = parsed.problems_for(spec.name)
         hw, why = self.hardware(spec.name)
         dropped = parsed.problems_dropped.get(spec.name, 0)
-        res = evaluate(spec, recs, probs, self.model, hw, why, dropped)
+        gate = self.abi_gate.apply
+        res = gate(evaluate(spec, recs, probs, self.model, hw, why, dropped), parsed)
         self.results[spec.name] = res
         for m in self.extra_models:
-            self.by_model[m.name][spec.name] = evaluate(spec, recs, probs, m, hw, why, dropped)
+            judged = evaluate(spec, recs, probs, m, hw, why, dropped)
+            self.by_model[m.name][spec.name] = gate(judged, parsed)
         if self.ktap:
             self.ktap.result(res)
         self.save(complete=False)
@@ -351,6 +357,7 @@ class Run:
             else:
                 why = "; ".join(suite_errors) or "/init did not run it and said nothing"
                 res = TestResult(name, MISSED, [f"never ran: {why}"])
+            res = self.abi_gate.apply(res, parsed, ended=False)
             self.results[name] = res
             if self.ktap:
                 self.ktap.result(res)
@@ -469,9 +476,10 @@ class Run:
             if s.name in self.results:
                 continue
             if s.name in started:
-                self.results[s.name] = TestResult(s.name, status, [why])
+                res = TestResult(s.name, status, [why])
             else:
-                self.results[s.name] = TestResult(s.name, MISSED, [f"never ran: {why}"])
+                res = TestResult(s.name, MISSED, [f"never ran: {why}"])
+            self.results[s.name] = self.abi_gate.apply(res, self.stream.parsed, ended=False)
             if self.ktap:
                 self.ktap.result(self.results[s.name])
 

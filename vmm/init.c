@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vtvmm as /init: mount what the suite needs, run every test of the suite
- * manifest in its own child with a watchdog, report, power off.
+ * vtvmm as /init: mount what the suite needs, check which ABI the kernel
+ * speaks (probe.c, one "abi" record), run every test of the suite manifest
+ * in its own child with a watchdog, report, power off.
  *
  *   vtvmm [manifest]     (default /suite/suite.conf; as PID 1 it powers off)
  *
@@ -35,6 +36,8 @@
 #include "vt.h"
 
 #define STOP_GRACE_MS	5000
+/* the ABI probe's phases end by themselves in ~3 s; this bounds a wedged one */
+#define PROBE_WATCHDOG_MS	10000
 
 /* "records live": tests write records as they happen (for faults injected mid-test). */
 static bool live_records;
@@ -142,6 +145,34 @@ static void run_one(struct vt_test *t)
 	}
 	kt_drain(t->name);
 	rec_emit(t->name, "end", "%s", end);
+}
+
+/*
+ * The ABI self-check (probe.c) in a child of its own, bounded: it writes
+ * the "abi" record; a probe that hangs or crashes gets one from here.
+ */
+static void run_probe(void)
+{
+	int ws = 0;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		unblock_sigchld();
+		_exit(abi_probe());
+	}
+	if (pid < 0) {
+		rec_emit("-", "abi", "v=1 status=error msg=\"fork: %s\"", strerror(errno));
+	} else if (!wait_for(pid, PROBE_WATCHDOG_MS, &ws)) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &ws, 0);
+		rec_emit("-", "abi", "v=1 status=error msg=\"the probe did not end within %d ms\"",
+			 PROBE_WATCHDOG_MS);
+	} else if (WIFSIGNALED(ws)) {
+		rec_emit("-", "abi", "v=1 status=error msg=\"the probe crashed: signal %d\"",
+			 WTERMSIG(ws));
+	}
 }
 
 const char *const inject_names[] = {
@@ -268,6 +299,7 @@ static int run_suite(const char *path)
 		 kvm >= 0 ? ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_USER_IRQ) : -1);
 	if (kvm >= 0)
 		close(kvm);
+	run_probe();
 	f = fopen(path, "r");
 	if (!f) {
 		rec_emit("-", "error", "msg=\"%s: %s\"", path, strerror(errno));

@@ -101,6 +101,9 @@ int run_test(const struct vt_test *t);
 void unblock_sigchld(void);
 extern volatile int vt_stop;
 
+/* --- the ABI self-check before the suite (probe.c): one "abi" record --- */
+int abi_probe(void);
+
 /* --- QEMU as the VMM of a test (qemu_vmm.c): a manifest "qemu" line --- */
 void run_qemu(char *line);
 

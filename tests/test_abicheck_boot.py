@@ -41,9 +41,13 @@ def test_every_shipped_revisions_kernel_passes_its_own_check(tmp_path, rev):
     assert check["status"] == abicheck.MATCH, (check, "\n".join(lines))
     assert check["record"]["status"] == "ok" and check["record"]["cap"] == "1"
     (test,) = data["tests"]
-    assert not any("ABI" in r for r in test["reasons"]), test
-    # the probe's VM is not taken for the test's in QEMU's trace (layer 0)
-    assert test["metrics"]["hw_vtimer_edges"] == test["metrics"]["vtimer_edges"], test
+    assert not any("does not speak" in r for r in test["reasons"]), test
+    # the probe's VM is not taken for the test's in QEMU's trace (layer 0); a control
+    # may report edges wrongly (upstream-twice: one rise twice), but QEMU saw them all
+    if revmod.load(rev).provenance != "negative-control":
+        assert test["metrics"]["hw_vtimer_edges"] == test["metrics"]["vtimer_edges"], test
+    else:
+        assert test["metrics"]["hw_vtimer_edges"] == test["metrics"]["kt_vtimer_edges"], test
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from harness import limits, repo, yamlfile
 from harness.errors import InputError
 
 PROPERTIES = (
-    "visible", "truthful", "coalesce", "eintr-suffices", "progress", "wake", "once",
+    "visible", "truthful", "coalesce", "eintr-suffices", "progress", "wake", "once", "prompt",
     "history", "dedicated-exit",  # v5's user_timer_pending, v4's own exit
 )  # fmt: skip
 ABIS = ("upstream", "v4", "v5", "v6")

@@ -121,3 +121,60 @@ def unreported_entries(
                 if lvl != reported[irq] and irq in changed:
                     out.append(UnreportedEntry(e, changed.pop(irq), irqs[irq], lvl, reported[irq]))
     return out
+
+
+# the host IRQ names of the timers' own interrupts (arch/arm64/kvm/arch_timer.c)
+_TIMER_IRQ_NAMES = {"vtimer": "kvm guest vtimer", "ptimer": "kvm guest ptimer"}
+
+
+@dataclass(frozen=True)
+class NoticeCause:
+    """What ended the guest run whose return to user space first showed a rise."""
+
+    exit_index: int  # the n-th return to user space (the n-th of the vCPU's exit records)
+    timer: str
+    cause: str  # "timer" (its own interrupt or background timer), "no-run", "other"
+    ended_by: str  # the last kvm_exit of that run, as the kernel printed it
+
+
+def notice_causes(
+    evs: list[KernelEvent], timers: tuple[str, ...], shown: list[int | None]
+) -> list[NoticeCause] | None:
+    """For each return to user space whose exit record first shows a timer's rise:
+    did the timer's own host interrupt (irq_handler_entry of "kvm guest vtimer"),
+    or its background timer for a blocked vCPU (kvm_timer_hrtimer_expire), come
+    during the guest run it ended? "no-run" when the guest did not run since the
+    last return (the rise was seen on the way in). None when the returns do not
+    pair up with the exit records, or when the kernel recorded no timer interrupt
+    at all (irq_handler_entry off: the cause cannot be told)."""
+    if sum(e.event == "kvm_userspace_exit" for e in evs) != len(shown):
+        return None
+    if not any(e.event in ("irq_handler_entry", "kvm_timer_hrtimer_expire") for e in evs):
+        return None
+    out: list[NoticeCause] = []
+    prev = dict.fromkeys(timers, 0)
+    ran = False
+    seen: set[str] = set()  # timers whose interrupt came during the current run
+    last_exit = ""
+    k = 0
+    for e in evs:
+        if e.event == "kvm_entry":
+            ran, seen, last_exit = True, set(), ""
+        elif e.event == "kvm_exit":
+            last_exit = e.text
+        elif e.event == "irq_handler_entry":
+            seen |= {t for t in timers if e.text.endswith(f"name={_TIMER_IRQ_NAMES[t]}")}
+        elif e.event == "kvm_timer_hrtimer_expire":
+            seen |= set(timers)
+        elif e.event == "kvm_userspace_exit":
+            bitmap = shown[k]
+            if bitmap is not None:
+                for t in timers:
+                    level = (bitmap >> _BITS[t]) & 1
+                    if level and not prev[t]:
+                        cause = "timer" if t in seen else ("other" if ran else "no-run")
+                        out.append(NoticeCause(k, t, cause, last_exit))
+                    prev[t] = level
+            k += 1
+            ran, seen = False, set()
+    return out

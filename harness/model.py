@@ -26,7 +26,7 @@ NA = "n/a"
 # the properties each judged from the VMM's exit records
 _FROM_EXITS = ("visible", "once", "coalesce", "eintr-suffices", "progress", "truthful", "wake")
 # properties of the kernel's notices that every trace shows, whatever the test
-ALWAYS = ("coalesce", "eintr-suffices", "history", "dedicated-exit")
+ALWAYS = ("prompt", "coalesce", "eintr-suffices", "history", "dedicated-exit")
 # the VT_WAKE value: IRQs taken so far, and VT_WAKE_EARLY (guest_tests/runtime/vt_ports.h)
 _WAKE_IRQS, _WAKE_EARLY = 0xFFFFFFFF, 1 << 32
 
@@ -81,6 +81,7 @@ class Model:
             "wake": self.wake,
             "truthful": self.truthful,
             "progress": self.progress,
+            "prompt": self.prompt,
             "history": self.history_rule,
             "dedicated-exit": self.dedicated_exit_rule,
         }
@@ -320,6 +321,48 @@ class Model:
             )
         return PropertyResult(
             "eintr-suffices", PASS, f"each of {len(changes)} changes came with a notice exit"
+        )
+
+    def prompt(self, tr: TestTrace) -> PropertyResult:
+        """A rise reaches user space without waiting for an unrelated event: the
+        guest run that ended with the notice was ended by the timer's own host
+        interrupt (or, for a blocked vCPU, its background timer), not by the
+        host's tick or another exit that happened to come (layer 1)."""
+        if len(tr.vcpus()) > 1:
+            return PropertyResult(
+                "prompt", NOT_JUDGED, "several vCPUs: the kernel's events carry no vCPU"
+            )
+        kev = tr.kernel_events
+        if not kev:
+            return PropertyResult("prompt", NOT_JUDGED, tr.kernel_missing())
+        causes = kernel_trace.notice_causes(kev, self.timers, [e.level for e in tr.exits])
+        if causes is None:
+            return PropertyResult(
+                "prompt", NOT_JUDGED, "the kernel's events show no timer interrupt, or its "
+                "returns to user space do not pair up with the VMM's exit records",
+            )  # fmt: skip
+        if not causes:
+            return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
+        late = [c for c in causes if c.cause == "other"]
+        if late:
+            c = late[0]
+            e = tr.exits[c.exit_index]
+            return PropertyResult(
+                "prompt",
+                FAIL,
+                f"the {c.timer} rise reached user space at exit {e.n} ({e.reason}) only "
+                f"because the guest's run ended otherwise ({c.ended_by or 'no kvm_exit'}): "
+                f"its own interrupt never came; {len(late)} of {len(causes)} rises so",
+                seq=e.seq,
+                expected="the timer's own host interrupt ending the run",
+                observed=(c.ended_by.split(":")[0] or "?") + " exit",
+            )
+        own = sum(c.cause == "timer" for c in causes)
+        return PropertyResult(
+            "prompt",
+            PASS,
+            f"{own} rises ended the guest's run by their own interrupt, "
+            f"{len(causes) - own} came with no guest run between",
         )
 
     def history_rule(self, tr: TestTrace) -> PropertyResult:

@@ -61,6 +61,13 @@ void kt_start(void)
 		snprintf(file, sizeof(file), "events/%s/enable", events[i]);
 		put(file, "1");
 	}
+	/*
+	 * Which host interrupt ended a guest run: only the timers' own
+	 * ("kvm guest vtimer", "kvm guest ptimer"), not the host's tick; a
+	 * kernel that cannot filter does without the event.
+	 */
+	if (!put("events/irq/irq_handler_entry/filter", "name ~ \"kvm guest*\""))
+		put("events/irq/irq_handler_entry/enable", "1");
 	put("tracing_on", "1");
 }
 

@@ -13,7 +13,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from harness import kernel_trace, oracle
-from harness.qemu_trace import VmTimeline
 from harness.records import Record
 from harness.revision import Revision
 from harness.trace import Change, Exit, TestTrace
@@ -311,12 +310,17 @@ class Model:
 
     def truthful(self, tr: TestTrace) -> PropertyResult:
         """The reported level agrees with the hardware: the guest's own ISTATUS at
-        IRQ entry, and QEMU's count of the virtual timer's rises (layer 0)."""
+        IRQ entry; at every exit, the architectural timer output at its counter
+        (layer 0, harness/oracle.py); and the count of rises in the kernel's
+        tracepoints (layer 1) and QEMU's trace."""
         for e in tr.ports("IRQ"):
             if not (e.value or 0) & 0xF:
                 return PropertyResult(
                     "truthful", FAIL, "IRQ entry with no timer pending", seq=e.seq
                 )
+        verdict = oracle.judge(tr, tr.hw) if tr.hw is not None and "vtimer" in self.timers else None
+        if verdict is not None and verdict.mismatch is not None:
+            return _mismatch(verdict)
         shown = sum(1 for c in tr.changes("vtimer") if c.level == 1)
         kev = tr.kernel_events
         if kev and "vtimer" in self.timers and kernel_trace.rises(kev) != shown:
@@ -325,16 +329,16 @@ class Model:
                 "kernel's kvm_timer_update_irq saw",
                 expected=f"{kernel_trace.rises(kev)} (L1 tracepoints)", observed=str(shown),
             )  # fmt: skip
-        if tr.hw is None and not kev:
-            return PropertyResult(
-                "truthful", NOT_JUDGED, f"every IRQ found its timer pending, but neither layer "
-                f"shows the timer's output: layer 0: {tr.hw_missing}; layer 1: "
-                f"{tr.kernel_missing()}",
-            )  # fmt: skip
         if tr.hw is None:
+            kernel = (
+                f"{kernel_trace.rises(kev)} in the kernel's kvm_timer_update_irq"
+                if kev
+                else f"layer 1: {tr.kernel_missing()}"
+            )
             return PropertyResult(
-                "truthful", PASS, f"{shown} vtimer rises shown, {kernel_trace.rises(kev)} in the "
-                f"kernel's kvm_timer_update_irq (layer 0: {tr.hw_missing})",
+                "truthful", NOT_JUDGED, f"every IRQ found its timer pending, but the level at "
+                f"each exit is not judged without layer 0: {tr.hw_missing} ({shown} vtimer "
+                f"rises shown, {kernel})",
             )  # fmt: skip
         if "vtimer" in self.timers and shown != tr.hw.edges():
             return PropertyResult(
@@ -344,7 +348,7 @@ class Model:
         counts = f"{shown} vtimer rises shown, {tr.hw.edges()} in QEMU's trace" + (
             f", {kernel_trace.rises(kev)} in the kernel's" if kev else ""
         )
-        return _truthful_at_exits(self, tr, tr.hw, counts)
+        return _truthful_at_exits(self, tr, verdict, counts)
 
     def progress(self, tr: TestTrace) -> PropertyResult:
         """While the shown level stays high and unchanged, the guest runs on: the
@@ -414,33 +418,36 @@ class Model:
         return PropertyResult("progress", PASS, best[1])
 
 
-def _truthful_at_exits(m: Model, tr: TestTrace, hw: VmTimeline, counts: str) -> PropertyResult:
-    """truthful at every exit: the level shown against the architectural timer
-    output layer 0 gives at the exit's counter (harness/oracle.py)."""
-    if "vtimer" not in m.timers:
+def _mismatch(v: oracle.Verdict) -> PropertyResult:
+    """truthful's failure at the first exit whose level the oracle does not allow."""
+    x = v.mismatch
+    assert x is not None
+    why = x.cause.describe() if x.cause else "the timer's reset state"
+    return PropertyResult(
+        "truthful",
+        FAIL,
+        f"exit {x.exit.n} on vcpu {x.exit.vcpu} ({x.exit.reason}, cnt {x.exit.cnt or 0:x}) "
+        f"showed vtimer {x.shown}, the timer's output there was {x.level}, set by {why}; "
+        f"{v.clock.describe() if v.clock else 'no change, no clock needed'}",
+        seq=x.exit.seq,
+        expected=f"vtimer {x.level} (QEMU arm_gt_*)",
+        observed=f"vtimer {x.shown} (lvl={x.exit.level or 0:x})",
+    )
+
+
+def _truthful_at_exits(
+    m: Model, tr: TestTrace, v: oracle.Verdict | None, counts: str
+) -> PropertyResult:
+    """truthful, the counts agreeing: judged at every exit, or why not."""
+    if v is None:
         return PropertyResult(
             "truthful", NOT_JUDGED, f"this ABI reports no vtimer level to judge ({counts})"
         )
-    v = oracle.judge(tr, hw)
     if v.why_not:
         return PropertyResult(
             "truthful", NOT_JUDGED, f"the level at each exit is not judged: {v.why_not} ({counts})"
         )
-    if v.mismatch is not None:
-        x = v.mismatch
-        why = x.cause.describe() if x.cause else "the timer's reset state"
-        return PropertyResult(
-            "truthful",
-            FAIL,
-            f"exit {x.exit.n} on vcpu {x.exit.vcpu} ({x.exit.reason}, cnt {x.exit.cnt:x}) showed "
-            f"vtimer {x.shown}, the timer's output there was {x.level}, set by {why}; "
-            f"{v.clock.describe() if v.clock else 'no clock needed'}",
-            seq=x.exit.seq,
-            expected=f"vtimer {x.level} (QEMU arm_gt_*)",
-            observed=f"vtimer {x.shown} (lvl={x.exit.level:x})",
-        )
-    ptimer = "ptimer" in m.timers and tr.changes("ptimer")
-    if ptimer:
+    if "ptimer" in m.timers and tr.changes("ptimer"):
         return PropertyResult(
             "truthful", NOT_JUDGED, f"vtimer right at all {v.judged} exits, but layer 0 does not "
             f"follow the ptimer the ABI reported ({counts})",

@@ -102,6 +102,13 @@ class _Parked:
 
 
 @dataclass
+class Progress:
+    """How far the trace has been read: shared by the timelines of one trace."""
+
+    last_ts: float | None = None  # the host time of the last line read
+
+
+@dataclass
 class VmTimeline:
     cntvoff: int  # the first offset; offsets lists every one it had
     loads: int = 0
@@ -114,6 +121,13 @@ class VmTimeline:
     # host time of each vCPU's first load (the first MAX_PARKED vCPUs), and of the
     # VM's last line seen: layer 0 is complete up to there
     vcpu_starts: list[float | None] = field(default_factory=list)
+    # each vCPU's puts (host times; the VM's first MAX_PUTS): KVM takes the level it
+    # returns to user space just before its put, and that ties layer 0's vCPUs to
+    # the VMM's exits
+    puts: list[list[float]] = field(default_factory=list, repr=False)
+    puts_dropped: int = 0
+    _nputs: int = field(default=0, repr=False)
+    trace: Progress = field(default_factory=Progress, repr=False)
     vcpus: int = 0
     last_ts: float | None = None
     # the clock's anchors while the VM ran (the first MAX_ANCHORS): a timer's rise the
@@ -130,6 +144,18 @@ class VmTimeline:
     def add_anchor(self, tick: int, us: int) -> None:
         if len(self.anchors) < MAX_ANCHORS:
             self.anchors.append((tick, us))
+
+    def add_put(self, vcpu: int, host_ts: float | None) -> None:
+        self.last_ts = host_ts
+        if host_ts is None or vcpu >= MAX_PARKED:
+            return
+        while len(self.puts) <= vcpu:
+            self.puts.append([])
+        if self._nputs < MAX_PUTS:
+            self.puts[vcpu].append(host_ts)
+            self._nputs += 1
+        else:
+            self.puts_dropped += 1
 
     def add_cval_write(self, value: int) -> None:
         if len(self.cval_writes) < MAX_CVAL_WRITES:
@@ -229,6 +255,7 @@ _NEVER = (1 << 64) - 1  # QEMU's next tick for a timer that will not fire
 MAX_CHANGES = 20_000
 MAX_CVAL_WRITES = 20_000
 MAX_ANCHORS = 4096
+MAX_PUTS = 20_000  # put times kept per VM
 RECENT_ANCHORS = 64  # anchors from before its first load a VM starts with
 MAX_PARKED = 16  # parked vCPU states per VM (a VM has at most 4 vCPUs)
 # events held on one CPU while a load's restore writes or a put are still to
@@ -316,13 +343,19 @@ class Builder:
         self.order: list[VmTimeline] = []  # in the order the VMs first ran
         self.last: VmTimeline | None = None  # the VM loaded last
         self._cpus: dict[int, _Cpu] = {}
+        self.progress = Progress()
         # the latest clock anchors: a new VM starts with them (the L1 kernel's own
         # timers tick between tests; a test may have no anchor of its own)
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ANCHORS)
 
     def feed(self, e: GtEvent) -> None:
         c = self._cpus.setdefault(e.cpu, _Cpu())
-        self._anchor(c, e)
+        if e.host_ts is not None:
+            self.progress.last_ts = e.host_ts
+        self._anchor(c, e)  # once per event, in trace order
+        self._feed(c, e)
+
+    def _feed(self, c: _Cpu, e: GtEvent) -> None:
         if c.scan is not None:
             c.held.append(e)
             if c.scan.see(e) or len(c.held) >= MAX_HELD:
@@ -374,7 +407,7 @@ class Builder:
         assert e is not None
         self._handle(c, e, scan)
         for later in held:
-            self.feed(later)
+            self._feed(c, later)
 
     def _needs_scan(self, c: _Cpu, e: GtEvent) -> _RestoreScan | _PutScan | None:
         if e.event == "arm_gt_cntvoff_write":
@@ -400,7 +433,7 @@ class Builder:
             else:
                 if c.current is not None:  # the put: park the vCPU's state
                     c.current.park(_Parked(c.cval, c.ctl, c.level, c.vcpu, e.host_ts))
-                    c.current.last_ts = e.host_ts
+                    c.current.add_put(c.vcpu, e.host_ts)
                 c.current = None
             return
         if c.current is None:
@@ -438,7 +471,7 @@ class Builder:
             ):
                 current = last  # the same VM, its offset set by user space
             else:
-                current = VmTimeline(e.value)
+                current = VmTimeline(e.value, trace=self.progress)
                 current.anchors.extend(self._recent)
                 self.order.append(current)
             self.vms[e.value] = current

@@ -88,7 +88,9 @@ def host_clock(vm: VmTimeline, freq: int = DEFAULT_FREQ) -> HostClock | None:
         return None
     k = len(offsets) // 10
     nxt = offsets[min(len(offsets) - 1, k + max(1, k))]
-    return HostClock(offsets[k], len(offsets), offsets[k] - nxt, freq, _step(in_order))
+    # an anchor far above the estimate is stray (no rise is logged before its tick)
+    kept = [o for o in in_order if o <= offsets[k] + MAX_SPREAD]
+    return HostClock(offsets[k], len(offsets), offsets[k] - nxt, freq, _step(kept))
 
 
 def _step(offsets: list[int]) -> int:

@@ -13,7 +13,7 @@ import bisect
 import dataclasses
 from dataclasses import dataclass
 
-from harness import kernel_trace
+from harness import kernel_trace, oracle
 from harness.records import Record
 from harness.revision import Revision
 from harness.trace import TIMER_BITS, Change, Exit, TestTrace
@@ -493,12 +493,17 @@ class Model:
 
     def truthful(self, tr: TestTrace) -> PropertyResult:
         """The reported level agrees with the hardware: the guest's own ISTATUS at
-        IRQ entry, and QEMU's count of the virtual timer's rises (layer 0)."""
+        IRQ entry; at every exit, the architectural timer output at its counter
+        (layer 0, harness/oracle.py); and the count of rises in the kernel's
+        tracepoints (layer 1) and QEMU's trace."""
         for e in tr.ports("IRQ"):
             if not (e.value or 0) & 0xF:
                 return PropertyResult(
                     "truthful", FAIL, "IRQ entry with no timer pending", seq=e.seq
                 )
+        verdict = oracle.judge(tr, tr.hw) if tr.hw is not None and "vtimer" in self.timers else None
+        if verdict is not None and verdict.mismatch is not None:
+            return _mismatch(verdict)
         shown = sum(1 for c in tr.changes("vtimer") if c.level == 1)
         kev = tr.kernel_events
         if kev and "vtimer" in self.timers and kernel_trace.rises(kev) != shown:
@@ -507,28 +512,26 @@ class Model:
                 "kernel's kvm_timer_update_irq saw",
                 expected=f"{kernel_trace.rises(kev)} (L1 tracepoints)", observed=str(shown),
             )  # fmt: skip
-        if tr.hw is None and not kev:
-            return PropertyResult(
-                "truthful", NOT_JUDGED, f"every IRQ found its timer pending, but neither layer "
-                f"shows the timer's output: layer 0: {tr.hw_missing}; layer 1: "
-                f"{tr.kernel_missing()}",
-            )  # fmt: skip
         if tr.hw is None:
+            kernel = (
+                f"{kernel_trace.rises(kev)} in the kernel's kvm_timer_update_irq"
+                if kev
+                else f"layer 1: {tr.kernel_missing()}"
+            )
             return PropertyResult(
-                "truthful", PASS, f"{shown} vtimer rises shown, {kernel_trace.rises(kev)} in the "
-                f"kernel's kvm_timer_update_irq (layer 0: {tr.hw_missing})",
+                "truthful", NOT_JUDGED, f"every IRQ found its timer pending, but the level at "
+                f"each exit is not judged without layer 0: {tr.hw_missing} ({shown} vtimer "
+                f"rises shown, {kernel})",
             )  # fmt: skip
         if "vtimer" in self.timers and shown != tr.hw.edges():
             return PropertyResult(
                 "truthful", FAIL, "the ABI showed a different number of vtimer rises than QEMU's "
                 "timer produced", expected=f"{tr.hw.edges()} (QEMU arm_gt_*)", observed=str(shown),
             )  # fmt: skip
-        return PropertyResult(
-            "truthful",
-            PASS,
-            f"{shown} vtimer rises shown, {tr.hw.edges()} in QEMU's trace"
-            + (f", {kernel_trace.rises(kev)} in the kernel's" if kev else ""),
+        counts = f"{shown} vtimer rises shown, {tr.hw.edges()} in QEMU's trace" + (
+            f", {kernel_trace.rises(kev)} in the kernel's" if kev else ""
         )
+        return _truthful_at_exits(self, tr, verdict, counts)
 
     def _kernel_storm(self, tr: TestTrace) -> PropertyResult | None:
         """progress from layer 1: the guest's in-kernel exits while the line is high;
@@ -670,6 +673,49 @@ def _kernel_storm_in(tr: TestTrace, vcpu: int) -> PropertyResult | None:
                 )
         i = j
     return None
+
+
+def _mismatch(v: oracle.Verdict) -> PropertyResult:
+    """truthful's failure at the first exit whose level the oracle does not allow."""
+    x = v.mismatch
+    assert x is not None
+    why = x.cause.describe() if x.cause else "the timer's reset state"
+    return PropertyResult(
+        "truthful",
+        FAIL,
+        f"exit {x.exit.n} on vcpu {x.exit.vcpu} ({x.exit.reason}, cnt {x.exit.cnt or 0:x}) "
+        f"showed vtimer {x.shown}, the timer's output there was {x.level}, set by {why}; "
+        f"{v.clock.describe() if v.clock else 'no change, no clock needed'}",
+        seq=x.exit.seq,
+        expected=f"vtimer {x.level} (QEMU arm_gt_*)",
+        observed=f"vtimer {x.shown} (lvl={x.exit.level or 0:x})",
+    )
+
+
+def _truthful_at_exits(
+    m: Model, tr: TestTrace, v: oracle.Verdict | None, counts: str
+) -> PropertyResult:
+    """truthful, the counts agreeing: judged at every exit, or why not."""
+    if v is None:
+        return PropertyResult(
+            "truthful", NOT_JUDGED, f"this ABI reports no vtimer level to judge ({counts})"
+        )
+    if v.why_not:
+        return PropertyResult(
+            "truthful", NOT_JUDGED, f"the level at each exit is not judged: {v.why_not} ({counts})"
+        )
+    if "ptimer" in m.timers and tr.changes("ptimer"):
+        return PropertyResult(
+            "truthful", NOT_JUDGED, f"vtimer right at all {v.judged} exits, but layer 0 does not "
+            f"follow the ptimer the ABI reported ({counts})",
+        )  # fmt: skip
+    clock = v.clock.describe() if v.clock else "no change, no clock needed"
+    return PropertyResult(
+        "truthful",
+        PASS,
+        f"vtimer level right at all {v.judged} exits against QEMU's timer output ({clock}); "
+        + counts,
+    )
 
 
 def _evidence(tr: TestTrace, r: PropertyResult) -> PropertyResult:

@@ -31,11 +31,20 @@ the CPU.
 A main-thread line with no such line before it left the level unchanged
 and is dropped. State is then kept per CPU; the parked vCPUs stay per VM,
 so a vCPU put on one CPU and loaded on the other is followed.
+
+For harness/oracle.py, which places the changes on the counter: each change
+keeps its line's host time, its vCPU (numbered by first load) and, seen at a
+load, the time of the put before; each VM keeps its vCPUs' puts (KVM takes the
+level it returns to user space just before one) and the clock's anchors: any
+timer's rise at the tick its last recalc waited for, with no write between (a
+write's recalc is not the counter's doing; a CTL write that only toggles IMASK
+keeps QEMU's deadline), as (tick, host time). All bounded, in the one pass.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +93,9 @@ class HwChange:
     next_tick: int | None  # for a rise: the physical count at which it fired
     while_out: bool  # happened while the vCPU was not loaded (seen at the next load)
     tick: int | None = None  # a rise's physical count: CVAL + offset when the counter caused it
+    host_ts: float | None = None  # QEMU's host time of the line (-msg timestamp=on)
+    vcpu: int = 0  # the VM's vCPU, numbered in the order of their first loads
+    out_since: float | None = None  # while_out: the host time of the put before it
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,15 @@ class _Parked:
     cval: int | None  # None: set through TVAL, not known from the trace
     ctl: int  # ENABLE and IMASK
     level: int
+    vcpu: int = 0
+    put_ts: float | None = None
+
+
+@dataclass
+class Progress:
+    """How far the trace has been read: shared by the timelines of one trace."""
+
+    last_ts: float | None = None  # the host time of the last line read
 
 
 @dataclass
@@ -105,6 +126,21 @@ class VmTimeline:
     parked: list[_Parked] = field(default_factory=list, repr=False)
     rises: int = 0  # every rise, kept in changes or not
     dropped: int = 0  # changes not kept (over MAX_CHANGES)
+    # host time of each vCPU's first load (the first MAX_PARKED vCPUs), and of the
+    # VM's last line seen: layer 0 is complete up to there
+    vcpu_starts: list[float | None] = field(default_factory=list)
+    # each vCPU's puts (host times; the VM's first MAX_PUTS): KVM takes the level it
+    # returns to user space just before its put, and that ties layer 0's vCPUs to
+    # the VMM's exits
+    puts: list[list[float]] = field(default_factory=list, repr=False)
+    puts_dropped: int = 0
+    _nputs: int = field(default=0, repr=False)
+    trace: Progress = field(default_factory=Progress, repr=False)
+    vcpus: int = 0
+    last_ts: float | None = None
+    # the clock's anchors while the VM ran (the first MAX_ANCHORS): a timer's rise the
+    # counter caused, as (its tick, the host time of the line in microseconds)
+    anchors: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     def add_change(self, c: HwChange) -> None:
         self.rises += c.level == 1
@@ -112,6 +148,22 @@ class VmTimeline:
             self.changes.append(c)
         else:
             self.dropped += 1
+
+    def add_anchor(self, tick: int, us: int) -> None:
+        if len(self.anchors) < MAX_ANCHORS:
+            self.anchors.append((tick, us))
+
+    def add_put(self, vcpu: int, host_ts: float | None) -> None:
+        self.last_ts = host_ts
+        if host_ts is None or vcpu >= MAX_PARKED:
+            return
+        while len(self.puts) <= vcpu:
+            self.puts.append([])
+        if self._nputs < MAX_PUTS:
+            self.puts[vcpu].append(host_ts)
+            self._nputs += 1
+        else:
+            self.puts_dropped += 1
 
     def add_cval_write(self, value: int) -> None:
         if len(self.cval_writes) < MAX_CVAL_WRITES:
@@ -204,10 +256,15 @@ def parse(lines: Iterable[str], threads: dict[int, int] | None = None) -> list[G
     return [e for e in events if e is not None]
 
 
+_NEVER = (1 << 64) - 1  # QEMU's next tick for a timer that will not fire
+
 # what layer 0 keeps per VM: a storming kernel makes millions of changes; the
 # counts stay exact, the lists keep the first ones (dropped says how many not)
 MAX_CHANGES = 20_000
 MAX_CVAL_WRITES = 20_000
+MAX_ANCHORS = 4096
+MAX_PUTS = 20_000  # put times kept per VM
+RECENT_ANCHORS = 64  # anchors from before its first load a VM starts with
 MAX_PARKED = 16  # parked vCPU states per VM (a VM has at most 4 vCPUs)
 # events held on one CPU while a load's restore writes or a put are still to
 # come: KVM writes them within a few events; past this the decision is taken
@@ -269,12 +326,16 @@ class _Cpu:
     cval: int | None = 0  # the loaded vCPU's timer state, as written
     ctl: int = 0
     offset: int = 0  # the CNTVOFF in force
+    vcpu: int = 0  # the loaded vCPU (VmTimeline numbering)
+    out_since: float | None = None  # the host time of the loaded vCPU's last put
     wrote: bool = False  # the guest's last timer-1 event was a write
     recalc_seen: bool = False  # a timer-1 level event since the CPU's last CNTVOFF write
     # an event whose meaning depends on the CPU's events after it, and those events
     deferred: GtEvent | None = None
     scan: _RestoreScan | _PutScan | None = None
     held: list[GtEvent] = field(default_factory=list)
+    armed: dict[int, int] = field(default_factory=dict)  # timer -> the tick it waits for
+    written: set[int] = field(default_factory=set)  # timers whose next level event a write made
 
 
 class Builder:
@@ -290,15 +351,56 @@ class Builder:
         self.order: list[VmTimeline] = []  # in the order the VMs first ran
         self.last: VmTimeline | None = None  # the VM loaded last
         self._cpus: dict[int, _Cpu] = {}
+        self.progress = Progress()
+        # the latest clock anchors: a new VM starts with them (the L1 kernel's own
+        # timers tick between tests; a test may have no anchor of its own)
+        self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ANCHORS)
 
     def feed(self, e: GtEvent) -> None:
         c = self._cpus.setdefault(e.cpu, _Cpu())
+        if e.host_ts is not None:
+            self.progress.last_ts = e.host_ts
+        self._anchor(c, e)  # once per event, in trace order
+        self._feed(c, e)
+
+    def _feed(self, c: _Cpu, e: GtEvent) -> None:
         if c.scan is not None:
             c.held.append(e)
             if c.scan.see(e) or len(c.held) >= MAX_HELD:
                 self._resolve(c)
             return
         self._handle(c, e, None)
+
+    def _anchor(self, c: _Cpu, e: GtEvent) -> None:
+        """A timer (any of the CPU's) that rises at the tick its last recalc waited
+        for, not in a write's recalc: the counter caused it, at that tick, and the
+        line's host time is when QEMU saw it: an anchor of the host clock to the
+        counter. A CTL write that only toggles IMASK keeps QEMU's deadline."""
+        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
+            c.written.add(e.timer or 0)
+            return
+        if e.event == "arm_gt_cntvoff_write":
+            c.written.update((VIRT, 4))
+            return
+        if e.timer is None or e.irqstate is None:
+            return
+        wrote = e.timer in c.written
+        c.written.discard(e.timer)
+        if e.event == "arm_gt_imask_toggle":
+            return
+        if e.irqstate == 0 and e.next_tick is not None and e.next_tick < _NEVER:
+            c.armed[e.timer] = e.next_tick
+        elif wrote or e.irqstate == 0:
+            c.armed.pop(e.timer, None)
+        elif e.timer in c.armed and e.host_ts is not None:
+            tick = c.armed.pop(e.timer)
+            us = round(e.host_ts * 1e6)
+            self._recent.append((tick, us))
+            vms = {id(x.current): x.current for x in self._cpus.values() if x.current}
+            if self.last is not None:
+                vms[id(self.last)] = self.last
+            for vm in vms.values():
+                vm.add_anchor(tick, us)
 
     def finish(self) -> list[VmTimeline]:
         """The trace ended: decide what is still held with what is known."""
@@ -313,7 +415,7 @@ class Builder:
         assert e is not None
         self._handle(c, e, scan)
         for later in held:
-            self.feed(later)
+            self._feed(c, later)
 
     def _needs_scan(self, c: _Cpu, e: GtEvent) -> _RestoreScan | _PutScan | None:
         if e.event == "arm_gt_cntvoff_write":
@@ -338,10 +440,14 @@ class Builder:
                 self._load(c, e, scan.cval, scan.ctl)
             else:
                 if c.current is not None:  # the put: park the vCPU's state
-                    c.current.park(_Parked(c.cval, c.ctl, c.level))
+                    c.current.park(_Parked(c.cval, c.ctl, c.level, c.vcpu, e.host_ts))
+                    c.current.add_put(c.vcpu, e.host_ts)
                 c.current = None
             return
-        if c.current is None or e.timer != VIRT:
+        if c.current is None:
+            return
+        c.current.last_ts = e.host_ts
+        if e.timer != VIRT:
             return
         if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
             self._write(c, e, isinstance(scan, _PutScan) and scan.put)
@@ -353,8 +459,9 @@ class Builder:
             # first recalc after the restore: a change while out, else a change in the guest
             by_counter = hw == 1 and c.cval is not None and (loaded_first or not c.wrote)
             tick = c.cval + c.offset if by_counter and c.cval is not None else None
+            out_since = c.out_since if loaded_first else None
             c.current.add_change(
-                HwChange(hw, e.index, e.next_tick, while_out=loaded_first, tick=tick)
+                HwChange(hw, e.index, e.next_tick, loaded_first, tick, e.host_ts, c.vcpu, out_since)
             )
             c.level = hw
         if c.restoring == 0:
@@ -372,13 +479,22 @@ class Builder:
             ):
                 current = last  # the same VM, its offset set by user space
             else:
-                current = VmTimeline(e.value)
+                current = VmTimeline(e.value, trace=self.progress)
+                current.anchors.extend(self._recent)
                 self.order.append(current)
             self.vms[e.value] = current
             current.offsets.append(e.value)
         current.loads += 1
         self.last = c.current = current
         parked = current.unpark(r_cval, r_ctl)
+        if parked is None:  # a vCPU's first load
+            c.vcpu, c.out_since = current.vcpus, None
+            current.vcpus += 1
+            if len(current.vcpu_starts) < MAX_PARKED:
+                current.vcpu_starts.append(e.host_ts)
+        else:
+            c.vcpu, c.out_since = parked.vcpu, parked.put_ts
+        current.last_ts = e.host_ts
         c.offset, c.wrote, c.restoring, c.pending_put = e.value, False, 2, None
         c.level = parked.level if parked else 0
         c.cval, c.ctl = r_cval, r_ctl

@@ -138,18 +138,18 @@ class NoticeCause:
 
 
 def notice_causes(
-    evs: list[KernelEvent], timers: tuple[str, ...], shown: list[int | None]
+    evs: list[KernelEvent], timers: tuple[str, ...], shown: list[int | None], irq_traced: bool
 ) -> list[NoticeCause] | None:
     """For each return to user space whose exit record first shows a timer's rise:
     did the timer's own host interrupt (irq_handler_entry of "kvm guest vtimer"),
-    or its background timer for a blocked vCPU (kvm_timer_hrtimer_expire), come
+    or its background timer for a blocked vCPU, come
     during the guest run it ended? "no-run" when the guest did not run since the
     last return (the rise was seen on the way in). None when the returns do not
-    pair up with the exit records, or when the kernel recorded no timer interrupt
-    at all (irq_handler_entry off: the cause cannot be told)."""
-    if sum(e.event == "kvm_userspace_exit" for e in evs) != len(shown):
-        return None
-    if not any(e.event in ("irq_handler_entry", "kvm_timer_hrtimer_expire") for e in evs):
+    pair up with the exit records, or when timer interrupts were not recorded
+    (irq_traced: the VMM had irq_handler_entry on; without it the cause
+    cannot be told). A blocked vCPU's wake-up (kvm_vcpu_wakeup) counts as the
+    timer's: its background timer is what wakes it."""
+    if not irq_traced or sum(e.event == "kvm_userspace_exit" for e in evs) != len(shown):
         return None
     out: list[NoticeCause] = []
     prev = dict.fromkeys(timers, 0)
@@ -164,7 +164,7 @@ def notice_causes(
             last_exit = e.text
         elif e.event == "irq_handler_entry":
             seen |= {t for t in timers if e.text.endswith(f"name={_TIMER_IRQ_NAMES[t]}")}
-        elif e.event == "kvm_timer_hrtimer_expire":
+        elif e.event in ("kvm_timer_hrtimer_expire", "kvm_vcpu_wakeup"):
             seen |= set(timers)
         elif e.event == "kvm_userspace_exit":
             bitmap = shown[k]

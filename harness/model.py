@@ -335,11 +335,13 @@ class Model:
         kev = tr.kernel_events
         if not kev:
             return PropertyResult("prompt", NOT_JUDGED, tr.kernel_missing())
-        causes = kernel_trace.notice_causes(kev, self.timers, [e.level for e in tr.exits])
+        traced = "irq_handler_entry" in tr.kernel_counts
+        causes = kernel_trace.notice_causes(kev, self.timers, [e.level for e in tr.exits], traced)
         if causes is None:
             return PropertyResult(
-                "prompt", NOT_JUDGED, "the kernel's events show no timer interrupt, or its "
-                "returns to user space do not pair up with the VMM's exit records",
+                "prompt", NOT_JUDGED, "the kernel's returns to user space do not pair up with "
+                "the VMM's exit records" if traced else "the timers' host interrupts were not "
+                "traced (irq_handler_entry)",
             )  # fmt: skip
         if not causes:
             return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")

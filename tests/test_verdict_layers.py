@@ -104,3 +104,41 @@ def test_an_in_kernel_storm_past_the_vmm_bound_is_counted(suite):
     ]
     p = _prop(_judge("masked_progress", recs[:-1] + extra + recs[-1:]), "progress")
     assert p.status == FAIL and "counted" in p.detail
+
+
+# -- prompt ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def late() -> records.Parsed:
+    with gzip.open(DATA / "upstream-late.console.log.gz", "rt", errors="replace") as f:
+        return records.parse(f.read().splitlines())
+
+
+def test_healthy_rises_end_the_guest_run_by_their_own_interrupt(suite):
+    judged = 0
+    for spec in guest_spec.select(guest_spec.load_all(), []):
+        p = _prop(_judge(spec.name, suite.of(spec.name)), "prompt")
+        if spec.vcpus > 1:
+            assert p.status == NOT_JUDGED
+            continue
+        assert p.status in (PASS, "skip"), (spec.name, p.detail)
+        judged += p.status == PASS
+    assert judged >= 10
+
+
+@pytest.mark.parametrize("test", ["imask_toggle", "sigalrm"])
+def test_a_rise_that_waits_for_another_exit_fails_prompt(late, test):
+    res = _judge(test, late.of(test))
+    p = _prop(res, "prompt")
+    assert p.status == FAIL and "its own interrupt never came" in p.detail
+    assert res.reasons[0].startswith("prompt:")
+    assert _prop(res, "visible").status == PASS  # every change still reached user space
+
+
+def test_a_vcpu_woken_from_wfi_by_its_timer_is_prompt_there_too(late):
+    assert _prop(_judge("oneshot_wfi", late.of("oneshot_wfi")), "prompt").status == PASS
+
+
+def test_prompt_is_not_judged_without_the_timers_interrupts_traced(suite):
+    recs = [r for r in suite.of("rearm_n") if r.get("ev") != "irq_handler_entry"]
+    p = _prop(_judge("rearm_n", recs), "prompt")
+    assert p.status == NOT_JUDGED and "not traced" in p.detail

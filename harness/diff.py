@@ -19,6 +19,10 @@ count follows the guest's timing (mmio_spin 8-71, never_inject 11-23,
 masked_progress 13-24). The regressions this harness is after are coarser:
 a missing forced exit delays an IRQ to the next natural exit or the guest's
 2 s bounded wait (100+ ms), an exit storm multiplies exits per edge by 100.
+One finer regression has a rule of its own: a notice that waits for the
+host's tick moves a sub-millisecond notice-latency median tenfold (0.38 ms to
+4.1 ms on both_timers), which counts when the factor exceeds 8 from a median
+under 1 ms and the change exceeds 2 ms (3 samples a side, as above).
 Smaller changes are shown (text with --all, grey in the HTML) but not
 counted.
 """
@@ -45,10 +49,24 @@ class Noise:
     floor: float  # the absolute change must exceed this, in unit
     unit: str
     min_n: int = 0  # a latency's samples needed on both sides
+    # a second way past the noise, for a latency: a change by more than sharp_factor
+    # from a median under sharp_below (a notice that now waits for the host's tick:
+    # 0.4 ms -> 4 ms), when the absolute change also exceeds sharp_floor
+    sharp_factor: float | None = None
+    sharp_below: float = 0.0
+    sharp_floor: float = 0.0
 
 
 NOISE = {
-    "notice_latency_us": Noise(factor=2.0, floor=10_000.0, unit="µs", min_n=3),
+    "notice_latency_us": Noise(
+        factor=2.0,
+        floor=10_000.0,
+        unit="µs",
+        min_n=3,
+        sharp_factor=8.0,
+        sharp_below=1_000.0,
+        sharp_floor=2_000.0,
+    ),  # fmt: skip
     "irq_latency_us": Noise(factor=2.0, floor=10_000.0, unit="µs", min_n=3),
     "exits_per_edge": Noise(factor=4.0, floor=20.0, unit="exits"),
 }
@@ -210,7 +228,14 @@ def metric_change(
     rule = NOISE[name]
     m = MetricChange(cell, test, name, a, b, False, n)
     enough = all((k or 0) >= rule.min_n for k in n) if rule.min_n else True
-    m.beyond_noise = enough and abs(b - a) > rule.floor and m.factor > rule.factor
+    coarse = abs(b - a) > rule.floor and m.factor > rule.factor
+    sharp = (
+        rule.sharp_factor is not None
+        and min(a, b) < rule.sharp_below
+        and abs(b - a) > rule.sharp_floor
+        and m.factor > rule.sharp_factor
+    )
+    m.beyond_noise = enough and (coarse or sharp)
     return m
 
 

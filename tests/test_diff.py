@@ -71,8 +71,14 @@ def test_noise_rules():
     # a doubling of a 20 ms median over 3+ edges counts; the same over one edge does not
     assert lat("c", "t", "irq_latency_us", 20_000, 45_000, (3, 4)).beyond_noise
     assert not lat("c", "t", "irq_latency_us", 20_000, 45_000, (1, 1)).beyond_noise
-    # a large factor under the floor does not count: 0.2 ms -> 5 ms
-    assert not lat("c", "t", "notice_latency_us", 200, 5_000, (5, 5)).beyond_noise
+    # a large factor under the floor does not count: 0.2 ms -> 5 ms for an IRQ delivery
+    assert not lat("c", "t", "irq_latency_us", 200, 5_000, (5, 5)).beyond_noise
+    # but a notice that now waits for the host's tick does: a sub-ms median tenfold
+    assert lat("c", "t", "notice_latency_us", 380, 4_100, (5, 5)).beyond_noise
+    assert lat("c", "t", "notice_latency_us", 4_100, 380, (5, 5)).beyond_noise
+    assert not lat("c", "t", "notice_latency_us", 380, 4_100, (1, 1)).beyond_noise
+    assert not lat("c", "t", "notice_latency_us", 400, 1_200, (5, 5)).beyond_noise  # x3
+    assert not lat("c", "t", "notice_latency_us", 900, 3_800, (5, 5)).beyond_noise  # x4
     # halving weighs like doubling
     m = lat("c", "t", "notice_latency_us", 45_000, 20_000, (3, 3))
     assert m.beyond_noise and m.factor == pytest.approx(2.25)

@@ -42,6 +42,11 @@ BEFORE = DEFAULT_FREQ // 1000
 # came up to 266 us after QEMU's rise with the old level (measured over 20 boots
 # of every revision; on one CPU none over 10 us). 1 ms leaves room.
 IRQ_LAG = DEFAULT_FREQ // 1000
+# OUT_LAG: a rise the counter caused while the vCPU was out is KVM's at a load;
+# in a loaded nightly (two boots at once) an exit 264 us after such a rise's tick
+# still showed the old level (v6 and upstream smp2 mmio_spin, once each in 24
+# cells), so exits this close after it may show either level.
+OUT_LAG = DEFAULT_FREQ // 500  # 2 ms
 # AFTER: a change placed by the clock up to this long after cnt may have come
 # before it: the estimate's error (see host_clock: the least-late anchors agree
 # within ~15 us on one L1 CPU, ~70 us on two with few anchors); MAX_SPREAD bounds
@@ -118,11 +123,12 @@ class Placed:
 
     def shown_by(self) -> int:
         """The counter value after which KVM has certainly taken it: its hi, and for
-        a rise the counter caused while loaded, KVM learns it from the timer's
-        interrupt: IRQ_LAG later."""
+        a rise the counter caused, IRQ_LAG later while loaded (KVM learns it from
+        the timer's interrupt), OUT_LAG while out (at a load)."""
         c = self.change
-        by_irq = c.level == 1 and c.tick is not None and not c.while_out
-        return self.hi + IRQ_LAG if by_irq else self.hi
+        if c.level == 1 and c.tick is not None:
+            return self.hi + (OUT_LAG if c.while_out else IRQ_LAG)
+        return self.hi
 
     def earliest(self) -> int:
         """The earliest cnt of an exit that may show it: it may lie before its lo by

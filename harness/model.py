@@ -422,6 +422,8 @@ class Model:
                 "dedicated-exit", NOT_JUDGED, "no exit of its own (ARM_TIMER) in the records: "
                 "the VMM read another ABI",
             )  # fmt: skip
+        if not own:
+            return PropertyResult("dedicated-exit", SKIP, "not exercised: the line never changed")
         for vcpu, exits in tr.by_vcpu().items():
             prev = 0
             for e in exits:

@@ -74,7 +74,12 @@ def rises(evs: list[KernelEvent], irq: int = VTIMER_IRQ) -> int:
 
 
 TIMER_IRQS = {"vtimer": VTIMER_IRQ, "ptimer": PTIMER_IRQ}
-_BITS = {"vtimer": 0, "ptimer": 1}
+TIMER_BITS = {"vtimer": 0, "ptimer": 1}  # in the level bitmap an exit record shows
+
+
+def _paired(evs: list[KernelEvent], shown: list[int | None]) -> bool:
+    """Does each kvm_userspace_exit have its exit record (the n-th for the n-th)?"""
+    return sum(e.event == "kvm_userspace_exit" for e in evs) == len(shown)
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def unreported_entries(
     (the VMM's exit records; None where an exit shows none), the n-th for the
     n-th kvm_userspace_exit. One vCPU's events (the kt records carry no vCPU for
     entries). None when the returns do not pair up with the exit records."""
-    if sum(e.event == "kvm_userspace_exit" for e in evs) != len(shown):
+    if not _paired(evs, shown):
         return None
     irqs = {TIMER_IRQS[t]: t for t in timers}
     level = dict.fromkeys(irqs, 0)
@@ -115,7 +120,7 @@ def unreported_entries(
         elif e.event == "kvm_userspace_exit":
             bitmap = next(returns)
             if bitmap is not None:
-                reported = {irq: (bitmap >> _BITS[t]) & 1 for irq, t in irqs.items()}
+                reported = {irq: (bitmap >> TIMER_BITS[t]) & 1 for irq, t in irqs.items()}
         elif e.event == "kvm_entry":
             for irq, lvl in level.items():
                 if lvl != reported[irq] and irq in changed:
@@ -149,7 +154,7 @@ def notice_causes(
     (irq_traced: the VMM had irq_handler_entry on; without it the cause
     cannot be told). A blocked vCPU's wake-up (kvm_vcpu_wakeup) counts as the
     timer's: its background timer is what wakes it."""
-    if not irq_traced or sum(e.event == "kvm_userspace_exit" for e in evs) != len(shown):
+    if not irq_traced or not _paired(evs, shown):
         return None
     out: list[NoticeCause] = []
     prev = dict.fromkeys(timers, 0)
@@ -170,7 +175,7 @@ def notice_causes(
             bitmap = shown[k]
             if bitmap is not None:
                 for t in timers:
-                    level = (bitmap >> _BITS[t]) & 1
+                    level = (bitmap >> TIMER_BITS[t]) & 1
                     if level and not prev[t]:
                         cause = "timer" if t in seen else ("other" if ran else "no-run")
                         out.append(NoticeCause(k, t, cause, last_exit))

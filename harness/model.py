@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from harness import kernel_trace, oracle
@@ -574,18 +575,8 @@ class Model:
         max_idle = 2  # exits the guest did not cause, per high interval
         min_beats = 3  # heartbeats in the longest high interval
         best: tuple[int, str] | None = None
-        for vcpu in tr.vcpus():
-            exits = [e for e in tr.exits if e.vcpu == vcpu]
-            i = 0
-            while i < len(exits):
-                first = exits[i]
-                if not first.level:
-                    i += 1
-                    continue
-                j = i + 1
-                while j < len(exits) and exits[j].level in (None, first.level):
-                    j += 1
-                span = exits[i + 1 : j]  # after the exit that showed the change
+        for vcpu, exits in tr.by_vcpu().items():
+            for first, span, end in _high_spans(exits):
                 idle = [x for x in span if x.port is None and not x.signal]
                 if len(idle) > max_idle:
                     return PropertyResult(
@@ -610,7 +601,6 @@ class Model:
                         expected="increasing heartbeat values",
                         observed=", ".join(str(v) for v in values),
                     )
-                end = exits[j - 1]
                 ms = (end.t_ns - first.t_ns) / 1e6
                 signals = sum(1 for x in span if x.signal)
                 what = (
@@ -620,7 +610,6 @@ class Model:
                 )
                 if best is None or len(beats) > best[0]:
                     best = (len(beats), what)
-                i = j
         storm = self._kernel_storm(tr)
         if storm is not None:
             return storm
@@ -654,33 +643,41 @@ def _irq_exit_rate(n: int, span_ns: int) -> float:
 
 def _kernel_storm_in(tr: TestTrace, vcpu: int) -> PropertyResult | None:
     """An in-kernel exit storm while the line stayed high (layer 1 kvm_exit IRQ)."""
-    exits = tr.by_vcpu()[vcpu]
     irq_exits = [
         e.t_ns for e in tr.kernel_events if e.event == "kvm_exit" and e.text.startswith("IRQ")
     ]
+    for first, _span, end in _high_spans(tr.by_vcpu()[vcpu]):
+        a, b = first.t_ns, end.t_ns
+        lo, hi = bisect.bisect_left(irq_exits, a), bisect.bisect_right(irq_exits, b)
+        if b - a >= _MIN_SPAN_NS and _irq_exit_rate(hi - lo, b - a) > MAX_IRQ_EXITS_PER_S:
+            return PropertyResult(
+                "progress",
+                FAIL,
+                f"in-kernel exit storm while the line stayed high on vcpu {vcpu}: "
+                f"{hi - lo} guest runs ended by a host interrupt in {(b - a) / 1e6:.0f} ms, "
+                "none reaching user space",
+                seq=first.seq,
+                expected=f"at most {MAX_IRQ_EXITS_PER_S} kvm_exit (IRQ) a second",
+                observed=f"{_irq_exit_rate(hi - lo, b - a):.0f}/s",
+            )
+    return None
+
+
+def _high_spans(exits: list[Exit]) -> Iterator[tuple[Exit, list[Exit], Exit]]:
+    """Each interval of one vCPU's exits in which the shown level stays high and
+    unchanged: the exit that showed it, the exits after it while it holds (None
+    levels included), and the last exit of the interval."""
     i = 0
     while i < len(exits):
         first = exits[i]
+        if not first.level:
+            i += 1
+            continue
         j = i + 1
         while j < len(exits) and exits[j].level in (None, first.level):
             j += 1
-        if first.level:
-            a, b = first.t_ns, exits[j - 1].t_ns
-            lo, hi = bisect.bisect_left(irq_exits, a), bisect.bisect_right(irq_exits, b)
-            if b - a >= _MIN_SPAN_NS and _irq_exit_rate(hi - lo, b - a) > MAX_IRQ_EXITS_PER_S:
-                rate = _irq_exit_rate(hi - lo, b - a)
-                return PropertyResult(
-                    "progress",
-                    FAIL,
-                    f"in-kernel exit storm while the line stayed high on vcpu {vcpu}: "
-                    f"{hi - lo} guest runs ended by a host interrupt in {(b - a) / 1e6:.0f} ms, "
-                    "none reaching user space",
-                    seq=first.seq,
-                    expected=f"at most {MAX_IRQ_EXITS_PER_S} kvm_exit (IRQ) a second",
-                    observed=f"{rate:.0f}/s",
-                )
+        yield first, exits[i + 1 : j], exits[j - 1]
         i = j
-    return None
 
 
 def _mismatch(v: oracle.Verdict) -> PropertyResult:

@@ -9,7 +9,7 @@ from harness import kernel_trace
 from harness.qemu_trace import VmTimeline
 from harness.records import Record
 
-TIMER_BITS = {"vtimer": 0, "ptimer": 1}
+TIMER_BITS = kernel_trace.TIMER_BITS
 
 
 @dataclass(frozen=True)

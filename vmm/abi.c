@@ -84,7 +84,7 @@ const struct vt_abi *abi_find(const char *name)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(abis) / sizeof(abis[0]); i++)
+	for (i = 0; i < ARRAY_SIZE(abis); i++)
 		if (!strcmp(abis[i].name, name))
 			return &abis[i];
 	return NULL;

@@ -140,7 +140,7 @@ static void run_one(struct vt_test *t)
 		snprintf(end, sizeof(end), "status=vmm-crash signal=%d", WTERMSIG(ws));
 	} else {
 		snprintf(end, sizeof(end), "status=%s",
-			 WEXITSTATUS(ws) < (int)(sizeof(status_names) / sizeof(status_names[0])) ?
+			 WEXITSTATUS(ws) < (int)ARRAY_SIZE(status_names) ?
 			 status_names[WEXITSTATUS(ws)] : "vmm-error");
 	}
 	kt_drain(t->name);
@@ -196,39 +196,76 @@ static int parse_uint(const char *s, unsigned int max, unsigned int *out)
 	return 0;
 }
 
+/* The spec's vmm: options, as the manifest spells them (key=value). */
+enum vt_opt_kind { OPT_INT, OPT_UINT, OPT_BOOL, OPT_INJECT };
+
+struct vt_option {
+	const char *key;
+	size_t off;		/* its field in struct vt_test */
+	enum vt_opt_kind kind;
+	unsigned int min, max;
+};
+
+#define VT_OPT(field, kind, min, max) \
+	{ #field, offsetof(struct vt_test, field), kind, min, max }
+
+static const struct vt_option options[] = {
+	VT_OPT(vcpus, OPT_INT, 1, VT_MAX_VCPUS),
+	VT_OPT(timeout_ms, OPT_UINT, 0, VT_TIMEOUT_MS_MAX),
+	VT_OPT(inject, OPT_INJECT, 0, INJECT_NEVER),
+	VT_OPT(inject_delay_ms, OPT_UINT, 0, VT_INJECT_DELAY_MS_MAX),
+	VT_OPT(alarm_us, OPT_UINT, 0, VT_ALARM_US_MAX),
+	VT_OPT(save_restore, OPT_BOOL, 0, 1),
+	VT_OPT(downtime_ms, OPT_UINT, 0, VT_DOWNTIME_MS_MAX),
+	VT_OPT(crash_after_exits, OPT_UINT, 0, VT_FAULT_COUNT_MAX),
+	VT_OPT(garble_record, OPT_UINT, 0, VT_FAULT_COUNT_MAX),
+};
+
+/* An enum option's value by name (inject=late). */
+static int parse_name(const char *s, const char *const *names, unsigned int max,
+		      unsigned int *out)
+{
+	unsigned int i;
+
+	for (i = 0; i <= max; i++) {
+		if (!strcmp(s, names[i])) {
+			*out = i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 static int parse_option(const char *key, const char *val, struct vt_test *t)
 {
-	unsigned int u, i;
+	const struct vt_option *o;
+	unsigned int u;
+	char *field;
 
-	if (!strcmp(key, "vcpus")) {
-		if (parse_uint(val, VT_MAX_VCPUS, &u) || !u)
-			return -1;
-		t->vcpus = u;
-	} else if (!strcmp(key, "timeout_ms")) {
-		return parse_uint(val, VT_TIMEOUT_MS_MAX, &t->timeout_ms);
-	} else if (!strcmp(key, "inject")) {
-		for (i = 0; i <= INJECT_NEVER; i++)
-			if (!strcmp(val, inject_names[i]))
-				break;
-		if (i > INJECT_NEVER)
-			return -1;
-		t->inject = i;
-	} else if (!strcmp(key, "inject_delay_ms")) {
-		return parse_uint(val, VT_INJECT_DELAY_MS_MAX, &t->inject_delay_ms);
-	} else if (!strcmp(key, "alarm_us")) {
-		return parse_uint(val, VT_ALARM_US_MAX, &t->alarm_us);
-	} else if (!strcmp(key, "save_restore")) {
-		if (parse_uint(val, 1, &u))
-			return -1;
-		t->save_restore = u;
-	} else if (!strcmp(key, "downtime_ms")) {
-		return parse_uint(val, VT_DOWNTIME_MS_MAX, &t->downtime_ms);
-	} else if (!strcmp(key, "crash_after_exits")) {
-		return parse_uint(val, VT_FAULT_COUNT_MAX, &t->crash_after_exits);
-	} else if (!strcmp(key, "garble_record")) {
-		return parse_uint(val, VT_FAULT_COUNT_MAX, &t->garble_record);
-	} else {
+	for (o = options; o < options + ARRAY_SIZE(options); o++)
+		if (!strcmp(key, o->key))
+			break;
+	if (o == options + ARRAY_SIZE(options))
 		return -1;
+	if (o->kind == OPT_INJECT ? parse_name(val, inject_names, o->max, &u) :
+				    parse_uint(val, o->max, &u))
+		return -1;
+	if (u < o->min)
+		return -1;
+	field = (char *)t + o->off;
+	switch (o->kind) {
+	case OPT_INT:
+		*(int *)field = u;
+		break;
+	case OPT_UINT:
+		*(unsigned int *)field = u;
+		break;
+	case OPT_BOOL:
+		*(bool *)field = u;
+		break;
+	case OPT_INJECT:
+		*(enum vt_inject *)field = u;
+		break;
 	}
 	return 0;
 }

@@ -86,10 +86,6 @@ static void stop_vcpus(void)
 /* SIGALRMs this vCPU thread's handler took (normally they are eaten instead). */
 static __thread volatile sig_atomic_t alarms_taken;
 
-#define vmm_err(v, fmt, ...)						\
-	rec_emit((v)->vm->t->name, "error", "vcpu=%d msg=\"" fmt ": %s\"",	\
-		 (v)->idx, ##__VA_ARGS__, strerror(errno))
-
 static uint64_t core_reg(size_t off)
 {
 	return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE |
@@ -449,130 +445,192 @@ static bool keep_exit_record(bool port)
 	return false;
 }
 
+/* A VMM failure ends the vCPU: an error record naming the call, VT_ST_VMM_ERROR. */
+static bool vcpu_fail(struct vcpu *v, const char *what)
+{
+	rec_emit(v->vm->t->name, "error", "vcpu=%d msg=\"%s: %s\"", v->idx, what,
+		 strerror(errno));
+	v->status = VT_ST_VMM_ERROR;
+	return true;
+}
+
+/* What one return from KVM_RUN showed. */
+struct vt_exit {
+	int ret, err;		/* KVM_RUN's return and errno */
+	int nsig;		/* our SIGALRMs that made it return EINTR */
+	uint64_t cnt, dt;	/* the counter after it, its time in KVM_RUN (ns) */
+	uint64_t level, hist;	/* the level and (v5) history the ABI shows */
+	bool shown, has_hist;
+	bool notice;		/* the kernel's notice of a change (never our signal) */
+	bool read;		/* the VMM reads the level on this exit (its policy) */
+	char extra[128];	/* the guest report or the odd MMIO access */
+};
+
+/* One KVM_RUN; the fault injection's crash; which of our signals it took. */
+static void vcpu_run(struct vcpu *v, struct vt_exit *x)
+{
+	const struct vt_test *t = v->vm->t;
+	uint64_t t0 = now_ns();
+
+	x->ret = ioctl(v->fd, KVM_RUN, 0);
+	x->err = errno;
+	x->cnt = read_cnt();
+	x->dt = now_ns() - t0;
+	v->exits++;
+	if (t->crash_after_exits && v->exits == t->crash_after_exits) {
+		rec_flush();
+		*(volatile int *)0 = 0;	/* fault injection: the VMM crashes */
+	}
+	/* a signal exit: ours only if it was EINTR (else it kicks the next run) */
+	if (x->ret < 0 && x->err == EINTR)
+		x->nsig = eat_alarms();
+}
+
+/* The level, the history and whether this exit is the kernel's notice. */
+static void vcpu_read_abi(struct vcpu *v, struct vt_exit *x)
+{
+	const struct vt_test *t = v->vm->t;
+	struct kvm_run *run = v->run;
+
+	x->shown = t->abi->level(run, &x->level);
+	x->has_hist = t->abi->history && t->abi->history(run, &x->hist);
+	/*
+	 * An EINTR our own SIGALRM caused is no notice of the kernel's,
+	 * unless the ABI's history shows the kernel notified then too
+	 * (v5 writes it only at a forced notice).
+	 */
+	x->notice = t->abi->notice(run, x->ret, x->err) &&
+		    (!x->nsig || (x->has_hist && x->hist != v->hist));
+	x->read = x->shown && (t->policy == POLICY_EVERY_EXIT || x->notice);
+	if (x->has_hist)
+		v->hist = x->hist;
+}
+
+/* The exit reason's handling. Returns true when the vCPU is done. */
+static bool vcpu_handle_reason(struct vcpu *v, struct vt_exit *x)
+{
+	if (x->ret != 0)
+		return false;
+	switch (v->run->exit_reason) {
+	case KVM_EXIT_MMIO:
+		return handle_port(v, x->extra, sizeof(x->extra));
+	case KVM_EXIT_SYSTEM_EVENT:
+		v->status = VT_ST_OK;
+		return true;
+	default:
+		if (x->notice)
+			return false;
+		v->status = VT_ST_VMM_ERROR;
+		return true;
+	}
+}
+
+/* The exit's record (those without a guest report are bounded). */
+static void vcpu_record(struct vcpu *v, const struct vt_exit *x)
+{
+	char hist[32] = "", lvl[24] = "-", sig[16] = "";
+
+	if (!keep_exit_record(x->extra[0]))
+		return;
+	if (x->shown)
+		snprintf(lvl, sizeof(lvl), "%llx", (unsigned long long)x->level);
+	if (x->has_hist)
+		snprintf(hist, sizeof(hist), " hist=%llx", (unsigned long long)x->hist);
+	if (x->nsig)
+		snprintf(sig, sizeof(sig), " sig=%d", x->nsig);
+	rec_emit(v->vm->t->name, "exit",
+		 "vcpu=%d n=%llu r=%s err=%d dt=%llu cnt=%llx lvl=%s read=%d ntc=%d%s%s%s",
+		 v->idx, (unsigned long long)v->exits,
+		 exit_reason_name(v->run->exit_reason), x->ret < 0 ? x->err : 0,
+		 (unsigned long long)x->dt, (unsigned long long)x->cnt, lvl, x->read,
+		 x->notice, sig, hist, x->extra);
+}
+
+/* An exit storm ends the test for every vCPU: its record, VT_ST_STORM. */
+static bool vcpu_storm(struct vcpu *v, const struct vt_exit *x)
+{
+	bool idle = !x->extra[0] && !x->nsig && (!x->shown || x->level == v->shown);
+
+	if (x->shown)
+		v->shown = x->level;
+	if (!storming(v, idle, now_ns()))
+		return false;
+	rec_emit(v->vm->t->name, "storm",
+		 "vcpu=%d idle_exits=%llu ms=%llu exits=%llu rate_min=%d window_ms=%d",
+		 v->idx, (unsigned long long)v->storm_idle,
+		 (unsigned long long)(now_ns() - v->storm_start) / 1000000,
+		 (unsigned long long)v->exits, VT_STORM_RATE, VT_STORM_MS);
+	v->status = VT_ST_STORM;
+	stop_vcpus();
+	return true;
+}
+
+/*
+ * Drive the IRQ line from what was read (on the vCPU's last exit too), then
+ * release a held rise and do a save/restore the guest asked for.
+ */
+static bool vcpu_follow(struct vcpu *v, const struct vt_exit *x, bool done)
+{
+	if (x->read) {
+		v->level = x->level;
+		if (follow_line(v, !!(x->level & v->vm->t->abi->timers)) < 0)
+			return vcpu_fail(v, "KVM_IRQ_LINE");
+	}
+	if (done)
+		return true;
+	if (release_line(v) < 0)
+		return vcpu_fail(v, "KVM_IRQ_LINE (late)");
+	if (v->save_req) {
+		v->save_req = false;
+		if (save_restore(v) < 0)
+			return vcpu_fail(v, "timer save/restore");
+	}
+	return false;
+}
+
+/* One KVM_RUN and its exit, start to end. Returns true when the vCPU is done. */
+static bool vcpu_exit(struct vcpu *v)
+{
+	struct vt_exit x = { 0 };
+	bool done;
+
+	vcpu_run(v, &x);
+	if (vt_stop) {
+		char sig[16] = "";
+
+		if (x.nsig)
+			snprintf(sig, sizeof(sig), " sig=%d", x.nsig);
+		rec_emit(v->vm->t->name, "exit",
+			 "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=- read=0 ntc=0 stop=1%s",
+			 v->idx, (unsigned long long)v->exits,
+			 exit_reason_name(v->run->exit_reason), x.ret < 0 ? x.err : 0,
+			 (unsigned long long)x.dt, sig);
+		v->status = VT_ST_WATCHDOG;
+		return true;
+	}
+	if (x.ret < 0 && x.err != EINTR) {
+		errno = x.err;
+		return vcpu_fail(v, "KVM_RUN");
+	}
+	vcpu_read_abi(v, &x);
+	done = vcpu_handle_reason(v, &x);
+	vcpu_record(v, &x);
+	if (!done && vcpu_storm(v, &x))
+		return true;
+	return vcpu_follow(v, &x, done);
+}
+
 static void *vcpu_loop(void *arg)
 {
 	struct vcpu *v = arg;
-	const struct vt_test *t = v->vm->t;
-	struct kvm_run *run = v->run;
 	bool done = false;
 
-	if (vcpu_signals(v) < 0) {
-		vmm_err(v, "vCPU signals");
-		v->status = VT_ST_VMM_ERROR;
-		done = true;
-	}
+	if (vcpu_signals(v) < 0)
+		done = vcpu_fail(v, "vCPU signals");
 	v->shown = ~0ULL;
 	v->win_start = now_ns();
-	while (!done) {
-		char extra[128] = "", hist[32] = "", lvl[24] = "-", sig[16] = "";
-		uint64_t t0 = now_ns(), level = 0, h;
-		int ret = ioctl(v->fd, KVM_RUN, 0);
-		int err = errno;
-		uint64_t cnt = read_cnt();
-		uint64_t dt = now_ns() - t0;
-		bool shown, notice, idle, has_hist, read = false;
-		int nsig = 0;
-
-		v->exits++;
-		if (t->crash_after_exits && v->exits == t->crash_after_exits) {
-			rec_flush();
-			*(volatile int *)0 = 0;	/* fault injection: the VMM crashes */
-		}
-		/* a signal exit: ours only if it was EINTR (else it kicks the next run) */
-		if (ret < 0 && err == EINTR)
-			nsig = eat_alarms();
-		if (nsig)
-			snprintf(sig, sizeof(sig), " sig=%d", nsig);
-		if (vt_stop) {
-			rec_emit(t->name, "exit", "vcpu=%d n=%llu r=%s err=%d dt=%llu lvl=- read=0 ntc=0 stop=1%s",
-				 v->idx, (unsigned long long)v->exits,
-				 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
-				 (unsigned long long)dt, sig);
-			v->status = VT_ST_WATCHDOG;
-			break;
-		}
-		if (ret < 0 && err != EINTR) {
-			errno = err;
-			vmm_err(v, "KVM_RUN");
-			v->status = VT_ST_VMM_ERROR;
-			break;
-		}
-		shown = t->abi->level(run, &level);
-		has_hist = t->abi->history && t->abi->history(run, &h);
-		/*
-		 * An EINTR our own SIGALRM caused is no notice of the kernel's,
-		 * unless the ABI's history shows the kernel notified then too
-		 * (v5 writes it only at a forced notice).
-		 */
-		notice = t->abi->notice(run, ret, err) &&
-			 (!nsig || (has_hist && h != v->hist));
-		if (shown) {
-			snprintf(lvl, sizeof(lvl), "%llx", (unsigned long long)level);
-			read = t->policy == POLICY_EVERY_EXIT || notice;
-		}
-		if (has_hist) {
-			snprintf(hist, sizeof(hist), " hist=%llx", (unsigned long long)h);
-			v->hist = h;
-		}
-
-		if (ret == 0) {
-			switch (run->exit_reason) {
-			case KVM_EXIT_MMIO:
-				done = handle_port(v, extra, sizeof(extra));
-				break;
-			case KVM_EXIT_SYSTEM_EVENT:
-				v->status = VT_ST_OK;
-				done = true;
-				break;
-			default:
-				if (!notice) {
-					v->status = VT_ST_VMM_ERROR;
-					done = true;
-				}
-			}
-		}
-		if (keep_exit_record(extra[0]))
-			rec_emit(t->name, "exit",
-				 "vcpu=%d n=%llu r=%s err=%d dt=%llu cnt=%llx lvl=%s read=%d ntc=%d%s%s%s",
-				 v->idx, (unsigned long long)v->exits,
-				 exit_reason_name(run->exit_reason), ret < 0 ? err : 0,
-				 (unsigned long long)dt, (unsigned long long)cnt, lvl, read, notice,
-				 sig, hist, extra);
-		idle = !extra[0] && !nsig && (!shown || level == v->shown);
-		if (shown)
-			v->shown = level;
-		if (!done && storming(v, idle, now_ns())) {
-			rec_emit(t->name, "storm",
-				 "vcpu=%d idle_exits=%llu ms=%llu exits=%llu rate_min=%d window_ms=%d",
-				 v->idx, (unsigned long long)v->storm_idle,
-				 (unsigned long long)(now_ns() - v->storm_start) / 1000000,
-				 (unsigned long long)v->exits, VT_STORM_RATE, VT_STORM_MS);
-			v->status = VT_ST_STORM;
-			stop_vcpus();
-			break;
-		}
-		if (read) {
-			v->level = level;
-			if (follow_line(v, !!(level & t->abi->timers)) < 0) {
-				vmm_err(v, "KVM_IRQ_LINE");
-				v->status = VT_ST_VMM_ERROR;
-				done = true;
-			}
-		}
-		if (!done && release_line(v) < 0) {
-			vmm_err(v, "KVM_IRQ_LINE (late)");
-			v->status = VT_ST_VMM_ERROR;
-			done = true;
-		}
-		if (!done && v->save_req) {
-			v->save_req = false;
-			if (save_restore(v) < 0) {
-				vmm_err(v, "timer save/restore");
-				v->status = VT_ST_VMM_ERROR;
-				done = true;
-			}
-		}
-	}
+	while (!done)
+		done = vcpu_exit(v);
 	vcpu_signals_end(v);
 	return NULL;
 }

@@ -5,10 +5,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <linux/kvm.h>
 
 #include "vt_limits.h"
 #include "vt_ports.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* --- records (record.c): versioned, sequence-numbered, checksummed --- */
 void rec_init(void);

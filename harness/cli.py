@@ -8,7 +8,8 @@ from pathlib import Path
 
 from harness import compare, guest_spec, machine, qemu_runner, qemu_vmm, revision, signals
 from harness.errors import HarnessError
-from harness.run import FAULTS, POLICIES, VMMS, RunOptions, boot_test
+from harness.options import FAULTS, POLICIES, VMMS, RunOptions
+from harness.run import boot_test
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +87,36 @@ def _parser() -> argparse.ArgumentParser:
     li.add_argument("--rev", help="the revision (default: from the log or --job)")
     li.add_argument("--machine", help="the machine (default: from the log or --job)")
     li.add_argument("--policy", choices=POLICIES, help="the VMM policy (default: from the log)")
+    pa = sub.add_parser(
+        "parse",
+        help="judge a saved console log offline, as the live run judged it",
+        description="Judge a console log (a run's results/<run-id>/console.log, or any "
+        "saved console) into a new results/<run-id>/. Next to a run's results.json the "
+        "run's revision, machine, policy, tests and qemu-trace.log are the defaults.",
+    )
+    pa.add_argument("log", type=Path, help="the console log (may be .gz)")
+    pa.add_argument("--rev", help="the revision whose model judges it (default: the run's)")
+    pa.add_argument("--machine", help="the machine (default: the run's, else virt-gicv3)")
+    pa.add_argument("--policy", choices=POLICIES, help="the VMM policy (default: the run's)")
+    pa.add_argument("--test", action="append", default=[], help="only this test (repeatable)")
+    pa.add_argument("--qemu-trace", type=Path, help="QEMU's trace log (layer 0)")
+    pa.add_argument("--out", type=Path, default=None, help="base directory (default results/)")
     return p
+
+
+def _parse(args: argparse.Namespace) -> int:
+    from harness import offline
+
+    return offline.parse(
+        args.log,
+        lambda line: print(line, flush=True),
+        rev=args.rev,
+        machine=args.machine,
+        policy=args.policy,
+        tests=args.test,
+        qemu_trace_log=args.qemu_trace,
+        **({"results_base": args.out} if args.out else {}),
+    ).exit_code
 
 
 def _matrix(args: argparse.Namespace) -> int:
@@ -200,6 +230,8 @@ def _command(args: argparse.Namespace) -> int:
             return _lava_export(args)
         if args.command == "lava-ingest":
             return _lava_ingest(args)
+        if args.command == "parse":
+            return _parse(args)
         traces = tuple(args.trace) if args.trace else ("arm_gt_*",)
         if traces == ("none",):
             traces = ()

@@ -44,8 +44,7 @@ from harness import (
     guest_spec,
     initramfs,
     kernel,
-    ktap,
-    records,
+    offline,
     repo,
     resultsfile,
     yamlfile,
@@ -53,10 +52,10 @@ from harness import (
 from harness import machine as machmod
 from harness import matrix as matmod
 from harness import revision as revmod
+from harness.artifacts import build_artifacts
 from harness.errors import HarnessError, InputError
-from harness.qemu_runner import PANIC, BootResult
-from harness.run import Run, RunOptions, build_artifacts, suite_bound
-from harness.verdict import ERROR, FAILED
+from harness.options import RunOptions
+from harness.suite_boot import suite_bound
 
 LAVA_COMMON = repo.BUILD / "lava-common"
 # the console patterns the monitor watches (pexpect regexes on LAVA's side)
@@ -321,21 +320,13 @@ def ingest(
 ):
     """Judge a LAVA job's console into results/<run-id>/ as a local run would."""
     lines, kind = console_lines(log)
+    console = offline.Console.of(lines, log)
     meta = _job_metadata(job)
     tags: dict[str, str] = {}
-    began: list[str] = []
-    first_begin: dict[str, str] = {}
-    done = False
     for line in lines:
         if "Kernel command line:" in line:
             tags |= dict(TAG.findall(line))
-        rec = records.parse_line(line, 0)
-        if isinstance(rec, records.Record):
-            if rec.kind == "begin":
-                began.append(rec.test)
-                first_begin = first_begin or rec.fields
-            elif rec.kind == "done":
-                done = True
+    first_begin = console.first_begin
     rev = rev or meta.get("vtimer.revision") or tags.get("rev") or first_begin.get("abi")
     if not rev:
         raise InputError(log, "no revision: give --rev or --job (the log names none)")
@@ -344,53 +335,29 @@ def ingest(
     machine = machine or meta.get("vtimer.machine") or tags.get("machine") or "virt-gicv3"
     tests = meta.get("vtimer.tests", "all")
     names = [] if tests == "all" else tests.split(",")
-    if not names and done and not meta:  # a subset ran: judge what the suite ran
-        names = list(dict.fromkeys(began))
+    if not names and console.done and not meta:  # a subset ran: judge what the suite ran
+        names = list(dict.fromkeys(console.began))
     emit = say or (lambda text: print(text, flush=True))
     opts = RunOptions(
         revision=rev, machine=machine, policy=policy, tests=names, results_base=results_base
     )
-    run = Run(opts, emit)
-    run.identity["lava"] = {
-        "log": log.name,
-        "log_kind": kind,
-        "cell": meta.get("vtimer.cell") or tags.get("cell"),
-        "job_metadata": meta,
+    ident = {
+        "lava": {
+            "log": log.name,
+            "log_kind": kind,
+            "cell": meta.get("vtimer.cell") or tags.get("cell"),
+            "job_metadata": meta,
+        },
+        "kernel": {"release": None, "prebuilt": True, "source": "LAVA"},
     }
-    run.identity["kernel"] = {"release": None, "prebuilt": True, "source": "LAVA"}
-    console = run.run_dir / "console.log"
-    console.write_text("\n".join(lines) + "\n")
-    shutil.copyfile(log, run.run_dir / f"lava-{log.name}")
-    run.ktap = ktap.KtapWriter(
+    return offline.judge(
+        console,
+        opts,
         emit,
-        [
-            f"vtimer-harness rev={run.rev.name} machine={run.machine.name} "
-            f"policy={policy} (ingested from LAVA: {log.name})",
-            f"results: {repo.rel(run.run_dir)}",
-        ],
-        len(run.specs),
+        identity=ident,
+        header=f" (ingested from LAVA: {log.name})",
+        copies=[(log, f"lava-{log.name}")],
     )
-    for r in run.results.values():
-        run.ktap.result(r)
-    specs = {s.name: s for s in run.runnable}
-    status, reason = "hang", "the log ends before the suite finished"
-    for line in lines:
-        if PANIC.search(line):
-            status, reason = "panic", line.strip()
-        for rec in run.stream.feed(line):
-            if rec.kind == "end" and rec.test in specs:
-                run.finish_test(specs[rec.test])
-            elif rec.kind == "boot":
-                run.identity["kernel"]["release"] = rec.get("release")
-    run.stream.close()
-    if done:
-        status, reason = "completed", "suite finished"
-    run.boot = BootResult(status, reason, console, console, None, 0.0)
-    if status != "completed":
-        run._close_unfinished(FAILED if status == "panic" else ERROR, f"boot {status}: {reason}")
-    run._close_unreported(specs)
-    run.save(complete=status == "completed")
-    return run._write_outputs()
 
 
 # -- a local stand-in for LAVA's dispatcher (qemu device type) ---------------------

@@ -59,7 +59,8 @@ from harness import (
 )
 from harness import machine as machmod
 from harness.errors import BuildError, HarnessError, InputError
-from harness.run import POLICIES, RunOptions, boot_test
+from harness.options import POLICIES, RunOptions
+from harness.run import boot_test
 from harness.verdict import ERROR, FAILED, MISSED, PASSED, SKIPPED
 
 FORMAT = "vtimer-harness-matrix/1"

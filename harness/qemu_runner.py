@@ -117,6 +117,11 @@ def end_all() -> int:
     return len(runs)
 
 
+# the trace events layer 0 needs besides arm_gt_* on smp > 1, by GIC version: the
+# GIC's PPI input names the CPU of a timer that fired by itself (harness/qemu_trace.py)
+TRACE_EVENTS_SMP = {2: ("gic_set_irq",), 3: ("gicv3_redist_set_irq",)}
+
+
 @dataclass
 class BootResult:
     """How the boot ended: completed, panic, hang, qemu-died or interrupted."""

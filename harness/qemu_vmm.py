@@ -32,12 +32,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import json
 import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,14 +46,17 @@ from harness import (
     kernel_trace,
     locks,
     repo,
-    resultsfile,
     rootfs,
     yamlfile,
 )
-from harness.errors import BuildError, HarnessError, InputError
+from harness.errors import BuildError, InputError
+from harness.options import RunOptions
 from harness.records import Problem, Record
-from harness.run import Run, RunOptions
-from harness.verdict import ERROR, FAILED, MISSED, PASSED, TestResult, skipped
+from harness.revision import Revision
+from harness.session import Session
+from harness.verdict import ERROR, FAILED, MISSED, PASSED, TestResult
+from harness.verdict import skipped as skipped_result
+from harness.vmms import Suite, Vmm
 
 QEMU_TESTS = repo.GUEST_TESTS / "qemu"
 QEMU_GUEST_BINS = repo.BUILD / "qemu-guests"
@@ -345,100 +347,85 @@ def compare_line(c: dict) -> str:
     return f"vmm {c['test']}: qemu {c['qemu']}, ours {ours}: {word}"
 
 
-# -- the run -------------------------------------------------------------------
-class QemuVmmRun(Run):
-    """boot-test --vmm qemu: the QEMU tests, and their peers under our VMM in the same boot."""
+# -- the VMM's hooks -------------------------------------------------------------
+class QemuVmm(Vmm):
+    """--vmm qemu: the QEMU tests, and their peers under our VMM in the same boot."""
 
-    def __init__(self, opts: RunOptions, say: Callable[[str], None]) -> None:
-        super().__init__(replace(opts, tests=[]), say)
-        self.opts = opts
+    name = "qemu"
+
+    def __init__(self, opts: RunOptions, rev: Revision, say: Callable[[str], None]) -> None:
+        super().__init__(opts, rev, say)
+        self.qemu_tests: list[QemuTest] = []
+        self.comparison: list[dict] = []
+        self.rootfs: rootfs.Rootfs | None = None
+
+    def suite(self) -> Suite:
         tests = list(load_all().values())
-        if opts.tests:
+        if self.opts.tests:
             names = {t.name: t for t in tests}
-            unknown = [n for n in opts.tests if n not in names]
+            unknown = [n for n in self.opts.tests if n not in names]
             if unknown:
                 raise InputError(
                     None, f"unknown QEMU test '{unknown[0]}' (valid: {', '.join(sorted(names))})"
                 )
-            tests = [names[n] for n in opts.tests]
+            tests = [names[n] for n in self.opts.tests]
         abi = self.rev.abi.name
-        qemu_runnable = [t for t in tests if abi in t.abis]
+        self.qemu_tests = [t for t in tests if abi in t.abis]
         guests = guest_spec.load_all()
-        peer_names = list(dict.fromkeys(p for t in qemu_runnable for p in t.peers))
-        peers = [guests[p] for p in peer_names]
-        self.qemu_tests = qemu_runnable
-        self.specs = [*peers, *tests]
-        self.runnable = [*(p for p in peers if abi in p.abis), *qemu_runnable]
-        self.results = {
-            s.name: skipped(
+        peers = [guests[p] for p in dict.fromkeys(p for t in self.qemu_tests for p in t.peers)]
+        specs = [*peers, *tests]
+        runnable = [*(p for p in peers if abi in p.abis), *self.qemu_tests]
+        skipped = {
+            s.name: skipped_result(
                 s,
                 f"QEMU does not speak the {abi} ABI"
                 if isinstance(s, QemuTest)
                 else f"the {abi} ABI cannot express it",
             )
-            for s in self.specs
-            if s not in self.runnable
+            for s in specs
+            if s not in runnable
         }
-        self.comparison: list[dict] = []
-        self.rootfs: rootfs.Rootfs | None = None
-        self._holds = contextlib.ExitStack()  # the rootfs and initrd in use (see _execute)
+        return Suite(specs, runnable, skipped)
 
-    def _execute(self):
-        # the rootfs and the initrd stay held (no other run prunes them) until the run ends
-        with self._holds:
-            return self._execute_held()
-
-    def _execute_held(self):
-        if self.qemu_tests:
-            try:
-                self.rootfs = rootfs.build(say=lambda m: self.say(f"# {m}"), hold=self._holds)
-            except HarnessError as e:
-                return self._harness_failure(e)
-            fs = self.rootfs
-            how = "cached" if fs.cached else f"built in {fs.build_seconds} s"
-            self.say(
-                f"# rootfs: qemu-system-aarch64 {fs.qemu_version} from Debian {rootfs.ARCH}, "
-                f"{len(fs.files)} files, {fs.cpio.stat().st_size >> 20} MiB ({how}, "
-                f"{repo.rel(fs.cpio)})"
-            )
-            self.identity["qemu_vmm"] = {
-                "program": QEMU_PROGRAM,
-                "machine": MACHINE,
-                "qemu_package": f"{rootfs.TOP_PACKAGE}:{rootfs.ARCH} {fs.qemu_version}",
-                "rootfs": fs.identity(),
-            }
-        return super()._execute()
-
-    def _initrd(self) -> Path:
-        peers = tuple(s for s in self.runnable if not isinstance(s, QemuTest))
-        plan = initramfs.SuitePlan(
-            self.rev.abi.name, self.opts.policy, peers, live=bool(self.opts.fault)
-        )
-        suite_part = self.run_dir / "initramfs.cpio.gz"
-        if self.rootfs is None:  # nothing for QEMU to run
-            return initramfs.build(plan, repo.VMM_BIN, suite_part)
-        out = build_initrd(plan, self.qemu_tests, self.rootfs, suite_part, self._holds)
-        self.identity["qemu_vmm"]["initrd"] = repo.rel(out)
-        return out
-
-    def finish_test(self, spec) -> None:
-        if not isinstance(spec, QemuTest):
-            super().finish_test(spec)
+    def prepare(self, holds: contextlib.ExitStack) -> None:
+        """The L1 rootfs with Debian's QEMU, held (no other run prunes it) until the run ends."""
+        if not self.qemu_tests:
             return
-        parsed = self.stream.parsed
-        recs = [r for r in parsed.records if r.test == spec.name]
-        res = self.abi_gate.apply(evaluate(spec, recs, parsed.problems_for(spec.name)), parsed)
-        self.results[spec.name] = res
-        cmp = compare(spec, res, self.results)
-        self.comparison.append(cmp)
-        if self.ktap:
-            self.ktap.result(res)
-            self.ktap.diag(compare_line(cmp))
-        self.save(complete=False)
+        fs = self.rootfs = rootfs.build(say=lambda m: self.say(f"# {m}"), hold=holds)
+        how = "cached" if fs.cached else f"built in {fs.build_seconds} s"
+        self.say(
+            f"# rootfs: qemu-system-aarch64 {fs.qemu_version} from Debian {rootfs.ARCH}, "
+            f"{len(fs.files)} files, {fs.cpio.stat().st_size >> 20} MiB ({how}, "
+            f"{repo.rel(fs.cpio)})"
+        )
+        self.identity["qemu_vmm"] = {
+            "program": QEMU_PROGRAM,
+            "machine": MACHINE,
+            "qemu_package": f"{rootfs.TOP_PACKAGE}:{rootfs.ARCH} {fs.qemu_version}",
+            "rootfs": fs.identity(),
+        }
 
-    def save(self, complete: bool) -> None:
-        super().save(complete)
-        path = self.run_dir / "results.json"
-        data = json.loads(path.read_text())
-        data["vmm_comparison"] = self.comparison
-        resultsfile.write_json(path, data)
+    def initrd(self, runnable: list, out: Path, holds: contextlib.ExitStack) -> Path:
+        peers = [s for s in runnable if not isinstance(s, QemuTest)]
+        if self.rootfs is None:  # nothing for QEMU to run
+            return super().initrd(peers, out, holds)
+        self.plan = initramfs.SuitePlan(
+            self.rev.abi.name, self.opts.policy, tuple(peers), live=bool(self.opts.fault)
+        )
+        combined = build_initrd(self.plan, self.qemu_tests, self.rootfs, out, holds)
+        self.identity["qemu_vmm"]["initrd"] = repo.rel(combined)
+        return combined
+
+    def judge(self, session: Session, spec: object) -> tuple[TestResult, list[str]] | None:
+        if not isinstance(spec, QemuTest):
+            return None
+        parsed = session.stream.parsed
+        recs = [r for r in parsed.records if r.test == spec.name]
+        res = session.abi_gate.apply(evaluate(spec, recs, parsed.problems_for(spec.name)), parsed)
+        results = {r.name: r for r in session.results()}
+        cmp = compare(spec, res, results)
+        self.comparison.append(cmp)
+        return res, [compare_line(cmp)]
+
+    def extra_results(self) -> dict:
+        return {"vmm_comparison": self.comparison}

@@ -124,7 +124,7 @@ def test_ptimer_test_shows_only_the_ptimer_bit(parsed):
 
 def test_ptimer_tests_are_skipped_where_the_abi_has_no_ptimer(tmp_path):
     run = Run(RunOptions(revision="v5", results_base=tmp_path), say=lambda _: None)
-    skipped = {name for name, r in run.results.items() if r.status == SKIPPED}
+    skipped = {r.name for r in run.session.results() if r.status == SKIPPED}
     assert skipped == {"ptimer_oneshot", "both_timers"}
     assert "ptimer_oneshot" not in {s.name for s in run.runnable}
 

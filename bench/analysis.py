@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import qemu_trace  # noqa: E402
+from harness.traces import qemu_trace  # noqa: E402
 
 # QEMU 7.2's log backend lines, with the thread id and time of -msg timestamp=on
 CYCLE = tuple(

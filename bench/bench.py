@@ -23,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import kernel, machine, repo, revision  # noqa: E402
+from harness.build import kernel  # noqa: E402
+from harness.core import repo  # noqa: E402
+from harness.inputs import machine, revision  # noqa: E402
 
 
 def fig(values: list[float]) -> str:

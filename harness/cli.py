@@ -6,10 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import compare, guest_spec, machine, qemu_runner, qemu_vmm, revision, signals
-from harness.errors import HarnessError
-from harness.options import FAULTS, POLICIES, VMMS, RunOptions
-from harness.run import boot_test
+from harness.boot import qemu_runner
+from harness.core import signals
+from harness.core.errors import HarnessError
+from harness.inputs import guest_spec, machine, qemu_tests, revision
+from harness.inputs.options import FAULTS, POLICIES, VMMS, RunOptions
+from harness.judge import compare
+from harness.runs.run import boot_test
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parse(args: argparse.Namespace) -> int:
-    from harness import offline
+    from harness.runs import offline
 
     return offline.parse(
         args.log,
@@ -120,7 +123,7 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
-    from harness import matrix
+    from harness.runs import matrix
 
     if args.list:
         m = matrix.load(args.file).select(args.cell)
@@ -141,7 +144,7 @@ def _matrix(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from harness import diff
+    from harness.runs import diff
 
     d = diff.compare(args.a, args.b)
     for line in diff.text(d, show_all=args.all):
@@ -153,7 +156,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _lava_export(args: argparse.Namespace) -> int:
-    from harness import lava
+    from harness.lab import lava
 
     jobs = lava.export(
         args.file, args.out, args.artifact_url, cells=args.cell, with_kernels=args.with_kernels
@@ -164,7 +167,7 @@ def _lava_export(args: argparse.Namespace) -> int:
 
 
 def _lava_ingest(args: argparse.Namespace) -> int:
-    from harness import lava
+    from harness.lab import lava
 
     out = lava.ingest(
         args.log,
@@ -217,7 +220,7 @@ def _command(args: argparse.Namespace) -> int:
             print("machines: ", " ".join(machine.available()))
             for t in guest_spec.load_all().values():
                 print(f"test {t.name}: {t.description}")
-            for t in qemu_vmm.load_all().values():
+            for t in qemu_tests.load_all().values():
                 print(f"qemu test {t.name} (--vmm qemu): {t.description}")
             return 0
         if args.command == "compare":

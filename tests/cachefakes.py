@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import kernel, repo
+from harness.build import kernel
+from harness.core import repo
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class FakeApt:
         (self.lists / f"debian_dists_bookworm_main_binary-arm64_Packages.{version}").touch()
 
     def packages(self):
-        from harness import rootfs
+        from harness.build import rootfs
 
         return [rootfs.Package("libc6", self.version), rootfs.Package("qemu-system-arm", "1")]
 
@@ -126,7 +127,7 @@ class FakeApt:
 def fake_rootfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeApt:
     """rootfs.build() on two real .debs: a static arm64 ELF as qemu-system-aarch64, and
     a dynamic loader; apt-cache and apt-get download are stand-ins."""
-    from harness import rootfs
+    from harness.build import rootfs
 
     c = tmp_path / "qemu.c"
     c.write_text("void _start(void) { for (;;) ; }\n")

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 from conftest import console
 
-from harness import abicheck, lava, records, repo
-from harness import revision as revmod
-from harness.errors import InputError
-from harness.model import NOT_JUDGED
-from harness.verdict import ERROR, MISSED, PASSED, SKIPPED, TestResult
+from harness.core import repo
+from harness.core.errors import InputError
+from harness.inputs import revision as revmod
+from harness.judge import abicheck
+from harness.judge.model import NOT_JUDGED
+from harness.judge.verdict import ERROR, MISSED, PASSED, SKIPPED, TestResult
+from harness.lab import lava
+from harness.traces import records
 
 # what the probe wrote on each shipped revision's kernel (console.log of real boots)
 SEEN = {

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import abicheck, kernel, machine
-from harness import revision as revmod
-from harness.run import RunOptions, boot_test
-from harness.verdict import ERROR, SKIPPED
+from harness.build import kernel
+from harness.inputs import machine
+from harness.inputs import revision as revmod
+from harness.judge import abicheck
+from harness.judge.verdict import ERROR, SKIPPED
+from harness.runs.run import RunOptions, boot_test
 
 pytestmark = pytest.mark.boot
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import guest_spec, repo
-from harness.run import RunOptions, boot_test
+from harness.core import repo
+from harness.inputs import guest_spec
+from harness.runs.run import RunOptions, boot_test
 
 pytestmark = pytest.mark.boot
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import guest_spec, initramfs, kconfig, kernel, repo
-from harness.errors import BuildError
+from harness.build import initramfs, kconfig, kernel
+from harness.core import repo
+from harness.core.errors import BuildError
+from harness.inputs import guest_spec
 
 
 def test_missing_options_are_listed():

@@ -10,8 +10,10 @@ from pathlib import Path
 import cachefakes
 import pytest
 
-from harness import debkernel, kernel, machine, revision, rootfs, stamps
-from harness.errors import BuildError, HarnessError
+from harness.build import debkernel, kernel, rootfs
+from harness.core import stamps
+from harness.core.errors import BuildError, HarnessError
+from harness.inputs import machine, revision
 
 CTX = multiprocessing.get_context("fork")
 CORRUPT = {

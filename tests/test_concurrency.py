@@ -24,8 +24,10 @@ from pathlib import Path
 import cachefakes
 import pytest
 
-from harness import artifacts, initramfs, kernel, locks, machine, qemu_vmm, repo, revision, rootfs
-from harness.errors import BuildError
+from harness.build import artifacts, initramfs, kernel, qemu_initrd, rootfs
+from harness.core import locks, repo
+from harness.core.errors import BuildError
+from harness.inputs import machine, revision
 
 CTX = multiprocessing.get_context("fork")  # children inherit the test's monkeypatching
 
@@ -271,7 +273,7 @@ def _plan(n: int) -> initramfs.SuitePlan:
 def _boot_held(fs, n: int, report: Path, release: Path) -> None:
     """A run that made (or found) its initrd and is booting it until told to stop."""
     with contextlib.ExitStack() as hold:
-        out = qemu_vmm.build_initrd(_plan(n), [], fs, report.with_suffix(".gz"), hold)
+        out = qemu_initrd.build_initrd(_plan(n), [], fs, report.with_suffix(".gz"), hold)
         report.write_text(str(out))
         _wait_for(release, timeout=60)
         report.write_text(out.read_bytes().hex())  # QEMU opens it only now: still there
@@ -286,23 +288,23 @@ def test_pruning_initrds_never_removes_one_another_run_is_booting(tmp_path, monk
     _wait_for(report)
     held = Path(report.read_text())
     made = []
-    for n in range(1, qemu_vmm.KEEP_INITRDS + 3):  # other runs, each pruning
-        made.append(qemu_vmm.build_initrd(_plan(n), [], fs, tmp_path / f"s{n}.gz"))
+    for n in range(1, qemu_initrd.KEEP_INITRDS + 3):  # other runs, each pruning
+        made.append(qemu_initrd.build_initrd(_plan(n), [], fs, tmp_path / f"s{n}.gz"))
     left = sorted(held.parent.glob("*.img"))
     assert held in left  # the oldest, but in use
-    assert len(left) == qemu_vmm.KEEP_INITRDS + 1 and made[0] not in left
+    assert len(left) == qemu_initrd.KEEP_INITRDS + 1 and made[0] not in left
     with contextlib.ExitStack() as hold:  # a second run about to boot the same image
-        assert qemu_vmm.build_initrd(_plan(0), [], fs, tmp_path / "again.gz", hold) == held
+        assert qemu_initrd.build_initrd(_plan(0), [], fs, tmp_path / "again.gz", hold) == held
         release.touch()
         booting.join(30)
         assert booting.exitcode == 0
         assert bytes.fromhex(report.read_text()).startswith(fs.cpio.read_bytes())
         for n in range(10, 13):
-            qemu_vmm.build_initrd(_plan(n), [], fs, tmp_path / f"s{n}.gz")
+            qemu_initrd.build_initrd(_plan(n), [], fs, tmp_path / f"s{n}.gz")
         assert held.is_file()  # the second run still holds it
-    qemu_vmm.build_initrd(_plan(20), [], fs, tmp_path / "s20.gz")
+    qemu_initrd.build_initrd(_plan(20), [], fs, tmp_path / "s20.gz")
     left = sorted(held.parent.glob("*.img"))
-    assert held not in left and len(left) == qemu_vmm.KEEP_INITRDS  # nobody holds it now
+    assert held not in left and len(left) == qemu_initrd.KEEP_INITRDS  # nobody holds it now
     assert not list(held.parent.glob(".*"))  # no temp files
 
 
@@ -315,7 +317,7 @@ def test_runs_making_the_same_initrd_at_once_share_one_whole_file(tmp_path, monk
     def run(i: int) -> None:  # matrix workers are threads of one process
         with contextlib.ExitStack() as hold:
             start.wait()
-            got.append(qemu_vmm.build_initrd(plan, [], fs, tmp_path / f"{i}.gz", hold))
+            got.append(qemu_initrd.build_initrd(plan, [], fs, tmp_path / f"{i}.gz", hold))
             start.wait()  # all hold it at once
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
@@ -370,7 +372,7 @@ def test_pruning_a_rootfs_image_keeps_it_while_an_initrd_made_from_it_is_booting
     monkeypatch.setattr(repo, "VMM_BIN", tmp_path / "qemu-system-aarch64")  # any file
     old = rootfs.build(say=lambda m: None)
     with contextlib.ExitStack() as hold:
-        initrd = qemu_vmm.build_initrd(_plan(0), [], old, tmp_path / "s.gz", hold)
+        initrd = qemu_initrd.build_initrd(_plan(0), [], old, tmp_path / "s.gz", hold)
         for v in ("2", "3"):
             apt.update(v)
             rootfs.build(say=lambda m: None)

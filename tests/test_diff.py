@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, diff, repo
-from harness.errors import InputError
+from harness import cli
+from harness.core import repo
+from harness.core.errors import InputError
+from harness.runs import diff
 
 
 @pytest.fixture(scope="module")

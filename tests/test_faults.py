@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import repo
-from harness.qemu_runner import Timeouts
-from harness.run import RunOptions, boot_test
+from harness.boot.qemu_runner import Timeouts
+from harness.core import repo
+from harness.runs.run import RunOptions, boot_test
 
 pytestmark = pytest.mark.boot
 
@@ -195,7 +195,7 @@ def test_patch_that_does_not_apply_is_an_error_naming_patch_and_file(tmp_path):
     assert [r.status for r in out.results] == ["ERROR"]
     data = json.loads((out.run_dir / "results.json").read_text())
     assert "does not apply" in data["identity"]["error"]
-    from harness import kernel
+    from harness.build import kernel
 
     for kept in kernel.KERNELS.glob("broken-rev-*"):  # kept for the user; not for the test
         shutil.rmtree(kept)
@@ -246,7 +246,7 @@ def _head(rel: str, n: int) -> list[str]:
     """The first lines of a file of the pristine kernel source (for a patch's context)."""
     import subprocess
 
-    from harness import kernel
+    from harness.build import kernel
 
     for src in kernel.KERNELS.glob("src-*/linux"):
         return (src / rel).read_text().splitlines()[:n]
@@ -277,7 +277,7 @@ def test_hang_crash_and_garbled_console_are_classified_and_the_suite_goes_on(tmp
 
 
 def test_fault_tests_run_only_when_named():
-    from harness import guest_spec
+    from harness.inputs import guest_spec
 
     default = {t.name for t in guest_spec.select(guest_spec.load_all(), [])}
     assert "hang_forever" not in default and "oneshot_wfi" in default

@@ -15,10 +15,13 @@ import re
 
 from conftest import DATA, console
 
-from harness import guest_check, guest_spec, records, repo, revision
-from harness.guest_check import GuestCheck, check_hash, source_text
-from harness.model import FAIL, Model
-from harness.verdict import FAILED, evaluate
+from harness.core import repo
+from harness.inputs import guest_spec, revision
+from harness.judge import guest_check
+from harness.judge.guest_check import GuestCheck, check_hash, source_text
+from harness.judge.model import FAIL, Model
+from harness.judge.verdict import FAILED, evaluate
+from harness.traces import records
 
 NOINTR = "upstream-nointr-checks.console.log.gz"
 

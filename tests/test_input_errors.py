@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import guest_spec, machine, matrix, qemu_vmm, repo, revision, yamlfile
-from harness.errors import InputError
+from harness.core import repo, yamlfile
+from harness.core.errors import InputError
+from harness.inputs import guest_spec, machine, qemu_tests, revision
+from harness.runs import matrix
 
 
 def load_error(path: Path, text: str | bytes) -> InputError:
@@ -272,7 +274,7 @@ def test_a_qemu_spec_source_must_be_a_c_file_beside_it_too(tmp_path):
     path.write_text(text.replace("source: vtimer_gic.c", "source: sub/vtimer_gic.c"))
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "vtimer_gic.c").write_text("int x;\n")
-    text = _spec_error(path, lambda p: qemu_vmm.load(p, guest_spec.load_all()))
+    text = _spec_error(path, lambda p: qemu_tests.load(p, guest_spec.load_all()))
     assert text.startswith(f"{path}:{_line_of(path, 'source:')}: source 'sub/vtimer_gic.c' lies in")
 
 
@@ -309,7 +311,7 @@ def test_qemu_spec_values(tmp_path, key, value, message):
     shutil.copy(repo.GUEST_TESTS / "qemu" / "vtimer_gic.c", tmp_path / "vtimer_gic.c")
     path = tmp_path / "vtimer_gic.yaml"
     path.write_text(set_key((repo.GUEST_TESTS / "qemu" / path.name).read_text(), key, value))
-    text = _spec_error(path, lambda p: qemu_vmm.load(p, guest_spec.load_all()))
+    text = _spec_error(path, lambda p: qemu_tests.load(p, guest_spec.load_all()))
     assert text.startswith(f"{path}:{_line_of(path, key)}: {message}"), text
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import guest_spec, machine, matrix, qemu_vmm, repo, revision, yamlfile
-from harness.errors import HarnessError
+from harness.core import repo, yamlfile
+from harness.core.errors import HarnessError
+from harness.inputs import guest_spec, machine, qemu_tests, revision
+from harness.runs import matrix
 
 MUTANTS = 200  # per file
 MATRIX_MUTANTS = 120  # a matrix loads the machines of all its cells: slower
@@ -231,8 +233,8 @@ def _cases() -> list[Case]:
         for p in sorted(repo.GUEST_TESTS.glob("*.yaml"))
     ]
     cases += [
-        Case(p, _beside(p, _source_of(p)), lambda path: qemu_vmm.load(path, guests))
-        for p in sorted(qemu_vmm.QEMU_TESTS.glob("*.yaml"))
+        Case(p, _beside(p, _source_of(p)), lambda path: qemu_tests.load(path, guests))
+        for p in sorted(qemu_tests.QEMU_TESTS.glob("*.yaml"))
     ]
     cases += [
         Case(p, _beside(p, []), lambda path: machine.load(str(path)))

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import cli, lava, matrix, repo
-from harness.errors import HarnessError, InputError
+from harness import cli
+from harness.core import repo
+from harness.core.errors import HarnessError, InputError
+from harness.lab import lava
+from harness.runs import matrix
 
 DATA = repo.ROOT / "tests" / "data" / "lava"
 SMOKE = repo.ROOT / "matrix" / "smoke.yaml"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from conftest import DATA, console
 
-from harness import correlate, kernel_trace, qemu_trace, records
-from harness.records import Record
-from harness.trace import TestTrace
+from harness.traces import correlate, kernel_trace, qemu_trace, records
+from harness.traces.records import Record
+from harness.traces.test_trace import TestTrace
 
 TESTS = ("mmio_spin", "oneshot_wfi", "rearm_n")
 

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import debkernel, kernel, matrix, repo, revision
-from harness.errors import BuildError, InputError
-from harness.run import RunOutcome
+from harness.build import debkernel, kernel
+from harness.core import repo
+from harness.core.errors import BuildError, InputError
+from harness.inputs import revision
+from harness.runs import matrix
+from harness.runs.run import RunOutcome
 
 MATRIX_DIR = repo.ROOT / "matrix"
 
@@ -367,8 +370,8 @@ def test_tokens_bound_concurrency():
 
 
 def test_kernel_source_is_part_of_the_cache_key():
-    from harness import machine, revision
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
+    from harness.inputs import machine, revision
 
     rev, mach = revision.load("upstream"), machine.load("virt-gicv3")
     d61 = kernel.build_dir(rev, mach)
@@ -407,7 +410,7 @@ def test_tokens_first_come_first_served():
 
 def _boot_until_stopped(opts, say):
     """A boot that runs until told to stop, as QemuRun.follow() does (signals.check())."""
-    from harness import signals
+    from harness.core import signals
 
     run_dir = opts.results_base / "run"
     run_dir.mkdir()
@@ -432,7 +435,7 @@ def test_sigterm_stops_the_matrix_its_running_cells_end_interrupted(tmp_path, fa
     import os
     import signal
 
-    from harness import signals
+    from harness.core import signals
 
     p = write(tmp_path, "name: stop\ncells:\n  - revision: [upstream, v4, v5]\n")
     lines: list[str] = []

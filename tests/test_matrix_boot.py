@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from harness import diff, lava, matrix, repo
+from harness.core import repo
+from harness.lab import lava
+from harness.runs import diff, matrix
 
 pytestmark = pytest.mark.boot
 SMOKE = repo.ROOT / "matrix" / "smoke.yaml"

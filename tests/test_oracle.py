@@ -12,9 +12,11 @@ import zlib
 import pytest
 from conftest import DATA, console
 
-from harness import guest_spec, oracle, qemu_trace, records, revision
-from harness.model import FAIL, NOT_JUDGED, PASS, Model
-from harness.trace import TestTrace
+from harness.inputs import guest_spec, revision
+from harness.judge import oracle
+from harness.judge.model import FAIL, NOT_JUDGED, PASS, Model
+from harness.traces import qemu_trace, records
+from harness.traces.test_trace import TestTrace
 
 RUNS = {
     "upstream-every-exit": ("mmio_spin", "oneshot_wfi", "rearm_n"),
@@ -175,7 +177,7 @@ def test_the_vcpus_are_matched_by_their_puts():
 
 
 def test_evaluate_reports_the_mismatch_as_the_test_failure():
-    from harness.verdict import FAILED, evaluate
+    from harness.judge.verdict import FAILED, evaluate
 
     lines = _falsify("upstream-every-exit", 6, "1")
     recs = [r for r in records.parse(lines).records if r.test == "mmio_spin"]

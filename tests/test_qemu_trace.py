@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from conftest import DATA, console
 
-from harness import guest_spec, qemu_trace, records, revision
-from harness.model import Model
-from harness.verdict import PASSED, evaluate
+from harness.inputs import guest_spec, revision
+from harness.judge.model import Model
+from harness.judge.verdict import PASSED, evaluate
+from harness.traces import qemu_trace, records
 
 
 def _vms():

@@ -8,8 +8,8 @@ import json
 
 from conftest import DATA, console
 
-from harness import correlate, qemu_trace, records
-from harness.trace import TestTrace
+from harness.traces import correlate, qemu_trace, records
+from harness.traces.test_trace import TestTrace
 
 TESTS = ("two_vcpus", "oneshot_wfi")
 

@@ -3,7 +3,7 @@ in one VM, a VM whose counter offset user space set (save/restore)."""
 
 from __future__ import annotations
 
-from harness import qemu_trace
+from harness.traces import qemu_trace
 
 # QEMU 7.2's formats, as in a real trace
 LOAD = "arm_gt_cntvoff_write gt_cntvoff_write: value {:#x}"

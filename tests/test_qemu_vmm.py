@@ -12,17 +12,21 @@ from pathlib import Path
 import pytest
 from conftest import console
 
-from harness import guest_spec, qemu_vmm, records, repo, rootfs
-from harness.errors import BuildError, InputError
-from harness.initramfs import MANIFEST, SuitePlan
-from harness.records import Problem, Record
-from harness.verdict import ERROR, FAILED, MISSED, PASSED, TestResult
+from harness.build import qemu_initrd, rootfs
+from harness.build.initramfs import MANIFEST, SuitePlan
+from harness.core import repo
+from harness.core.errors import BuildError, InputError
+from harness.inputs import guest_spec, qemu_tests
+from harness.judge import qemu_verdict
+from harness.judge.verdict import ERROR, FAILED, MISSED, PASSED, TestResult
+from harness.traces import records
+from harness.traces.records import Problem, Record
 
 LOG = "upstream-qemu-vmm.console.log"
 
 
-def _spec() -> qemu_vmm.QemuTest:
-    return qemu_vmm.load_all()["vtimer_gic"]
+def _spec() -> qemu_tests.QemuTest:
+    return qemu_tests.load_all()["vtimer_gic"]
 
 
 def _recorded() -> list[Record]:
@@ -73,7 +77,7 @@ def test_unknown_peer_is_an_input_error_naming_the_line(tmp_path):
     path = _spec_copy(tmp_path)
     path.write_text(path.read_text().replace("mmio_spin]", "mmio_spinn]"))
     with pytest.raises(InputError) as e:
-        qemu_vmm.load(path, guest_spec.load_all())
+        qemu_tests.load(path, guest_spec.load_all())
     assert "unknown value 'mmio_spinn'" in str(e.value) and e.value.line is not None
 
 
@@ -83,12 +87,12 @@ def test_a_name_our_suite_has_is_refused(tmp_path):
     text = (tmp_path / "rearm_n.yaml").read_text().replace("name: vtimer_gic", "name: rearm_n")
     (tmp_path / "rearm_n.yaml").write_text(text)
     with pytest.raises(InputError, match="guest test of our VMM too"):
-        qemu_vmm.load(tmp_path / "rearm_n.yaml", guest_spec.load_all())
+        qemu_tests.load(tmp_path / "rearm_n.yaml", guest_spec.load_all())
 
 
 # -- verdicts ----------------------------------------------------------------------
 def test_recorded_run_passes_with_its_metrics():
-    res = qemu_vmm.evaluate(_spec(), _recorded(), [])
+    res = qemu_verdict.evaluate(_spec(), _recorded(), [])
     assert res.status == PASSED, res.reasons
     m = res.metrics
     assert m["irqs"] == 7 and m["spurious"] == 0 and m["early"] == 0
@@ -122,7 +126,7 @@ def test_recorded_run_passes_with_its_metrics():
     ],
 )
 def test_failures_name_their_cause(change, reason):
-    res = qemu_vmm.evaluate(_spec(), change(_recorded()), [])
+    res = qemu_verdict.evaluate(_spec(), change(_recorded()), [])
     assert res.status == FAILED
     assert any(r.startswith(reason) for r in res.reasons), res.reasons
 
@@ -132,7 +136,7 @@ def test_qemu_exit_status_comes_with_what_qemu_said():
     begin = recs[0]
     said = replace(begin, kind="out", fields={"line": "qemu-system-aarch64: kvm_init failed"})
     recs = [begin, said, *[r for r in recs[1:] if r.kind != "out"]]
-    res = qemu_vmm.evaluate(_spec(), recs, [])
+    res = qemu_verdict.evaluate(_spec(), recs, [])
     assert res.status == FAILED
     assert res.reasons[:2] == [
         "QEMU exited with status 1",
@@ -142,11 +146,11 @@ def test_qemu_exit_status_comes_with_what_qemu_said():
 
 def test_missing_end_lost_record_and_no_records():
     recs = _recorded()
-    res = qemu_vmm.evaluate(_spec(), [r for r in recs if r.kind != "end"], [])
+    res = qemu_verdict.evaluate(_spec(), [r for r in recs if r.kind != "end"], [])
     assert res.status == ERROR and "no end record" in res.reasons[0]
-    res = qemu_vmm.evaluate(_spec(), recs, [Problem(7, "checksum mismatch in record seq 9")])
+    res = qemu_verdict.evaluate(_spec(), recs, [Problem(7, "checksum mismatch in record seq 9")])
     assert res.status == ERROR and res.reasons[0].startswith("console: checksum mismatch")
-    assert qemu_vmm.evaluate(_spec(), [], []).status == MISSED
+    assert qemu_verdict.evaluate(_spec(), [], []).status == MISSED
 
 
 # -- the VMM comparison ----------------------------------------------------------------
@@ -158,19 +162,19 @@ def test_comparison_agree_disagree_and_undecided():
     spec = _spec()
     qemu_ok = TestResult("vtimer_gic", PASSED)
     ok = _results(rearm_n=PASSED, oneshot_wfi=PASSED, mmio_spin=PASSED)
-    c = qemu_vmm.compare(spec, qemu_ok, ok)
+    c = qemu_verdict.compare(spec, qemu_ok, ok)
     assert c["agree"] is True
-    assert qemu_vmm.compare_line(c) == (
+    assert qemu_verdict.compare_line(c) == (
         "vmm vtimer_gic: qemu PASS, ours rearm_n PASS, oneshot_wfi PASS, mmio_spin PASS: agree"
     )
     one_fails = ok | _results(mmio_spin=FAILED)
-    c = qemu_vmm.compare(spec, qemu_ok, one_fails)
-    assert c["agree"] is False and qemu_vmm.compare_line(c).endswith(": DISAGREE")
-    both_fail = qemu_vmm.compare(spec, TestResult("vtimer_gic", FAILED), one_fails)
+    c = qemu_verdict.compare(spec, qemu_ok, one_fails)
+    assert c["agree"] is False and qemu_verdict.compare_line(c).endswith(": DISAGREE")
+    both_fail = qemu_verdict.compare(spec, TestResult("vtimer_gic", FAILED), one_fails)
     assert both_fail["agree"] is True
-    undecided = qemu_vmm.compare(spec, qemu_ok, ok | _results(mmio_spin=ERROR))
+    undecided = qemu_verdict.compare(spec, qemu_ok, ok | _results(mmio_spin=ERROR))
     assert undecided["agree"] is None
-    assert qemu_vmm.compare_line(undecided).endswith(": no comparison")
+    assert qemu_verdict.compare_line(undecided).endswith(": no comparison")
     json.dumps(c)  # goes into results.json as is
 
 
@@ -183,7 +187,7 @@ def test_initrd_is_the_rootfs_then_the_suite_part(tmp_path, monkeypatch):
     peers = tuple(guest_spec.load_all()[p] for p in _spec().peers)
     plan = SuitePlan("upstream", "every-exit", peers)
     suite = tmp_path / "initramfs.cpio.gz"
-    out = qemu_vmm.build_initrd(plan, [_spec()], fs, suite)
+    out = qemu_initrd.build_initrd(plan, [_spec()], fs, suite)
     assert out.parent == fake.parent / "initrd"
     data = out.read_bytes()
     assert data.startswith(fake.read_bytes()) and data.endswith(suite.read_bytes())
@@ -192,7 +196,7 @@ def test_initrd_is_the_rootfs_then_the_suite_part(tmp_path, monkeypatch):
     assert b"test rearm_n /suite/rearm_n.bin" in manifest
     assert b"\nqemu vtimer_gic timeout_ms=60000 -- /usr/bin/qemu-system-aarch64" in manifest
     assert b"suite/qemu/vtimer_gic.elf" in cpio and b"suite/mmio_spin.bin" in cpio
-    assert qemu_vmm.build_initrd(plan, [_spec()], fs, suite) == out  # content-addressed
+    assert qemu_initrd.build_initrd(plan, [_spec()], fs, suite) == out  # content-addressed
 
 
 # -- the rootfs ----------------------------------------------------------------------------

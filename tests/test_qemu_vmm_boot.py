@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.run import RunOptions, boot_test
+from harness.runs.run import RunOptions, boot_test
 
 pytestmark = pytest.mark.boot
 

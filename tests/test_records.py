@@ -6,7 +6,7 @@ import zlib
 
 from conftest import console
 
-from harness import records
+from harness.traces import records
 
 
 def test_real_log_parses_without_problems():

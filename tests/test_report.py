@@ -11,10 +11,12 @@ import tempfile
 import pytest
 from conftest import DATA
 
-from harness import guest_spec, qemu_trace, report, revision
-from harness.model import Model
-from harness.records import parse
-from harness.verdict import evaluate
+from harness.inputs import guest_spec, revision
+from harness.judge.model import Model
+from harness.judge.verdict import evaluate
+from harness.outputs import report
+from harness.traces import qemu_trace
+from harness.traces.records import parse
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import console
 
-from harness import compare, guest_spec, records, revision
-from harness.model import Model
-from harness.trace import TestTrace
-from harness.verdict import FAILED, PASSED, evaluate
+from harness.inputs import guest_spec, revision
+from harness.judge import compare
+from harness.judge.model import Model
+from harness.judge.verdict import FAILED, PASSED, evaluate
+from harness.traces import records
+from harness.traces.test_trace import TestTrace
 
 TESTS = ("mmio_spin", "oneshot_wfi", "rearm_n")
 REVS = ("upstream", "v4", "v5", "v6")

@@ -9,9 +9,11 @@ import json
 
 import pytest
 
-from harness import guest_spec, matrix, repo, revision
-from harness.qemu_runner import Timeouts
-from harness.run import RunOptions, boot_test
+from harness.boot.qemu_runner import Timeouts
+from harness.core import repo
+from harness.inputs import guest_spec, revision
+from harness.runs import matrix
+from harness.runs.run import RunOptions, boot_test
 
 pytestmark = pytest.mark.boot
 REVISIONS = repo.ROOT / "matrix" / "revisions.yaml"

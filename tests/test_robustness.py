@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from conftest import DATA, console
 
-from harness import guest_spec, lava, limits, qemu_trace, records, repo, revision
-from harness.errors import InputError
-from harness.model import FAIL, NA, NOT_JUDGED, Model
-from harness.verdict import ERROR, FAILED, MISSED, PASSED, evaluate
+from harness.core import repo
+from harness.core.errors import InputError
+from harness.inputs import guest_spec, limits, revision
+from harness.judge.model import FAIL, NA, NOT_JUDGED, Model
+from harness.judge.verdict import ERROR, FAILED, MISSED, PASSED, evaluate
+from harness.lab import lava
+from harness.traces import qemu_trace, records
 
 
 # -- layer 0: one pass, bounded ---------------------------------------------------

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 from conftest import DATA, console
 
-from harness import cli, guest_spec, offline, revision
-from harness.model import Model
-from harness.session import Session
-from harness.verdict import ERROR, FAILED, MISSED, PASSED
+from harness import cli
+from harness.inputs import guest_spec, revision
+from harness.judge.model import Model
+from harness.judge.session import Session
+from harness.judge.verdict import ERROR, FAILED, MISSED, PASSED
+from harness.runs import offline
 
 GOLDEN = DATA / "golden"
 REGEN = os.environ.get("VT_REGEN_GOLDEN") == "1"

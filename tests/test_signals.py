@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import signals
+from harness.core import signals
 
 
 def _send(signum: int) -> None:
@@ -94,7 +94,7 @@ def _group_alive(pgid: int) -> bool:
 def test_a_kernel_build_step_ends_with_its_whole_process_group():
     import subprocess
 
-    from harness import kernel
+    from harness.build import kernel
 
     proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
     timer = threading.Timer(0.5, signals.request, args=(signal.SIGTERM,))

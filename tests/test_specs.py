@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import guest_spec, machine, repo, revision
-from harness.errors import InputError
+from harness.core import repo
+from harness.core.errors import InputError
+from harness.inputs import guest_spec, machine, revision
 
 
 def _spec_copy(tmp_path: Path, name: str = "oneshot_wfi") -> Path:

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from conftest import console
 
-from harness import guest_spec, records, repo, revision
-from harness.initramfs import SuitePlan
-from harness.model import Model
-from harness.run import Run, RunOptions
-from harness.trace import TestTrace
-from harness.verdict import FAILED, PASSED, SKIPPED, evaluate
+from harness.build.initramfs import SuitePlan
+from harness.core import repo
+from harness.inputs import guest_spec, revision
+from harness.judge.model import Model
+from harness.judge.verdict import FAILED, PASSED, SKIPPED, evaluate
+from harness.runs.run import Run, RunOptions
+from harness.traces import records
+from harness.traces.test_trace import TestTrace
 
 LOG = "upstream-suite.console.log"
 

@@ -6,9 +6,10 @@ import dataclasses
 
 from conftest import console
 
-from harness import guest_spec, records, revision
-from harness.model import Model
-from harness.verdict import FAILED, PASSED, evaluate
+from harness.inputs import guest_spec, revision
+from harness.judge.model import Model
+from harness.judge.verdict import FAILED, PASSED, evaluate
+from harness.traces import records
 
 
 def _judge(log: str, test: str, spec=None, model_rev: str = "upstream"):
@@ -110,8 +111,8 @@ def test_wake_fails_when_kvm_never_blocked_the_vcpu():
 
 def _exits(*rows):
     """Exit records from (reason, errno, level, notice, port[, sig]) rows, one vCPU."""
-    from harness.records import Record
-    from harness.trace import TestTrace
+    from harness.traces.records import Record
+    from harness.traces.test_trace import TestTrace
 
     recs = []
     for n, (r, err, lvl, ntc, port, *sig) in enumerate(rows, 1):

@@ -9,11 +9,12 @@ import gzip
 import pytest
 from conftest import DATA, console
 
-from harness import guest_spec, records, revision
-from harness.model import FAIL, NOT_JUDGED, PASS, Model
-from harness.records import Record
-from harness.trace import TestTrace
-from harness.verdict import FAILED, PASSED, evaluate
+from harness.inputs import guest_spec, revision
+from harness.judge.model import FAIL, NOT_JUDGED, PASS, Model
+from harness.judge.verdict import FAILED, PASSED, evaluate
+from harness.traces import records
+from harness.traces.records import Record
+from harness.traces.test_trace import TestTrace
 
 UPSTREAM = Model.of(revision.load("upstream"))
 

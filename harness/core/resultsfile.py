@@ -1,0 +1,47 @@
+"""results/<run-id>/: a private run directory and atomic writes into it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from harness.core import repo
+
+FORMAT = "vtimer-harness-results/1"
+
+
+def new_run_dir(label: str, base: Path = repo.RESULTS) -> Path:
+    """A fresh directory no other run shares (mkdir is the lock)."""
+    base.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(2)}"
+        path = base / run_id
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory, fsync and rename: a reader (or a
+    crash) never sees half a file, only the old one or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide a cache from others
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")

@@ -1,0 +1,215 @@
+"""Strict YAML loading: every mapping remembers the line of each key.
+
+Whatever is wrong with a file (not UTF-8, a control character, a YAML syntax
+error, a key that is a list, a tag, a number out of range) is one InputError
+naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.core.errors import InputError
+
+# a YAML 1.1 key '<<' merges another mapping in; not supported here
+MERGE_TAG = "tag:yaml.org,2002:merge"
+YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+INT_RANGE = (-(2**63), 2**64 - 1)  # what the C side (and any config) can hold
+
+
+class LineDict(dict):
+    """A dict that knows the 1-based line of each of its keys and of itself."""
+
+    lines: dict[str, int]
+    line: int
+
+
+def _line(node: yaml.Node | yaml.Event) -> int:
+    return node.start_mark.line + 1
+
+
+def _kind(value: object) -> str:
+    """What a value is, in YAML's words: 'a mapping', 'a list', 'a string', ..."""
+    if value is None:
+        return "null"
+    for kind, words in ((bool, "a boolean"), (dict, "a mapping"), (list, "a list")):
+        if isinstance(value, kind):
+            return words
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+class _Loader(yaml.SafeLoader):
+    name: str
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            shown = tag.replace(YAML_TAG_PREFIX, "!!", 1)
+            raise InputError(self.name, f"YAML tags ('{shown}') are not allowed", line=_line(event))
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> LineDict:
+        if not isinstance(node, yaml.MappingNode):
+            raise InputError(self.name, "expected a mapping", line=_line(node))
+        out = LineDict()
+        out.lines = {}
+        out.line = _line(node)
+        for key_node, value_node in node.value:
+            line = _line(key_node)
+            if key_node.tag == MERGE_TAG:
+                raise InputError(self.name, "merge keys ('<<') are not supported", line=line)
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise InputError(
+                    self.name, f"a key must be a plain value, not {_kind(key)}", line=line
+                ) from None
+            if key in out:
+                raise InputError(self.name, f"duplicate key '{key}'", line=line)
+            out[key] = self.construct_object(value_node, deep=deep)
+            out.lines[str(key)] = line
+        return out
+
+    def _number(self, node: yaml.ScalarNode, kind: type) -> Any:
+        construct = super().construct_yaml_int if kind is int else super().construct_yaml_float
+        try:
+            return construct(node)
+        except ValueError:  # e.g. 0b_ (the resolver takes it for an int)
+            raise InputError(
+                self.name, f"'{node.value}' is not a valid number", line=_line(node)
+            ) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value = self._number(node, int)
+        low, high = INT_RANGE
+        if not low <= value <= high:
+            raise InputError(self.name, f"integer {node.value} is out of range", line=_line(node))
+        return value
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value = self._number(node, float)
+        if not math.isfinite(value):
+            raise InputError(self.name, f"number {node.value} is not finite", line=_line(node))
+        return value
+
+
+_Loader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    lambda loader, node: loader.construct_mapping(node, deep=True),
+)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+# a bare '=' (YAML 1.1's value key) is just the string "=", a date (2020-13-45 is one
+# to YAML 1.1) is its text: no config holds dates
+_Loader.add_constructor("tag:yaml.org,2002:value", _Loader.construct_yaml_str)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_str)
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise InputError(
+            path, f"not UTF-8 text (byte 0x{raw[e.start]:02x} is not valid UTF-8)", line=line
+        ) from None
+
+
+def _parse(path: Path, text: str) -> Any:
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise InputError(
+            path, f"unprintable character U+{e.character:04X} is not allowed", line=line
+        ) from None
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise InputError(path, f"invalid YAML: {e.problem or e.context}", line=line) from None
+    except RecursionError:
+        raise InputError(path, "invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's text; unreadable or not UTF-8 is one InputError line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot read: {e.strerror}") from None
+    return _decode(path, raw)
+
+
+def load(path: Path) -> LineDict:
+    """Load a YAML file whose top level is a mapping; errors name file and line."""
+    data = _parse(path, read_text(path))
+    if data is None:
+        raise InputError(path, "the file is empty (a mapping of keys is wanted)")
+    if not isinstance(data, LineDict):
+        raise InputError(path, f"top level must be a mapping, not {_kind(data)}")
+    return data
+
+
+def check_keys(
+    path: Path, data: LineDict, required: set[str], optional: set[str] = frozenset()
+) -> None:
+    """Reject unknown keys and missing required keys, naming the line."""
+    for key in data:
+        if key not in required and key not in optional:
+            allowed = ", ".join(sorted(required | set(optional)))
+            raise InputError(
+                path, f"unknown key '{key}' (allowed: {allowed})", line=data.lines.get(str(key))
+            )
+    for key in sorted(required):
+        if key not in data:
+            raise InputError(path, f"missing key '{key}'", line=getattr(data, "line", None))
+
+
+def expect_type(path: Path, data: LineDict, key: str, kind: type | tuple[type, ...]) -> Any:
+    """Return data[key] if it has the given type, else a one-line error."""
+    value = data[key]
+    if isinstance(kind, tuple):
+        names = " or ".join(k.__name__ for k in kind)
+    else:
+        names = kind.__name__
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+        raise InputError(
+            path, f"key '{key}' must be {names}, not {value!r}", line=data.lines.get(key)
+        )
+    return value
+
+
+def expect_choice(path: Path, data: LineDict, key: str, choices: tuple[str, ...]) -> str:
+    """Return data[key] if it is one of choices, else a one-line error listing them."""
+    value = data[key]
+    if value not in choices:
+        raise InputError(
+            path,
+            f"key '{key}': unknown value '{value}' (allowed: {', '.join(choices)})",
+            line=data.lines.get(key),
+        )
+    return value
+
+
+def expect_name(path: Path, data: LineDict, key: str, forbidden: str = "/") -> str:
+    """data[key] if it can name a file or directory: a non-empty string of printable
+    characters that does not start with '.' and holds none of forbidden."""
+    value = expect_type(path, data, key, str)
+    bad = sorted({c for c in value if c in forbidden})
+    if not value or value.startswith(".") or not value.isprintable() or bad:
+        why = f"holds '{bad[0]}'" if bad else "is not a plain name"
+        raise InputError(path, f"key '{key}': '{value}' {why}", line=data.lines.get(key))
+    return value

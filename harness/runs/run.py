@@ -1,0 +1,260 @@
+"""boot-test: build the kernel, boot it nested, run the suite, judge, report.
+
+A Run is the loop every VMM shares (harness/vmms.py has what differs): the
+kernel, the VMM's preparations and initrd, one boot whose console feeds a judge
+session (harness/session.py), and the run's files (harness/run_outputs.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from harness.boot.qemu_runner import BootResult
+from harness.boot.suite import Hooks, SuiteBoot, suite_bound
+from harness.build import kernel
+from harness.build.artifacts import build_artifacts
+from harness.core import repo, resultsfile, signals
+from harness.core.errors import BuildError, HarnessError, InputError
+from harness.inputs import machine
+from harness.inputs import revision as revmod
+from harness.inputs.options import POLICIES, RunOptions
+from harness.judge.model import Model
+from harness.judge.session import Session
+from harness.judge.verdict import TestResult
+from harness.outputs import ktap
+from harness.outputs.run_files import RunFiles
+from harness.runs import vmms as vmm_registry
+from harness.runs.vmms.ours import Vmm
+from harness.traces import qemu_trace
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: list[TestResult]
+    boot: BootResult | None
+    exit_code: int
+    by_model: dict[str, list[TestResult]] = field(default_factory=dict)
+    interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def git_rev() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo.ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() or "unknown"
+
+
+def identity(rev: revmod.Revision, mach: machine.Machine, policy: str, vmm: str) -> dict:
+    """What results.json says the run was, before anything is built."""
+    return {
+        "revision": rev.name,
+        "provenance": rev.provenance,
+        "model": rev.model,
+        "patches": rev.patch_hashes(),
+        "machine": asdict(mach)
+        | {"kernel_fragments": [repo.rel(f) for f in mach.kernel_fragments]},
+        "policy": policy,
+        "vmm": vmm,
+        "harness": git_rev(),
+    }
+
+
+@dataclass
+class RunSetup:
+    """What a run is before it runs: its revision, machine, VMM hooks, judge
+    session and files. A live run and an offline judging (harness/offline.py)
+    start from the same."""
+
+    opts: RunOptions
+    rev: revmod.Revision
+    machine: machine.Machine
+    vmm: Vmm
+    session: Session
+    files: RunFiles
+
+    @classmethod
+    def of(cls, opts: RunOptions, say: Callable[[str], None]) -> RunSetup:
+        rev = revmod.load(opts.revision)
+        mach = machine.load(opts.machine)
+        if opts.policy not in POLICIES:
+            raise HarnessError(
+                None, f"unknown policy '{opts.policy}' (valid: {', '.join(POLICIES)})"
+            )
+        vmm = vmm_registry.make(opts, rev, say)
+        suite = vmm.suite()
+        extra = [Model.of(revmod.load(m)) for m in opts.models]
+        session = Session(
+            rev, Model.of(rev), suite.specs, suite.runnable, suite.skipped, extra,
+            judge=vmm.judge, say=say,
+        )  # fmt: skip
+        if not opts.trace_events:
+            session.hw.off = "QEMU's trace is off (--trace none)"
+        run_dir = resultsfile.new_run_dir(
+            f"{rev.name}-{mach.name}-{opts.policy}{vmm.run_suffix}", opts.results_base
+        )
+        ident = identity(rev, mach, opts.policy, opts.vmm)
+        files = RunFiles(run_dir, ident, session, extra=vmm.extra_results)
+        session.on_result = lambda r: files.save(complete=False)
+        return cls(opts, rev, mach, vmm, session, files)
+
+    def outcome(self, say: Callable[[str], None]) -> RunOutcome:
+        """The run's last files, and what it came to."""
+        results, code = self.files.finish(self.rev.name, say)
+        by_model = {m: list(rs.values()) for m, rs in self.session.by_model.items()}
+        return RunOutcome(self.files.run_dir, results, self.files.boot, code, by_model)
+
+
+class Run:
+    """One boot-test run; results.json is written after every test."""
+
+    def __init__(self, opts: RunOptions, say: Callable[[str], None]) -> None:
+        self.opts = opts
+        self.say = say
+        setup = self.setup = RunSetup.of(opts, say)
+        self.rev, self.machine, self.vmm = setup.rev, setup.machine, setup.vmm
+        self.session, self.files = setup.session, setup.files
+        self.runnable = self.session.runnable
+        self.run_dir, self.identity = self.files.run_dir, self.files.identity
+
+    def execute(self) -> RunOutcome:
+        try:
+            with contextlib.ExitStack() as holds:  # what the VMM holds until the run ends
+                return self._execute(holds)
+        except KeyboardInterrupt as e:  # signals.Interrupted: SIGINT or SIGTERM
+            with signals.deferred():  # QEMU has ended; the results are written whole
+                return self._interrupted(signals.of(e))
+        except InputError as e:  # an input only QEMU could judge (--trace): exit 2
+            self.identity["error"] = str(e)
+            self.files.save(complete=False)
+            raise
+
+    def _interrupted(self, sig: signals.Interrupted) -> RunOutcome:
+        """QEMU has ended (QemuRun's exit): keep what ran, the rest ERROR/MISS."""
+        self.say(f"# {sig.reason}: QEMU ended, partial results kept")
+        self.session.close("interrupted", sig.reason)
+        self.files.save(complete=False)
+        return replace(self._outcome(), exit_code=sig.exit_code, interrupted=sig.name)
+
+    def _execute(self, holds: contextlib.ExitStack) -> RunOutcome:
+        build_artifacts()
+        self.identity["vmm_sha256"] = _sha256(repo.VMM_BIN)
+        self.identity["guest_images"] = {s.name: _sha256(s.image) for s in self.runnable}
+        try:
+            self.vmm.prepare(holds)
+            image = self._kernel()
+        except (BuildError, HarnessError) as e:
+            if isinstance(e, InputError):
+                raise
+            return self._harness_failure(e)
+        self.identity |= self.vmm.identity
+        initrd = self.vmm.initrd(self.runnable, self.run_dir / "initramfs.cpio.gz", holds)
+        self.identity |= self.vmm.identity
+        self.session.line_of = self.vmm.plan.line_of() if self.vmm.plan else {}
+        self._start_ktap()
+        self.files.save(complete=False)
+        status, reason = self._boot(image, initrd)
+        if status != "completed":
+            self.say(f"# boot: {status}: {reason}")
+        self.session.close(status, reason)
+        if self.session.suite_errors:
+            self.identity["suite_errors"] = self.session.suite_errors
+        self.files.save(complete=status == "completed")
+        return self._outcome()
+
+    def _kernel(self) -> Path:
+        if self.opts.kernel_image:
+            ident = {"image": str(self.opts.kernel_image), "prebuilt": True}
+            self.identity["kernel"] = ident | (self.opts.kernel_info or {})
+            return self.opts.kernel_image
+        k = kernel.build(
+            self.rev,
+            self.machine,
+            jobs=self.opts.jobs,
+            say=lambda m: self.say(f"# {m}"),
+            source_package=self.opts.kernel_source,
+        )
+        how = "cached" if k.cached else f"built in {k.build_seconds} s"
+        self.say(f"# kernel: {k.release} ({how}, {k.build_dir})")
+        self.identity["kernel"] = k.identity()
+        return k.image
+
+    def _start_ktap(self) -> None:
+        header = [
+            f"vtimer-harness rev={self.rev.name} machine={self.machine.name} "
+            f"policy={self.opts.policy}",
+            f"results: {repo.rel(self.run_dir)}",
+        ]
+        self.files.ktap = ktap.KtapWriter(self.say, header, len(self.session.specs))
+        self.session.emit = self.files.ktap.emit
+        self.session.start()
+
+    def _boot(self, image: Path, initrd: Path) -> tuple[str, str]:
+        timeouts = replace(self.opts.timeouts)
+        if timeouts.suite_s is None:
+            timeouts.suite_s = suite_bound(self.runnable)
+        boot = SuiteBoot(self.machine, self.run_dir, self.opts.trace_events, timeouts, self.say)
+        hooks = Hooks(
+            self._layer0,
+            self.session.feed,
+            lambda: self.session.suite_done,
+            self.session.doing,
+            self._armed,
+        )
+        try:
+            boot.run(image, initrd, hooks, self.opts.fault)
+        finally:
+            self.files.boot, self.files.cpu_threads = boot.result, boot.cpu_threads
+        return boot.result.status, boot.result.reason
+
+    def _layer0(self, trace_log: Path | None, cpu_threads: dict[int, int]) -> None:
+        """QEMU's trace as the session's layer 0, split per CPU where there are several."""
+        hw = self.session.hw
+        # several CPUs need a thread each (MTTCG) to be told apart
+        threads = cpu_threads if self.machine.smp > 1 else None
+        if trace_log and (threads is None or len(threads) == self.machine.smp):
+            hw.reader = qemu_trace.Reader(trace_log, threads)
+        elif trace_log:
+            hw.off = "several L1 CPUs share one QEMU thread: layer 0 is not split"
+
+    def _armed(self) -> str | None:
+        """The test whose timer arming the last record reported (the faults' moment)."""
+        recs = self.session.stream.parsed.records
+        if recs and recs[-1].kind == "exit" and recs[-1].get("port") == "ARM":
+            return recs[-1].test
+        return None
+
+    def _harness_failure(self, e: HarnessError) -> RunOutcome:
+        self.say(f"error: {e}")
+        if isinstance(e, BuildError) and e.log_tail:
+            self.say(e.log_tail)
+        self.identity["error"] = str(e)
+        self.session.fail_all(str(e))
+        self.files.save(complete=False)
+        return self._outcome()
+
+    def _outcome(self) -> RunOutcome:
+        return self.setup.outcome(self.say)
+
+
+def boot_test(opts: RunOptions, say: Callable[[str], None] | None = None) -> RunOutcome:
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    return Run(opts, say or out).execute()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(boot_test(RunOptions()).exit_code)

@@ -51,7 +51,7 @@ $(VENV)/.stamp: pyproject.toml $(DEPS_STAMP)
 	@touch $@
 
 # One build of the artifacts at a time per tree: boot-tests, matrix workers and
-# users all make them, often at once. harness/artifacts.py takes the same lock
+# users all make them, often at once. harness/build/artifacts.py takes the same lock
 # (flock on $(ARTIFACTS_LOCK)) and makes artifacts-unlocked. The images are
 # written to a temp file and renamed, so a run reading one reads it whole.
 ARTIFACTS_LOCK := $(BUILD)/.artifacts.lock

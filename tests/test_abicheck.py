@@ -1,4 +1,4 @@
-"""The ABI self-check (harness/abicheck.py) on records: the probe's abi record
+"""The ABI self-check (harness/judge/abicheck.py) on records: the probe's abi record
 against each revision's profile, and how a mismatch closes every test."""
 
 from __future__ import annotations

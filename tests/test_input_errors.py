@@ -1,5 +1,5 @@
 """Bad input files: each gives one InputError line naming the file (and the line), never a
-traceback. The YAML layer (harness/yamlfile.py) first, then each kind of file."""
+traceback. The YAML layer (harness/core/yamlfile.py) first, then each kind of file."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """truthful at every exit: the level shown against the architectural timer output
-that layer 0 gives at the exit's counter (harness/oracle.py), on the recorded runs
+that layer 0 gives at the exit's counter (harness/judge/oracle.py), on the recorded runs
 (one L1 CPU: upstream-every-exit; two: upstream-smp2)."""
 
 from __future__ import annotations

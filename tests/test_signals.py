@@ -1,4 +1,4 @@
-"""harness/signals.py: SIGINT and SIGTERM become Interrupted, whatever was inherited."""
+"""harness/core/signals.py: SIGINT and SIGTERM become Interrupted, whatever was inherited."""
 
 from __future__ import annotations
 

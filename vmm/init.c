@@ -6,7 +6,7 @@
  *
  *   vtvmm [manifest]     (default /suite/suite.conf; as PID 1 it powers off)
  *
- * Manifest lines (written by harness/initramfs.py):
+ * Manifest lines (written by harness/build/initramfs.py):
  *   abi <upstream|v4|v5|v6>
  *   policy <every-exit|eintr-only>
  *   test <name> <image> vcpus=<n> timeout_ms=<ms> [key=value ...]

@@ -2,7 +2,7 @@
 /*
  * The ABI self-check /init runs before the suite: which ABI does the booted
  * kernel speak? It knows no revision: it looks, and the harness compares
- * what it saw with the revision's profile (harness/abicheck.py).
+ * what it saw with the revision's profile (harness/judge/abicheck.py).
  *
  * A probe VM with no in-kernel irqchip runs a guest of three instructions
  * built in here (a 64-bit store to an address with no memory slot, in a

@@ -4,7 +4,7 @@
  * the timer line through run->s.regs.device_irq_level into its emulated
  * GIC), run as one test of the suite with the same watchdog.
  *
- * Manifest line (written by harness/qemu_vmm.py):
+ * Manifest line (written by harness/runs/vmms/qemu_vmm.py):
  *   qemu <name> timeout_ms=<ms> -- <program> <args...>
  *
  * Records: begin (vmm=qemu), one "out" record per line the program writes

@@ -6,7 +6,7 @@
  *
  * seq counts every record of the boot (shared across the fork()ed test
  * children), t_ns is CLOCK_MONOTONIC, crc32 (IEEE) covers everything
- * before " *". The host parser (harness/records.py) checks both, so a lost
+ * before " *". The host parser (harness/traces/records.py) checks both, so a lost
  * or mangled line is detected, never silently skipped.
  */
 #include <pthread.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * What /init accepts on a suite manifest line, and what the VMM keeps of a
- * test. The one source of these numbers: harness/limits.py reads this file,
+ * test. The one source of these numbers: harness/inputs/limits.py reads this file,
  * so the spec loader accepts exactly what /init accepts.
  */
 #ifndef VT_LIMITS_H

@@ -109,7 +109,7 @@ def end_all() -> int:
 
 
 # the trace events layer 0 needs besides arm_gt_* on smp > 1, by GIC version: the
-# GIC's PPI input names the CPU of a timer that fired by itself (harness/qemu_trace.py)
+# GIC's PPI input names the CPU of a timer that fired by itself (harness/traces/qemu_trace.py)
 TRACE_EVENTS_SMP = {2: ("gic_set_irq",), 3: ("gicv3_redist_set_irq",)}
 
 

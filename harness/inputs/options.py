@@ -10,7 +10,7 @@ from harness.inputs.revision import DEFAULT_SOURCE
 
 POLICIES = ("every-exit", "eintr-only")
 # which VMM runs the tests: ours (vmm/), or QEMU itself for the tests in
-# guest_tests/qemu/, next to their peers under ours (harness/vmms.py's registry)
+# guest_tests/qemu/, next to their peers under ours (harness/runs/vmms/ours.py's registry)
 VMMS = ("ours", "qemu")
 # faults injected during a run at each test's first timer arming:
 # stop-cont pauses the whole machine over QMP for 200 ms; host-load burns the
@@ -20,7 +20,7 @@ FAULTS = ("stop-cont", "host-load")
 
 @dataclass
 class Timeouts:
-    """Every wait of a boot has a deadline (harness/qemu_runner.py)."""
+    """Every wait of a boot has a deadline (harness/boot/qemu_runner.py)."""
 
     qmp_connect_s: float = 10.0
     boot_s: float = 120.0  # QEMU start to /init

@@ -4,7 +4,7 @@ QEMU is the production consumer of the upstream ABI: with `-accel kvm -M
 virt,gic-version=2,kernel-irqchip=off` its kvm_arch_post_run() copies
 run->s.regs.device_irq_level into the timer outputs wired to its emulated
 GICv2, which raises the vCPU's IRQ with KVM_IRQ_LINE. Debian's arm64
-qemu-system-aarch64 (harness/rootfs.py) goes into the L1 initramfs; /init
+qemu-system-aarch64 (harness/build/rootfs.py) goes into the L1 initramfs; /init
 runs it for a manifest "qemu" line (vmm/qemu_vmm.c) and writes its output as
 records.
 

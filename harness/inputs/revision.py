@@ -15,7 +15,7 @@ DEFAULT_SOURCE = "linux-source-6.1"
 PROVENANCES = ("seed", "reconstructed", "merged-4.12", "negative-control")
 ABI_NAMES = ("upstream", "v4", "v5", "v6")
 ABI_KEYS = {"name", "level_field", "history_field", "exit_reason", "exit_reason_value", "bits"}
-# the ABI self-check's keys (harness/abicheck.py). Every shipped profile gives them;
+# the ABI self-check's keys (harness/judge/abicheck.py). Every shipped profile gives them;
 # level_word and user_irq default to what every ABI so far has (0, 1), history_word
 # must be given exactly when history_field is (null otherwise)
 ABI_CHECK_KEYS = {"level_word", "history_word", "user_irq"}

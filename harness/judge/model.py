@@ -504,7 +504,7 @@ class Model:
     def truthful(self, tr: TestTrace) -> PropertyResult:
         """The reported level agrees with the hardware: the guest's own ISTATUS at
         IRQ entry; at every exit, the architectural timer output at its counter
-        (layer 0, harness/oracle.py); and the count of rises in the kernel's
+        (layer 0, harness/judge/oracle.py); and the count of rises in the kernel's
         tracepoints (layer 1) and QEMU's trace."""
         for e in tr.ports("IRQ"):
             if not (e.value or 0) & 0xF:

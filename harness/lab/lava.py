@@ -86,7 +86,7 @@ def _kernel_artifact(cell: matmod.Cell, out: Path, base_url: str, copy: bool) ->
     """The cell's kernel under artifacts/kernels/<id>/ (copied only with copy)."""
     if cell.prebuilt:
         kid, name = cell.source, "Image"
-        what = f"Debian {cell.source}:arm64, boot/vmlinuz-* (harness/debkernel.py)"
+        what = f"Debian {cell.source}:arm64, boot/vmlinuz-* (harness/build/debkernel.py)"
     else:
         bdir = kernel.build_dir(revmod.load(cell.revision), machmod.load(cell.machine), cell.source)
         kid, name = bdir.name, "Image"

@@ -355,7 +355,7 @@ def text(d: Diff, show_all: bool = False) -> list[str]:
         out.append("tests added or removed:")
         out += [f"  {who(t)}: {t.a or 'absent'} -> {t.b or 'absent'}" for t in added]
     if d.metric_changes:
-        out.append("metric changes beyond noise (see harness/diff.py NOISE):")
+        out.append("metric changes beyond noise (see harness/runs/diff.py NOISE):")
         out += [f"  {who(m)}: {m.line()}" for m in d.metric_changes]
     if matrix and (d.outcome_changes or show_all):
         out.append("cells:")

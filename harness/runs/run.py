@@ -1,8 +1,8 @@
 """boot-test: build the kernel, boot it nested, run the suite, judge, report.
 
-A Run is the loop every VMM shares (harness/vmms.py has what differs): the
+A Run is the loop every VMM shares (harness/runs/vmms/ours.py has what differs): the
 kernel, the VMM's preparations and initrd, one boot whose console feeds a judge
-session (harness/session.py), and the run's files (harness/run_outputs.py).
+session (harness/judge/session.py), and the run's files (harness/outputs/run_files.py).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def identity(rev: revmod.Revision, mach: machine.Machine, policy: str, vmm: str)
 @dataclass
 class RunSetup:
     """What a run is before it runs: its revision, machine, VMM hooks, judge
-    session and files. A live run and an offline judging (harness/offline.py)
+    session and files. A live run and an offline judging (harness/runs/offline.py)
     start from the same."""
 
     opts: RunOptions

@@ -32,7 +32,7 @@ A main-thread line with no such line before it left the level unchanged
 and is dropped. State is then kept per CPU; the parked vCPUs stay per VM,
 so a vCPU put on one CPU and loaded on the other is followed.
 
-For harness/oracle.py, which places the changes on the counter: each change
+For harness/judge/oracle.py, which places the changes on the counter: each change
 keeps its line's host time, its vCPU (numbered by first load) and, seen at a
 load, the time of the put before; each VM keeps its vCPUs' puts (KVM takes the
 level it returns to user space just before one) and the clock's anchors: any

@@ -1,4 +1,4 @@
-"""The VMMs by name (options.VMMS): each a class of harness/vmms.py's hooks."""
+"""The VMMs by name (options.VMMS): each a class of harness/runs/vmms/ours.py's hooks."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """The VMMs a run can drive its tests with, as a registry of hooks.
 
-A run (harness/run.py) is the same loop whatever the VMM: build, boot, feed the
+A run (harness/runs/run.py) is the same loop whatever the VMM: build, boot, feed the
 console to a judge session, write the outputs. What differs is a VMM's hooks:
 which tests it runs (suite), what it needs built before the boot (prepare),
 the suite's initrd, a judge for tests of its own (None: the model's verdict),
 and what it adds to results.json (extra_results). `ours` is vmm/ (vtvmm);
-`qemu` (harness/qemu_vmm.py) is QEMU itself with kernel-irqchip=off.
+`qemu` (harness/runs/vmms/qemu_vmm.py) is QEMU itself with kernel-irqchip=off.
 """
 
 from __future__ import annotations

@@ -31,6 +31,13 @@ SEEN = {
     # v5-coalesce: v5's layout (it writes the history on every return: the probe's
     # first notice shows it all the same)
     "v5-coalesce": "cap=1 vtimer=w0b0+w1b0 vexit=INTR vfall=INTR ptimer=none pexit=- exits=1643",
+    # v5-nohist: the history rewritten on every return shows at the forced notice too
+    "v5-nohist": "cap=1 vtimer=w0b0+w1b0 vexit=INTR vfall=INTR ptimer=none pexit=- exits=1543",
+    # v4-dupexit: v4's layout (its repeated exit comes only after a KVM_IRQ_LINE)
+    "v4-dupexit": "cap=1 vtimer=x64b0 vexit=ARM_TIMER vfall=ARM_TIMER ptimer=none pexit=- "
+    "exits=1545",
+    # upstream-imask: a masked timer stays high, so the probe never sees the fall
+    "upstream-imask": "cap=1 vtimer=w0b0 vexit=INTR vfall=none ptimer=w0b1 pexit=INTR exits=1635",
 }
 
 

@@ -48,6 +48,9 @@ def test_every_shipped_revision_boots_and_each_control_fails_its_property(tmp_pa
         "v5-coalesce-6.1-virt-gicv3-every-exit",
         "v5-coalesce-6.1-virt-gicv3-eintr-only",
         "upstream-twice-6.1-virt-gicv3-every-exit",
+        "upstream-imask-6.1-virt-gicv3-every-exit",
+        "v5-nohist-6.1-virt-gicv3-every-exit",
+        "v4-dupexit-6.1-virt-gicv3-every-exit",
     ):
         res = json.loads((mdir / cells[name]["run_dir"] / "results.json").read_text())
         # a control's test may pass by chance (upstream-nointr: a rise that rode on an
@@ -65,6 +68,20 @@ def test_every_shipped_revision_boots_and_each_control_fails_its_property(tmp_pa
     assert all({"visible", "coalesce", "eintr-suffices"} <= p for p in eintr.values())
     # one edge reported twice: untruthful too, but once is among the reasons of every test
     assert all("once" in p for p in props["upstream-twice-6.1-virt-gicv3-every-exit"].values())
+    # a level that ignores IMASK in the kernel and the ABI alike: only layer 0 can tell,
+    # and nothing unreported (imask_toggle runs last: a later VM cannot hide its layer 0)
+    imask = "upstream-imask-6.1-virt-gicv3-every-exit"
+    assert first[imask]["imask_toggle"] == "truthful"
+    assert all("visible" not in p for p in props[imask].values())
+    # v5's history and v4's dedicated exit: the one promise broken, nothing else
+    assert props["v5-nohist-6.1-virt-gicv3-every-exit"] == {
+        "oneshot_tval": {"history"},
+        "mmio_spin": {"history"},
+    }
+    assert props["v4-dupexit-6.1-virt-gicv3-every-exit"] == {
+        "oneshot_tval": {"dedicated-exit"},
+        "rearm_n": {"dedicated-exit"},
+    }
 
 
 def _specs_with(name: str, **changes) -> dict[str, guest_spec.GuestTest]:

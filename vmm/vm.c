@@ -648,6 +648,26 @@ static void on_stop(int sig)
 	stop_vcpus();
 }
 
+/*
+ * The VM's CNTVOFF, as layer 0 sees KVM write it at each load: the L1 counter
+ * less the guest's (KVM_REG_ARM_TIMER_CNT), read together. It ties the test to
+ * its VM in QEMU's trace, however far the trace runs ahead of the console.
+ */
+static uint64_t vm_cntvoff(const struct vcpu *v)
+{
+	uint64_t guest = 0, before, after;
+	struct kvm_one_reg reg = {
+		.id = KVM_REG_ARM_TIMER_CNT,
+		.addr = (uint64_t)&guest,
+	};
+
+	before = read_cnt();
+	if (ioctl(v->fd, KVM_GET_ONE_REG, &reg) < 0)
+		return 0;
+	after = read_cnt();
+	return before + (after - before) / 2 - guest;
+}
+
 int run_test(const struct vt_test *t)
 {
 	struct vcpu vcpus[VT_MAX_VCPUS];
@@ -681,11 +701,12 @@ int run_test(const struct vt_test *t)
 		}
 	}
 	rec_emit(t->name, "begin",
-		 "vcpus=%d abi=%s policy=%s inject=%s inject_delay_ms=%u alarm_us=%u save_restore=%d downtime_ms=%u",
+		 "vcpus=%d abi=%s policy=%s inject=%s inject_delay_ms=%u alarm_us=%u save_restore=%d downtime_ms=%u cntvoff=%llx",
 		 t->vcpus, t->abi->name,
 		 t->policy == POLICY_EINTR_ONLY ? "eintr-only" : "every-exit",
 		 inject_names[t->inject], t->inject_delay_ms, t->alarm_us,
-		 t->save_restore, t->downtime_ms);
+		 t->save_restore, t->downtime_ms,
+		 (unsigned long long)vm_cntvoff(&vcpus[0]));
 
 	/* The vCPU threads take only kicks (SIGUSR2); this thread takes SIGUSR1. */
 	sigemptyset(&set);

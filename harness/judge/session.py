@@ -130,15 +130,20 @@ class Session:
 
     # -- what the layers say ----------------------------------------------------
     def hardware(self, test: str) -> tuple[qemu_trace.VmTimeline | None, str]:
-        """Layer 0 for test: the n-th VM in QEMU's trace is the n-th test that began;
-        None with the reason when there is none to trust."""
+        """Layer 0 for test: the VM whose CNTVOFF its begin record names (cntvoff=),
+        else the n-th VM in QEMU's trace for the n-th test that began; None with
+        the reason when there is none to trust."""
         if self.hw.reader is None:
             return None, self.hw.off
-        began = self.stream.parsed.began
+        parsed = self.stream.parsed
+        began = parsed.began
         if test not in began:
             return None, "the test never began"
         # the ABI probe's VM, if it ran, is the first in QEMU's trace
-        vms = self.hw.reader.timelines()[abicheck.probe_vms(self.stream.parsed) :]
+        vms = self.hw.reader.timelines()[abicheck.probe_vms(parsed) :]
+        begin = next((r for r in parsed.of(test) if r.kind == "begin"), None)
+        if begin is not None and begin.get("cntvoff"):
+            return _by_offset(vms, int(begin.get("cntvoff"), 16))
         n = began.index(test)
         # the next test's VM may have started already; more VMs than that means a
         # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable
@@ -234,3 +239,20 @@ class Session:
                 res = TestResult(name, MISSED, [f"never ran: {why}"])
             self._results[name] = self.abi_gate.apply(res, parsed, ended=False)
             self._emit(self._results[name])
+
+
+# how far the CNTVOFF the VMM computed (the L1 counter less the guest's, read
+# together) may lie from the one KVM writes: its reads are microseconds apart,
+# and VMs are made tens of milliseconds apart at the least
+CNTVOFF_MATCH = 62_500_000 // 200  # 5 ms of ticks
+
+
+def _by_offset(
+    vms: Sequence[qemu_trace.VmTimeline], cntvoff: int
+) -> tuple[qemu_trace.VmTimeline | None, str]:
+    """The VM whose first CNTVOFF is cntvoff (within CNTVOFF_MATCH)."""
+    best = min(vms, key=lambda vm: abs(vm.cntvoff - cntvoff), default=None)
+    if best is None or abs(best.cntvoff - cntvoff) > CNTVOFF_MATCH:
+        near = "" if best is None else f" (the nearest, {best.cntvoff:#x})"
+        return None, f"QEMU's trace shows no VM with the test's CNTVOFF {cntvoff:#x}{near}"
+    return best, ""

@@ -51,56 +51,71 @@ def evaluate(spec: QemuTest, recs: list[Record], problems: list[Problem]) -> Tes
         return res
     outs = [r for r in recs if r.kind == "out"]
     guest = _guest_lines(spec, outs)
-    said = [r.get("line", "") for r in outs if not _GUEST_LINE.match(r.get("line", ""))]
     kev = kernel_trace.events(recs)
-    res.metrics = {
-        "wall_ms": end.int("wall_ms") if end.get("wall_ms") else None,
-        "qemu_start_ms": round((guest["start"][0] - begin.t_ns) / 1e6, 1)
-        if "start" in guest
-        else None,
-        "guest_ms": round((guest["verdict"][0] - guest["start"][0]) / 1e6, 1)
-        if "start" in guest and "verdict" in guest
-        else None,
-        "kt_vtimer_edges": kernel_trace.rises(kev) if kev else None,
-        "kt_userspace_exits": sum(e.event == "kvm_userspace_exit" for e in kev) if kev else None,
-        "kt_irq_lines": sum(e.event == "kvm_irq_line" for e in kev) if kev else None,
-    }
-    bad: list[str] = []
-    status = end.get("status")
-    if status == "vmm-error":
+    res.metrics = _metrics(begin, end, guest, kev)
+    if end.get("status") == "vmm-error":
         res.status = ERROR
         res.reasons.append(f"/init could not run QEMU: {end.get('msg', '?')}")
         return res
-    if status == "watchdog":
-        bad.append(f"QEMU did not finish in {spec.timeout_s:g} s: the watchdog killed it")
-    elif status == "vmm-crash":
-        bad.append(f"QEMU died of signal {end.get('signal')}")
-    elif status == "qemu-exit":
-        bad.append(f"QEMU exited with status {end.get('code')}")
-    elif status != "ok":
-        bad.append(f"unknown end status {status}")
+    said = [r.get("line", "") for r in outs if not _GUEST_LINE.match(r.get("line", ""))]
+    bad = _qemu_end(spec, end)
     if bad and said:
         bad.append("QEMU said: " + " | ".join(said[-3:]))
     verdict = guest.get("verdict", (0, ""))[1]
     counts = {k: int(v) for k, v in _KV.findall(verdict)}
     res.metrics |= {k: counts.get(k) for k in ("irqs", "spurious", "early", "max_late_us")}
-    if not verdict:
-        last = outs[-1].get("line", "") if outs else "nothing"
-        bad.append(f"no verdict line from the guest (last output: {last})")
-    elif verdict.endswith(" ok"):
-        if spec.expect_irqs is not None and counts.get("irqs") != spec.expect_irqs:
-            bad.append(f"irqs: expected {spec.expect_irqs}, observed {counts.get('irqs')}")
-        if kev and not res.metrics["kt_irq_lines"]:
-            bad.append("no kvm_irq_line in the kernel's trace: QEMU never injected an IRQ")
-    elif "line" in counts:
-        bad.append(f"the guest's check at line {counts['line']} of {spec.source.name} failed")
-    else:
-        bad.append(f"the guest failed: {verdict}")
+    bad += _guest_verdict(spec, verdict, counts, outs, bool(kev), res.metrics["kt_irq_lines"])
     if bad:
         res.reasons += bad
         if res.status != ERROR:
             res.status = FAILED
     return res
+
+
+def _metrics(begin: Record, end: Record, guest: dict, kev: list) -> dict:
+    started = guest.get("start", (None,))[0]
+    ended = guest.get("verdict", (None,))[0]
+    return {
+        "wall_ms": end.int("wall_ms") if end.get("wall_ms") else None,
+        "qemu_start_ms": None if started is None else round((started - begin.t_ns) / 1e6, 1),
+        "guest_ms": None if started is None or ended is None else round((ended - started) / 1e6, 1),
+        "kt_vtimer_edges": kernel_trace.rises(kev) if kev else None,
+        "kt_userspace_exits": sum(e.event == "kvm_userspace_exit" for e in kev) if kev else None,
+        "kt_irq_lines": sum(e.event == "kvm_irq_line" for e in kev) if kev else None,
+    }
+
+
+def _qemu_end(spec: QemuTest, end: Record) -> list[str]:
+    """What was wrong with how QEMU ended (its end record's status)."""
+    status = end.get("status")
+    if status == "watchdog":
+        return [f"QEMU did not finish in {spec.timeout_s:g} s: the watchdog killed it"]
+    if status == "vmm-crash":
+        return [f"QEMU died of signal {end.get('signal')}"]
+    if status == "qemu-exit":
+        return [f"QEMU exited with status {end.get('code')}"]
+    if status != "ok":
+        return [f"unknown end status {status}"]
+    return []
+
+
+def _guest_verdict(
+    spec: QemuTest, verdict: str, counts: dict, outs: list[Record], traced: bool, lines: int | None
+) -> list[str]:
+    """What was wrong with the guest's verdict line, its IRQ count, the kernel's view."""
+    if not verdict:
+        last = outs[-1].get("line", "") if outs else "nothing"
+        return [f"no verdict line from the guest (last output: {last})"]
+    if verdict.endswith(" ok"):
+        bad = []
+        if spec.expect_irqs is not None and counts.get("irqs") != spec.expect_irqs:
+            bad.append(f"irqs: expected {spec.expect_irqs}, observed {counts.get('irqs')}")
+        if traced and not lines:
+            bad.append("no kvm_irq_line in the kernel's trace: QEMU never injected an IRQ")
+        return bad
+    if "line" in counts:
+        return [f"the guest's check at line {counts['line']} of {spec.source.name} failed"]
+    return [f"the guest failed: {verdict}"]
 
 
 def compare(spec: QemuTest, qemu: TestResult, results: dict[str, TestResult]) -> dict:

@@ -15,23 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from harness.inputs import revision as revmod
-from harness.judge import abicheck
+from harness.judge import abicheck, closing
+from harness.judge.layer0 import Hardware
 from harness.judge.model import Model
-from harness.judge.verdict import ERROR, FAILED, MISSED, TestResult, evaluate
+from harness.judge.verdict import ERROR, FAILED, TestResult, evaluate
 from harness.traces import qemu_trace, records
 from harness.traces.test_trace import TestTrace
 
 # a judge for the tests a VMM runs itself (its registry hook): the result and
 # any diagnostic lines to show after it, or None to judge the usual way
 Judge = Callable[["Session", object], "tuple[TestResult, list[str]] | None"]
-
-
-@dataclass
-class Hardware:
-    """Layer 0, QEMU's own trace: a reader, or why there is none to trust."""
-
-    reader: qemu_trace.Reader | None = None
-    off: str = ""  # empty: evaluate() says "no QEMU trace for this test"
 
 
 @dataclass
@@ -130,31 +123,8 @@ class Session:
 
     # -- what the layers say ----------------------------------------------------
     def hardware(self, test: str) -> tuple[qemu_trace.VmTimeline | None, str]:
-        """Layer 0 for test: the VM whose CNTVOFF its begin record names (cntvoff=),
-        else the n-th VM in QEMU's trace for the n-th test that began; None with
-        the reason when there is none to trust."""
-        if self.hw.reader is None:
-            return None, self.hw.off
-        parsed = self.stream.parsed
-        began = parsed.began
-        if test not in began:
-            return None, "the test never began"
-        # the ABI probe's VM, if it ran, is the first in QEMU's trace
-        vms = self.hw.reader.timelines()[abicheck.probe_vms(parsed) :]
-        begin = next((r for r in parsed.of(test) if r.kind == "begin"), None)
-        if begin is not None and begin.get("cntvoff"):
-            return _by_offset(vms, int(begin.get("cntvoff"), 16))
-        n = began.index(test)
-        # the next test's VM may have started already; more VMs than that means a
-        # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable
-        if n >= len(vms):
-            return None, f"QEMU's trace shows {len(vms)} VMs, this test ran the {n + 1}th"
-        if len(vms) > len(began) + 1:
-            return None, (
-                f"QEMU's trace shows {len(vms)} VMs for {len(began)} tests: "
-                "which VM is which test's is not known"
-            )
-        return vms[n], ""
+        """Layer 0 for test (judge/layer0.py), or why there is none to trust."""
+        return self.hw.for_test(self.stream.parsed, test)
 
     def traces(self) -> dict[str, TestTrace]:
         """Each test's trace with its layer 0, for the report."""
@@ -190,69 +160,28 @@ class Session:
         self.emit(res, diags)
 
     def _close_unfinished(self, status: str, why: str) -> None:
-        """The test the boot died in gets status; the ones never started are MISS.
-
-        Tests run one after the other and a test's own records arrive when it
-        ends, so once /init is up the first unfinished test is the running one.
-        """
-        recs = self.stream.parsed.records
-        started = {r.test for r in recs}
-        if any(r.kind == "boot" for r in recs):
-            running = next((s.name for s in self.runnable if s.name not in self._results), None)
-            started.add(running)
-        for s in self.runnable:
-            if s.name in self._results:
-                continue
-            if s.name in started:
-                res = TestResult(s.name, status, [why])
-            else:
-                res = TestResult(s.name, MISSED, [f"never ran: {why}"])
-            self._results[s.name] = self.abi_gate.apply(res, self.stream.parsed, ended=False)
-            self._emit(self._results[s.name])
+        """The test the boot died in gets status; the ones never started are MISS."""
+        left = [s.name for s in self.runnable if s.name not in self._results]
+        for res in closing.unfinished(self.stream.parsed, left, status, why):
+            self._close(res)
 
     def _close_unreported(self) -> None:
         """Every runnable test gets a verdict: one that began but has no end record
-        is ERROR, one /init rejected is ERROR with /init's words, one never run is
-        MISS with the suite's errors as the reason."""
+        is judged (evaluate() says what is missing), the rest ERROR or MISS with
+        /init's words (closing.py)."""
         parsed = self.stream.parsed
-        rejected: dict[str, str] = {}
-        for r in parsed.of(records.SUITE):
-            if r.kind != "error":
-                continue
-            test = self.line_of.get(r.int("line", -1))
-            if test is not None:
-                rejected[test] = f"/init rejected its manifest line {r.get('line')}: {r.get('msg')}"
-            else:
-                self.suite_errors.append(r.get("msg", "?"))
-        for e in self.suite_errors:
+        said = closing.SuiteSaid.of(parsed, self.line_of)
+        self.suite_errors += said.errors
+        for e in said.errors:
             self.say(f"# /init: {e}")
         for name, spec in self._specs.items():
             if name in self._results:
                 continue
             if parsed.of(name):
-                self.finish(spec)  # evaluate() says what is missing (no end record)
-                continue
-            if name in rejected:
-                res = TestResult(name, ERROR, [rejected[name]])
+                self.finish(spec)
             else:
-                why = "; ".join(self.suite_errors) or "/init did not run it and said nothing"
-                res = TestResult(name, MISSED, [f"never ran: {why}"])
-            self._results[name] = self.abi_gate.apply(res, parsed, ended=False)
-            self._emit(self._results[name])
+                self._close(said.never_ran(name))
 
-
-# how far the CNTVOFF the VMM computed (the L1 counter less the guest's, read
-# together) may lie from the one KVM writes: its reads are microseconds apart,
-# and VMs are made tens of milliseconds apart at the least
-CNTVOFF_MATCH = 62_500_000 // 200  # 5 ms of ticks
-
-
-def _by_offset(
-    vms: Sequence[qemu_trace.VmTimeline], cntvoff: int
-) -> tuple[qemu_trace.VmTimeline | None, str]:
-    """The VM whose first CNTVOFF is cntvoff (within CNTVOFF_MATCH)."""
-    best = min(vms, key=lambda vm: abs(vm.cntvoff - cntvoff), default=None)
-    if best is None or abs(best.cntvoff - cntvoff) > CNTVOFF_MATCH:
-        near = "" if best is None else f" (the nearest, {best.cntvoff:#x})"
-        return None, f"QEMU's trace shows no VM with the test's CNTVOFF {cntvoff:#x}{near}"
-    return best, ""
+    def _close(self, res: TestResult) -> None:
+        self._results[res.name] = self.abi_gate.apply(res, self.stream.parsed, ended=False)
+        self._emit(self._results[res.name])

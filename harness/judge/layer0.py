@@ -1,0 +1,67 @@
+"""Which VM of QEMU's trace (layer 0) is a test's.
+
+Each test's begin record names its VM's CNTVOFF (cntvoff=, the L1 counter less
+the guest's, which the VMM reads together); layer 0 sees KVM write the same
+offset at each load. Consoles older than that field fall back on order: the
+n-th VM in the trace is the n-th test that began, trusted only while the trace
+shows no more VMs than the tests that began and the one running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness.judge import abicheck
+from harness.traces import qemu_trace, records
+
+
+@dataclass
+class Hardware:
+    """Layer 0, QEMU's own trace: a reader, or why there is none to trust."""
+
+    reader: qemu_trace.Reader | None = None
+    off: str = ""  # empty: evaluate() says "no QEMU trace for this test"
+
+    def for_test(
+        self, parsed: records.Parsed, test: str
+    ) -> tuple[qemu_trace.VmTimeline | None, str]:
+        """test's VM, or None with the reason when there is none to trust."""
+        if self.reader is None:
+            return None, self.off
+        began = parsed.began
+        if test not in began:
+            return None, "the test never began"
+        # the ABI probe's VM, if it ran, is the first in QEMU's trace
+        vms = self.reader.timelines()[abicheck.probe_vms(parsed) :]
+        begin = next((r for r in parsed.of(test) if r.kind == "begin"), None)
+        if begin is not None and begin.get("cntvoff"):
+            return _by_offset(vms, int(begin.get("cntvoff"), 16))
+        n = began.index(test)
+        # the next test's VM may have started already; more VMs than that means a
+        # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable
+        if n >= len(vms):
+            return None, f"QEMU's trace shows {len(vms)} VMs, this test ran the {n + 1}th"
+        if len(vms) > len(began) + 1:
+            return None, (
+                f"QEMU's trace shows {len(vms)} VMs for {len(began)} tests: "
+                "which VM is which test's is not known"
+            )
+        return vms[n], ""
+
+
+# how far the CNTVOFF the VMM computed (the L1 counter less the guest's, read
+# together) may lie from the one KVM writes: its reads are microseconds apart,
+# and VMs are made tens of milliseconds apart at the least
+CNTVOFF_MATCH = 62_500_000 // 200  # 5 ms of ticks
+
+
+def _by_offset(
+    vms: Sequence[qemu_trace.VmTimeline], cntvoff: int
+) -> tuple[qemu_trace.VmTimeline | None, str]:
+    """The VM whose first CNTVOFF is cntvoff (within CNTVOFF_MATCH)."""
+    best = min(vms, key=lambda vm: abs(vm.cntvoff - cntvoff), default=None)
+    if best is None or abs(best.cntvoff - cntvoff) > CNTVOFF_MATCH:
+        near = "" if best is None else f" (the nearest, {best.cntvoff:#x})"
+        return None, f"QEMU's trace shows no VM with the test's CNTVOFF {cntvoff:#x}{near}"
+    return best, ""

@@ -104,7 +104,7 @@ void vt_irq_entry(void)
 	}
 	vt_irqs++;
 	vt_timer_irq(pending);
-	vt_report(VT_IRQ, now << 4 | pending);
+	vt_report(VT_IRQ, now << VT_IRQ_CNT_SHIFT | pending);
 	/*
 	 * Timers the handler re-armed stay masked until the report is out, so
 	 * its exit shows the line low even when the new deadline has already

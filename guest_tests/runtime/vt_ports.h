@@ -46,14 +46,19 @@ enum vt_port { VT_PORTS(VT_PORT_ENUM) VT_NR_PORTS };
 #undef VT_PORT_ENUM
 #endif
 
-/* Bits of the VT_IRQ value: which timers were pending at handler entry. */
+/*
+ * The VT_IRQ value: the counter at handler entry, shifted left by
+ * VT_IRQ_CNT_SHIFT, over the bits of the timers pending then.
+ */
+#define VT_IRQ_CNT_SHIFT	4
 #define VT_TIMER_VIRT	0
 #define VT_TIMER_PHYS	1
 
 /* VT_ARM value bit: timer_arm_wfi() arms next, then sleeps with no exit between. */
 #define VT_ARM_WFI	_VT_UL(0x100)
 /* VT_WAKE value bit: the timer had fired before the vCPU got to its WFI. */
-#define VT_WAKE_EARLY	(_VT_UL(1) << 32)
+#define VT_WAKE_EARLY_BIT	32
+#define VT_WAKE_EARLY	(_VT_UL(1) << VT_WAKE_EARLY_BIT)
 
 /*
  * The VT_FAIL value. Bits 0-31: the line of the check; bit 32 set: the check

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.inputs import limits
 from harness.inputs.revision import Revision
 from harness.judge import oracle
 from harness.traces import kernel_trace
@@ -30,7 +31,8 @@ _FROM_EXITS = ("visible", "once", "coalesce", "eintr-suffices", "progress", "tru
 # properties of the kernel's notices that every trace shows, whatever the test
 ALWAYS = ("prompt", "coalesce", "eintr-suffices", "history", "dedicated-exit")
 # the VT_WAKE value: IRQs taken so far, and VT_WAKE_EARLY (guest_tests/runtime/vt_ports.h)
-_WAKE_IRQS, _WAKE_EARLY = 0xFFFFFFFF, 1 << 32
+_WAKE_EARLY = 1 << limits.get("VT_WAKE_EARLY_BIT")
+_WAKE_IRQS = _WAKE_EARLY - 1
 
 
 @dataclass(frozen=True)

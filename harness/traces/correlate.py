@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.inputs import limits
 from harness.traces import kernel_trace
 from harness.traces.test_trace import TestTrace
 
@@ -73,7 +74,9 @@ def metrics(tr: TestTrace, freq: int = DEFAULT_FREQ) -> dict:
             if at is not None:
                 notice.append((at - c.tick) * ns_per_tick / 1000)
         offset = tr.hw.offsets[-1] if tr.hw.offsets else tr.hw.cntvoff
-        entries = _FirstAtOrAfter([((e.value or 0) >> 4) + offset for e in tr.ports("IRQ")])
+        entries = _FirstAtOrAfter(
+            [((e.value or 0) >> limits.get("VT_IRQ_CNT_SHIFT")) + offset for e in tr.ports("IRQ")]
+        )
         for r in tr.injections:
             if r.get("level") != "1" or not r.get("cnt"):
                 continue

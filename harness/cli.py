@@ -123,16 +123,16 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
-    from harness.runs import matrix
+    from harness.runs.matrix import scheduler, spec
 
     if args.list:
-        m = matrix.load(args.file).select(args.cell)
+        m = spec.load(args.file).select(args.cell)
         for c in m.cells:
             extra = f" expect {c.expect}" + (f" ({c.expect_reason})" if c.expect_reason else "")
             tests = f" tests {','.join(c.tests)}" if c.tests else ""
             print(f"{c.name}:{extra}{tests}")
         return 0
-    code, _ = matrix.run(
+    code, _ = scheduler.run(
         args.file,
         **({"results_base": args.results} if args.results else {}),
         slots=args.slots,

@@ -18,6 +18,21 @@ from harness.runs.run import boot_test
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_boot_test,
+        _add_compare,
+        _add_list,
+        _add_matrix,
+        _add_diff,
+        _add_lava_export,
+        _add_lava_ingest,
+        _add_parse,
+    ):
+        add(sub)
+    return p
+
+
+def _add_boot_test(sub: argparse._SubParsersAction) -> None:
     bt = sub.add_parser("boot-test", help="build the kernel, boot it, run the guest tests")
     bt.add_argument("--rev", default="upstream", help="revision under kernel_patches/")
     bt.add_argument("--machine", default="virt-gicv3", help="machine under qemu_configs/")
@@ -39,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="QEMU trace event pattern (default arm_gt_*; repeatable, 'none' for none)",
     )
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp = sub.add_parser(
         "compare", help="run a revision's kernel once and judge its traces by several models"
     )
@@ -47,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--machine", default="virt-gicv3")
     cmp.add_argument("--policy", default="every-exit", choices=POLICIES)
     cmp.add_argument("--test", action="append", default=[])
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("list", help="list revisions, machines and guest tests")
+
+
+def _add_matrix(sub: argparse._SubParsersAction) -> None:
     mx = sub.add_parser(
         "matrix", help="run a matrix file's cells (revision x kernel source x machine x policy)"
     )
@@ -63,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="run each cell N times and list the tests whose status changed (flake hunting)",
     )
+
+
+def _add_diff(sub: argparse._SubParsersAction) -> None:
     df = sub.add_parser(
         "diff", help="compare two runs (or two matrix runs): status changes, metric changes"
     )
@@ -71,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     df.add_argument("--html", type=Path, help="write the HTML page here (default: in run b)")
     df.add_argument("--no-html", action="store_true", help="text only")
     df.add_argument("--all", action="store_true", help="also list unchanged cells and tests")
+
+
+def _add_lava_export(sub: argparse._SubParsersAction) -> None:
     le = sub.add_parser("lava-export", help="write a LAVA job definition per matrix cell")
     le.add_argument("file", type=Path, help="the matrix file")
     le.add_argument("--out", type=Path, required=True, help="directory for the jobs (and files)")
@@ -83,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also build/fetch the kernels and copy them under --out (else only the initramfs)",
     )
+
+
+def _add_lava_ingest(sub: argparse._SubParsersAction) -> None:
     li = sub.add_parser("lava-ingest", help="judge a LAVA job's console log into our results")
     li.add_argument("log", type=Path, help="LAVA's job log (YAML/JSON) or the raw console log")
     li.add_argument("--out", type=Path, default=None, help="base directory (default results/)")
@@ -90,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     li.add_argument("--rev", help="the revision (default: from the log or --job)")
     li.add_argument("--machine", help="the machine (default: from the log or --job)")
     li.add_argument("--policy", choices=POLICIES, help="the VMM policy (default: from the log)")
+
+
+def _add_parse(sub: argparse._SubParsersAction) -> None:
     pa = sub.add_parser(
         "parse",
         help="judge a saved console log offline, as the live run judged it",
@@ -104,7 +140,6 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("--test", action="append", default=[], help="only this test (repeatable)")
     pa.add_argument("--qemu-trace", type=Path, help="QEMU's trace log (layer 0)")
     pa.add_argument("--out", type=Path, default=None, help="base directory (default results/)")
-    return p
 
 
 def _parse(args: argparse.Namespace) -> int:
@@ -123,16 +158,16 @@ def _parse(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
-    from harness.runs import matrix
+    from harness.runs.matrix import scheduler, spec
 
     if args.list:
-        m = matrix.load(args.file).select(args.cell)
+        m = spec.load(args.file).select(args.cell)
         for c in m.cells:
             extra = f" expect {c.expect}" + (f" ({c.expect_reason})" if c.expect_reason else "")
             tests = f" tests {','.join(c.tests)}" if c.tests else ""
             print(f"{c.name}:{extra}{tests}")
         return 0
-    code, _ = matrix.run(
+    code, _ = scheduler.run(
         args.file,
         **({"results_base": args.results} if args.results else {}),
         slots=args.slots,

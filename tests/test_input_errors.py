@@ -14,7 +14,7 @@ import pytest
 from harness.core import repo, yamlfile
 from harness.core.errors import InputError
 from harness.inputs import guest_spec, machine, qemu_tests, revision
-from harness.runs import matrix
+from harness.runs.matrix import spec as matrix_spec
 
 
 def load_error(path: Path, text: str | bytes) -> InputError:
@@ -440,7 +440,7 @@ def _matrix_error(tmp_path: Path, text: str | bytes) -> tuple[Path, str]:
     path = tmp_path / "m.yaml"
     path.write_bytes(text.encode() if isinstance(text, str) else text)
     with pytest.raises(InputError) as e:
-        matrix.load(path)
+        matrix_spec.load(path)
     assert "\n" not in str(e.value)
     return path, str(e.value)
 

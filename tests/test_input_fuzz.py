@@ -19,7 +19,7 @@ import pytest
 from harness.core import repo, yamlfile
 from harness.core.errors import HarnessError
 from harness.inputs import guest_spec, machine, qemu_tests, revision
-from harness.runs import matrix
+from harness.runs.matrix import spec as matrix_spec
 
 MUTANTS = 200  # per file
 MATRIX_MUTANTS = 120  # a matrix loads the machines of all its cells: slower
@@ -245,7 +245,7 @@ def _cases() -> list[Case]:
         for p in sorted(repo.KERNEL_PATCHES.glob("*/profile.yaml"))
     ]
     cases += [
-        Case(p, _beside(p, []), matrix.load, MATRIX_MUTANTS, _references_once)
+        Case(p, _beside(p, []), matrix_spec.load, MATRIX_MUTANTS, _references_once)
         for p in sorted((repo.ROOT / "matrix").glob("*.yaml"))
     ]
     return cases

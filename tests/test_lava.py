@@ -14,7 +14,7 @@ from harness import cli
 from harness.core import repo
 from harness.core.errors import HarnessError, InputError
 from harness.lab import lava
-from harness.runs import matrix
+from harness.runs.matrix import spec
 
 DATA = repo.ROOT / "tests" / "data" / "lava"
 SMOKE = repo.ROOT / "matrix" / "smoke.yaml"
@@ -30,7 +30,7 @@ def exported(tmp_path_factory) -> Path:
 
 def test_every_exported_job_passes_lavas_schema(exported):
     jobs = sorted((exported / "jobs").glob("*.yaml"))
-    assert len(jobs) == len(matrix.load(NIGHTLY).cells)
+    assert len(jobs) == len(spec.load(NIGHTLY).cells)
     for job in jobs:
         lava.validate(job.read_text())  # raises on any schema error
     import lava_common.schemas  # imported from Debian's package, unpacked under build/
@@ -198,7 +198,7 @@ def test_cli_export_then_ingest(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out.split()
-    assert len(printed) == len(matrix.load(SMOKE).cells)
+    assert len(printed) == len(spec.load(SMOKE).cells)
     assert cli.main(["lava-export", str(SMOKE), "--out", str(tmp_path), "--artifact-url", "h"]) == 2
     code = cli.main(
         [

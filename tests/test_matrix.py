@@ -14,7 +14,7 @@ from harness.build import debkernel, kernel
 from harness.core import repo
 from harness.core.errors import BuildError, InputError
 from harness.inputs import revision
-from harness.runs import matrix
+from harness.runs.matrix import outcome, scheduler, spec
 from harness.runs.run import RunOutcome
 
 MATRIX_DIR = repo.ROOT / "matrix"
@@ -30,8 +30,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_matrices_load_and_cover_what_nightly_promises():
-    nightly = matrix.load(MATRIX_DIR / "nightly.yaml")
-    smoke = matrix.load(MATRIX_DIR / "smoke.yaml")
+    nightly = spec.load(MATRIX_DIR / "nightly.yaml")
+    smoke = spec.load(MATRIX_DIR / "smoke.yaml")
     assert len(nightly.cells) >= 6 and len(smoke.cells) >= 4
     cells = {c.name: c for c in nightly.cells}
     # every shipped revision, negative controls included, is in the nightly
@@ -61,7 +61,7 @@ cells:
   - {revision: v6, name: mine, expect: fail, tests: [oneshot_wfi, mmio_spin]}
 """,
     )
-    m = matrix.load(p)
+    m = spec.load(p)
     names = [c.name for c in m.cells]
     assert names == [
         "upstream-6.1-virt-gicv3-eintr-only",
@@ -109,7 +109,7 @@ cells:
 def test_errors_are_one_line_naming_file_line_and_key(tmp_path, body, line, message):
     p = write(tmp_path, f"name: t\ncells:\n  # a comment\n{body}\n")
     with pytest.raises(InputError) as e:
-        matrix.load(p)
+        spec.load(p)
     text = str(e.value)
     assert "\n" not in text
     assert text.startswith(f"{p}:{line}: "), text
@@ -118,16 +118,16 @@ def test_errors_are_one_line_naming_file_line_and_key(tmp_path, body, line, mess
 
 def test_top_level_errors(tmp_path):
     with pytest.raises(InputError, match=r"m.yaml:1: unknown key 'cellz'"):
-        matrix.load(write(tmp_path, "cellz: []\nname: t\n"))
+        spec.load(write(tmp_path, "cellz: []\nname: t\n"))
     with pytest.raises(InputError, match=r"m.yaml:2: key 'cells' must be a non-empty list"):
-        matrix.load(write(tmp_path, "name: t\ncells: []\n"))
+        spec.load(write(tmp_path, "name: t\ncells: []\n"))
     with pytest.raises(InputError, match=r"m.yaml:2: unknown key 'revision'"):
-        matrix.load(write(tmp_path, "name: t\ndefaults: {revision: v4}\ncells: [{revision: v4}]\n"))
+        spec.load(write(tmp_path, "name: t\ndefaults: {revision: v4}\ncells: [{revision: v4}]\n"))
 
 
 def test_sources_and_names():
-    assert matrix.short_source("linux-source-6.12") == "6.12"
-    assert matrix.short_source("linux-image-6.1.0-56-arm64") == "deb6.1.0-56"
+    assert spec.short_source("linux-source-6.12") == "6.12"
+    assert spec.short_source("linux-image-6.1.0-56-arm64") == "deb6.1.0-56"
     assert debkernel.is_package("linux-image-6.1.0-50-arm64")
     assert not debkernel.is_package("linux-image-6.1.0-50-amd64")
     assert "linux-source-6.12" in kernel.SOURCES
@@ -161,14 +161,14 @@ def test_outcomes_of_recorded_cells(tmp_path):
     }
     for (side, cell), want in cases.items():
         data = _cell_results(root, side, cell)
-        got = matrix.outcome_of(data["tests"], data["boot"])
+        got = outcome.outcome_of(data["tests"], data["boot"])
         assert got == want, (side, cell)
-        why = matrix.reason_of(got, data)
+        why = outcome.reason_of(got, data)
         assert (why == "") == (want == "pass")
     data = _cell_results(root, "b", "v5-6.12-virt-gicv3-every-exit")
-    assert "does not apply" in matrix.reason_of("error", data)
+    assert "does not apply" in outcome.reason_of("error", data)
     data = _cell_results(root, "b", "v4-6.1-virt-gicv3-every-exit")
-    assert matrix.reason_of("fail", data).startswith("1 not passed (oneshot_tval); oneshot_tval:")
+    assert outcome.reason_of("fail", data).startswith("1 not passed (oneshot_tval); oneshot_tval:")
 
 
 # -- the runner, with kernels and boots faked ----------------------------------------
@@ -259,7 +259,7 @@ cells:
     )
     boots = FakeBoots({"v6-eintr-only": ["PASS", "FAIL"]})
     lines: list[str] = []
-    runner = matrix.Runner(matrix.load(p), tmp_path / "res", slots=2, out=lines.append, boot=boots)
+    runner = scheduler.Runner(spec.load(p), tmp_path / "res", slots=2, out=lines.append, boot=boots)
     assert runner.run() == 0, "\n".join(lines)
     # one kernel per (revision, source, fragments): upstream on gicv2 shares gicv3's
     assert sorted(fake_kernels) == sorted(
@@ -300,7 +300,7 @@ cells:
     )
     boots = FakeBoots({"upstream-every-exit": ["PASS", "ERROR"], "v6-eintr-only": ["FAIL"]})
     lines: list[str] = []
-    runner = matrix.Runner(matrix.load(p), tmp_path, slots=1, out=lines.append, boot=boots)
+    runner = scheduler.Runner(spec.load(p), tmp_path, slots=1, out=lines.append, boot=boots)
     assert runner.run() == 1
     assert boots.max_running == 1
     data = json.loads((runner.dir / "matrix.json").read_text())
@@ -317,7 +317,7 @@ def test_qemu_dying_before_the_kernel_is_retried_once(tmp_path, fake_kernels):
         {"upstream-every-exit": ["qemu-died", "completed"], "v4-every-exit": ["qemu-died"]},
     )
     lines: list[str] = []
-    runner = matrix.Runner(matrix.load(p), tmp_path, slots=2, out=lines.append, boot=boots)
+    runner = scheduler.Runner(spec.load(p), tmp_path, slots=2, out=lines.append, boot=boots)
     assert runner.run() == 1
     data = json.loads((runner.dir / "matrix.json").read_text())
     up, v4 = data["cells"]
@@ -331,13 +331,13 @@ def test_repeat_runs_each_cell_n_times_and_lists_tests_that_changed(tmp_path, fa
     flaky = [["PASS", "PASS"], ["PASS", "FAIL"], ["PASS", "PASS"]]
     boots = FakeBoots({"upstream-every-exit": flaky})
     lines: list[str] = []
-    m = matrix.load(p).repeated(3)
+    m = spec.load(p).repeated(3)
     assert [c.name for c in m.cells][:3] == [
         "upstream-6.1-virt-gicv3-every-exit#1",
         "v4-6.1-virt-gicv3-every-exit#1",
         "upstream-6.1-virt-gicv3-every-exit#2",
     ]
-    runner = matrix.Runner(m, tmp_path, slots=1, out=lines.append, boot=boots)
+    runner = scheduler.Runner(m, tmp_path, slots=1, out=lines.append, boot=boots)
     assert runner.run() == 1  # the run with a FAIL was not as expected
     assert len(fake_kernels) == 2  # a kernel per cell, not per run
     data = json.loads((runner.dir / "matrix.json").read_text())
@@ -353,7 +353,7 @@ def test_repeat_runs_each_cell_n_times_and_lists_tests_that_changed(tmp_path, fa
 
 
 def test_tokens_bound_concurrency():
-    t = matrix.Tokens(2)
+    t = scheduler.Tokens(2)
     assert t.take(5) == 2  # an smp-4 boot on a 2-token machine takes both
     done = []
 
@@ -386,7 +386,7 @@ def test_kernel_source_is_part_of_the_cache_key():
 
 
 def test_tokens_first_come_first_served():
-    t = matrix.Tokens(2)
+    t = scheduler.Tokens(2)
     assert t.take(1) == 1
     order = []
 
@@ -439,8 +439,8 @@ def test_sigterm_stops_the_matrix_its_running_cells_end_interrupted(tmp_path, fa
 
     p = write(tmp_path, "name: stop\ncells:\n  - revision: [upstream, v4, v5]\n")
     lines: list[str] = []
-    runner = matrix.Runner(
-        matrix.load(p), tmp_path / "res", slots=2, out=lines.append, boot=_boot_until_stopped
+    runner = scheduler.Runner(
+        spec.load(p), tmp_path / "res", slots=2, out=lines.append, boot=_boot_until_stopped
     )
     timer = threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM))
     with signals.handled():

@@ -9,7 +9,8 @@ import pytest
 
 from harness.core import repo
 from harness.lab import lava
-from harness.runs import diff, matrix
+from harness.runs import diff
+from harness.runs.matrix import scheduler, spec
 
 pytestmark = pytest.mark.boot
 SMOKE = repo.ROOT / "matrix" / "smoke.yaml"
@@ -17,12 +18,12 @@ SMOKE = repo.ROOT / "matrix" / "smoke.yaml"
 
 def test_smoke_matrix_runs_every_cell_as_expected(tmp_path):
     lines: list[str] = []
-    code, mdir = matrix.run(SMOKE, tmp_path, out=lines.append)
+    code, mdir = scheduler.run(SMOKE, tmp_path, out=lines.append)
     assert code == 0, "\n".join(lines)
     data = json.loads((mdir / "matrix.json").read_text())
     assert data["complete"] and data["ok"]
     cells = {c["name"]: c for c in data["cells"]}
-    assert len(cells) == len(matrix.load(SMOKE).cells) >= 5
+    assert len(cells) == len(spec.load(SMOKE).cells) >= 5
     assert cells["upstream-6.1-virt-gicv3-eintr-only"]["outcome"] == "fail"
     deb = cells["upstream-deb6.1.0-56-virt-gicv3-debian-every-exit"]
     assert deb["outcome"] == "pass" and deb["kernel"]["release"] == "6.1.0-56-arm64"
@@ -47,7 +48,7 @@ def test_an_exported_job_runs_like_lava_and_is_ingested(tmp_path):
     assert all(a["sha256"] for a in manifest["artifacts"])
     log = tmp_path / "job-log.yaml"
     cases = lava.run_job_locally(text, files, log, timeout_s=120)
-    tests = matrix.load(SMOKE).select([cell]).cells[0].tests
+    tests = spec.load(SMOKE).select([cell]).cells[0].tests
     assert [(c["name"], c["result"]) for c in cases] == [(t, "pass") for t in tests]
     run = lava.ingest(log, tmp_path / "results", say=lambda s: None)
     assert run.exit_code == 0

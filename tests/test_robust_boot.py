@@ -12,7 +12,7 @@ import pytest
 from harness.boot.qemu_runner import Timeouts
 from harness.core import repo
 from harness.inputs import guest_spec, revision
-from harness.runs import matrix
+from harness.runs.matrix import scheduler, spec
 from harness.runs.run import RunOptions, boot_test
 
 pytestmark = pytest.mark.boot
@@ -20,7 +20,7 @@ REVISIONS = repo.ROOT / "matrix" / "revisions.yaml"
 
 
 def test_every_shipped_revision_has_a_cell_in_the_revisions_matrix():
-    cells = matrix.load(REVISIONS).cells
+    cells = spec.load(REVISIONS).cells
     assert {c.revision for c in cells} == set(revision.available())
     for c in cells:
         control = revision.load(c.revision).provenance == "negative-control"
@@ -29,7 +29,7 @@ def test_every_shipped_revision_has_a_cell_in_the_revisions_matrix():
 
 def test_every_shipped_revision_boots_and_each_control_fails_its_property(tmp_path):
     lines: list[str] = []
-    code, mdir = matrix.run(REVISIONS, tmp_path, out=lines.append)
+    code, mdir = scheduler.run(REVISIONS, tmp_path, out=lines.append)
     assert code == 0, "\n".join(lines)
     data = json.loads((mdir / "matrix.json").read_text())
     cells = {c["name"]: c for c in data["cells"]}

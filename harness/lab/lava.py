@@ -48,8 +48,8 @@ from harness.inputs import machine as machmod
 from harness.inputs import revision as revmod
 from harness.inputs.options import RunOptions
 from harness.outputs import templating
-from harness.runs import matrix as matmod
 from harness.runs import offline
+from harness.runs.matrix import spec as matrix_spec
 
 LAVA_COMMON = repo.BUILD / "lava-common"
 # the console patterns the monitor watches (pexpect regexes on LAVA's side)
@@ -82,7 +82,7 @@ class Artifact:
     what: str
 
 
-def _kernel_artifact(cell: matmod.Cell, out: Path, base_url: str, copy: bool) -> Artifact:
+def _kernel_artifact(cell: matrix_spec.Cell, out: Path, base_url: str, copy: bool) -> Artifact:
     """The cell's kernel under artifacts/kernels/<id>/ (copied only with copy)."""
     if cell.prebuilt:
         kid, name = cell.source, "Image"
@@ -110,7 +110,7 @@ def _kernel_artifact(cell: matmod.Cell, out: Path, base_url: str, copy: bool) ->
     return Artifact(rel, f"{base_url}/{rel}", sha, what)
 
 
-def _initrd_artifact(cell: matmod.Cell, out: Path, base_url: str) -> Artifact:
+def _initrd_artifact(cell: matrix_spec.Cell, out: Path, base_url: str) -> Artifact:
     rev = revmod.load(cell.revision)
     specs = guest_spec.select(guest_spec.load_all(), list(cell.tests))
     runnable = tuple(s for s in specs if rev.abi.name in s.abis)
@@ -125,7 +125,9 @@ def _initrd_artifact(cell: matmod.Cell, out: Path, base_url: str) -> Artifact:
     return Artifact(rel, f"{base_url}/{rel}", sha, what)
 
 
-def job_for(cell: matmod.Cell, matrix_name: str, kernel_art: Artifact, initrd_art: Artifact) -> str:
+def job_for(
+    cell: matrix_spec.Cell, matrix_name: str, kernel_art: Artifact, initrd_art: Artifact
+) -> str:
     """The LAVA job definition (YAML text) of one cell."""
     mach = machmod.load(cell.machine)
     rev = revmod.load(cell.revision)
@@ -179,7 +181,7 @@ def export(
     with_kernels: bool = False,
 ) -> list[Path]:
     """Write jobs/<cell>.yaml (+ artifacts/, artifacts.json) for a matrix file's cells."""
-    m = matmod.load(path).select(cells or [])
+    m = matrix_spec.load(path).select(cells or [])
     if not re.match(r"^[a-z][a-z0-9+.-]*://", artifact_url):
         raise InputError(None, f"--artifact-url must be a URL (scheme://...), not {artifact_url!r}")
     base_url = artifact_url.rstrip("/")

@@ -39,8 +39,10 @@ from pathlib import Path
 
 from harness.core import repo, resultsfile
 from harness.core.errors import InputError
+from harness.core.status import Outcome
 from harness.judge.verdict import PASSED, SKIPPED
 from harness.outputs import templating
+from harness.runs.matrix.outcome import outcome_of
 
 GOOD = (PASSED, SKIPPED)
 
@@ -172,9 +174,7 @@ def _run_file(path: Path) -> Path | None:
 
 
 def _outcome(data: dict | None) -> str:
-    from harness.runs.matrix import outcome_of
-
-    return "error" if data is None else outcome_of(data["tests"], data.get("boot"))
+    return Outcome.ERROR if data is None else outcome_of(data["tests"], data.get("boot"))
 
 
 def load(path: Path) -> tuple[str, dict[str, tuple[Path | None, dict | None]]]:

@@ -191,9 +191,9 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _lava_export(args: argparse.Namespace) -> int:
-    from harness.lab import lava
+    from harness.lab.lava import export as lava_export
 
-    jobs = lava.export(
+    jobs = lava_export.export(
         args.file, args.out, args.artifact_url, cells=args.cell, with_kernels=args.with_kernels
     )
     for j in jobs:
@@ -202,9 +202,9 @@ def _lava_export(args: argparse.Namespace) -> int:
 
 
 def _lava_ingest(args: argparse.Namespace) -> int:
-    from harness.lab import lava
+    from harness.lab.lava import ingest as lava_ingest
 
-    out = lava.ingest(
+    out = lava_ingest.ingest(
         args.log,
         **({"results_base": args.out} if args.out else {}),
         job=args.job,

@@ -4,7 +4,7 @@
 # already knows the arm64 architecture.
 # linux-source-6.12: the second kernel source of the matrix (matrix/*.yaml).
 # ipxe-qemu: the NIC ROM LAVA's qemu device type needs (its -net nic), for
-# checking exported LAVA jobs locally (harness/lab/lava.py run_job_locally).
+# checking exported LAVA jobs locally (harness/lab/lava/dispatch.py run_job_locally).
 # arm64 (foreign architecture, lists only): prebuilt Debian kernels are
 # fetched with apt-get download NAME:arm64 (harness/build/debkernel.py); no arm64
 # package is ever installed into the host.

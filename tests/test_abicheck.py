@@ -17,7 +17,7 @@ from harness.inputs import revision as revmod
 from harness.judge import abicheck
 from harness.judge.model import NOT_JUDGED
 from harness.judge.verdict import ERROR, MISSED, PASSED, SKIPPED, TestResult
-from harness.lab import lava
+from harness.lab.lava import ingest as lava_ingest
 from harness.traces import records
 
 # what the probe wrote on each shipped revision's kernel (console.log of real boots)
@@ -221,7 +221,7 @@ def _ingest(tmp_path: Path, lines: list[str], rev: str) -> tuple[dict, str, str]
     tmp_path.mkdir(exist_ok=True)
     log = tmp_path / "console.log"
     log.write_text("\n".join(lines) + "\n")
-    out = lava.ingest(log, tmp_path / "results", rev=rev, say=lambda _: None)
+    out = lava_ingest.ingest(log, tmp_path / "results", rev=rev, say=lambda _: None)
     data = json.loads((out.run_dir / "results.json").read_text())
     return data, (out.run_dir / "junit.xml").read_text(), (out.run_dir / "ktap.txt").read_text()
 

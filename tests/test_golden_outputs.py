@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import DATA
 
-from harness.lab import lava
+from harness.lab.lava import export as lava_export
 from harness.runs import offline
 
 GOLDEN = DATA / "golden"
@@ -53,7 +53,7 @@ def test_report_html_of_a_recorded_boot(tmp_path):
 
 
 def test_an_exported_lava_job(tmp_path: Path):
-    lava.export(SMOKE, tmp_path, "https://lab.example/vtimer/", cells=[])
+    lava_export.export(SMOKE, tmp_path, "https://lab.example/vtimer/", cells=[])
     job = sorted((tmp_path / "jobs").glob("*.yaml"))[0]
     text = _HASH.sub("HASH", job.read_text())
     assert "device_type: qemu" in text and "HASH" in text

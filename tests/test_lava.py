@@ -13,7 +13,10 @@ import yaml
 from harness import cli
 from harness.core import repo
 from harness.core.errors import HarnessError, InputError
-from harness.lab import lava
+from harness.lab.lava import dispatch as lava_dispatch
+from harness.lab.lava import export as lava_export
+from harness.lab.lava import ingest as lava_ingest
+from harness.lab.lava import schema as lava_schema
 from harness.runs.matrix import spec
 
 DATA = repo.ROOT / "tests" / "data" / "lava"
@@ -24,7 +27,7 @@ NIGHTLY = repo.ROOT / "matrix" / "nightly.yaml"
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("lava")
-    lava.export(NIGHTLY, out, "https://lab.example/vtimer/")
+    lava_export.export(NIGHTLY, out, "https://lab.example/vtimer/")
     return out
 
 
@@ -32,7 +35,7 @@ def test_every_exported_job_passes_lavas_schema(exported):
     jobs = sorted((exported / "jobs").glob("*.yaml"))
     assert len(jobs) == len(spec.load(NIGHTLY).cells)
     for job in jobs:
-        lava.validate(job.read_text())  # raises on any schema error
+        lava_schema.validate(job.read_text())  # raises on any schema error
     import lava_common.schemas  # imported from Debian's package, unpacked under build/
 
     assert Path(lava_common.schemas.__file__).is_relative_to(repo.BUILD)
@@ -53,7 +56,7 @@ def test_schema_rejects_what_lava_would(exported):
         job = yaml.safe_load(yaml.safe_dump(good))
         mutate(job)
         with pytest.raises(HarnessError, match="LAVA schema") as e:
-            lava.validate(yaml.safe_dump(job))
+            lava_schema.validate(yaml.safe_dump(job))
         assert where in str(e.value)
 
 
@@ -92,7 +95,7 @@ def test_local_qemu_command_is_lavas_qemu_device_type():
     job = yaml.safe_load((DATA / "upstream-eintr-only-mmio_spin.job.yaml").read_text())
     deploy = job["actions"][0]["deploy"]["images"]
     files = {deploy["kernel"]["url"]: Path("K"), deploy["initrd"]["url"]: Path("I")}
-    argv = lava.qemu_argv(job, files)
+    argv = lava_dispatch.qemu_argv(job, files)
     assert argv[:5] == ["qemu-system-aarch64", "-cpu", "max", "-machine", argv[4]]
     assert argv[argv.index("-kernel") + 1] == "K" and argv[argv.index("-initrd") + 1] == "I"
     append = argv[argv.index("-append") + 1]
@@ -112,7 +115,7 @@ def test_monitor_patterns_find_one_case_per_test_in_recorded_logs():
     ):
         entries = _log(name)
         lines = [e["msg"] for e in entries if e["lvl"] == "target"]
-        cases = lava.monitor_cases(job, lines)
+        cases = lava_dispatch.monitor_cases(job, lines)
         assert [(c["name"], c["result"]) for c in cases] == [(test, "pass")]
         recorded = [e["msg"] for e in entries if e["lvl"] == "results"]
         assert [(r["name"], r["result"]) for r in recorded] == [(test, "pass")]
@@ -121,7 +124,7 @@ def test_monitor_patterns_find_one_case_per_test_in_recorded_logs():
 def test_ingest_judges_what_lavas_monitor_cannot(tmp_path):
     # LAVA's monitor saw the VMM end mmio_spin with status ok; our model sees that an
     # eintr-only VMM never read a change that rode on an MMIO exit
-    out = lava.ingest(
+    out = lava_ingest.ingest(
         DATA / "upstream-eintr-only-mmio_spin.log.yaml.gz", tmp_path, say=lambda s: None
     )
     data = json.loads((out.run_dir / "results.json").read_text())
@@ -143,22 +146,22 @@ def test_ingest_judges_what_lavas_monitor_cannot(tmp_path):
 
 
 def test_ingest_of_a_passing_log_and_of_a_raw_console(tmp_path):
-    out = lava.ingest(
+    out = lava_ingest.ingest(
         DATA / "upstream-every-exit-rearm_n.log.yaml.gz", tmp_path, say=lambda s: None
     )
     assert out.exit_code == 0 and [r.status for r in out.results] == ["PASS"]
     # the same job log as JSON (LAVA's API can give either)
     as_json = tmp_path / "log.json"
     as_json.write_text(json.dumps(_log("upstream-every-exit-rearm_n.log.yaml.gz"), default=str))
-    assert lava.console_lines(as_json)[1] == "LAVA job log"
-    assert lava.ingest(as_json, tmp_path, say=lambda s: None).exit_code == 0
+    assert lava_ingest.console_lines(as_json)[1] == "LAVA job log"
+    assert lava_ingest.ingest(as_json, tmp_path, say=lambda s: None).exit_code == 0
     # the same console as a plain log; with a job's metadata naming the tests
     lines = [
         e["msg"] for e in _log("upstream-every-exit-rearm_n.log.yaml.gz") if e["lvl"] == "target"
     ]
     raw = tmp_path / "console.txt"
     raw.write_text("\n".join(lines) + "\n")
-    out2 = lava.ingest(raw, tmp_path, say=lambda s: None)
+    out2 = lava_ingest.ingest(raw, tmp_path, say=lambda s: None)
     assert [(r.name, r.status) for r in out2.results] == [("rearm_n", "PASS")]
     # a log cut short: the test that never ended is an ERROR, the rest MISS
     cut = tmp_path / "cut.txt"
@@ -170,7 +173,7 @@ def test_ingest_of_a_passing_log_and_of_a_raw_console(tmp_path):
             {"metadata": {"vtimer.revision": "upstream", "vtimer.tests": "rearm_n,oneshot_wfi"}}
         )
     )
-    out3 = lava.ingest(cut, tmp_path, job=job, say=lambda s: None)
+    out3 = lava_ingest.ingest(cut, tmp_path, job=job, say=lambda s: None)
     assert {r.name: r.status for r in out3.results} == {"rearm_n": "ERROR", "oneshot_wfi": "MISS"}
     assert out3.boot.status == "hang"
 
@@ -179,7 +182,7 @@ def test_ingest_refuses_lavas_results_list(tmp_path):
     results = tmp_path / "results.yaml"
     results.write_text(yaml.safe_dump([{"name": "rearm_n", "result": "pass", "suite": "x"}]))
     with pytest.raises(InputError, match="list of test results"):
-        lava.ingest(results, tmp_path)
+        lava_ingest.ingest(results, tmp_path)
     assert cli.main(["lava-ingest", str(results), "--out", str(tmp_path)]) == 2
 
 

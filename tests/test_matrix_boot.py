@@ -8,7 +8,10 @@ import json
 import pytest
 
 from harness.core import repo
-from harness.lab import lava
+from harness.lab.lava import dispatch as lava_dispatch
+from harness.lab.lava import export as lava_export
+from harness.lab.lava import ingest as lava_ingest
+from harness.lab.lava import schema as lava_schema
 from harness.runs import diff
 from harness.runs.matrix import scheduler, spec
 
@@ -40,16 +43,18 @@ def test_smoke_matrix_runs_every_cell_as_expected(tmp_path):
 def test_an_exported_job_runs_like_lava_and_is_ingested(tmp_path):
     cell = "upstream-6.1-virt-gicv3-every-exit"
     out = tmp_path / "lava"
-    (job,) = lava.export(SMOKE, out, "https://lab.example/vt", cells=[cell], with_kernels=True)
+    (job,) = lava_export.export(
+        SMOKE, out, "https://lab.example/vt", cells=[cell], with_kernels=True
+    )
     text = job.read_text()
-    lava.validate(text)
+    lava_schema.validate(text)
     manifest = json.loads((out / "artifacts.json").read_text())
     files = {a["url"]: out / "artifacts" / a["path"] for a in manifest["artifacts"]}
     assert all(a["sha256"] for a in manifest["artifacts"])
     log = tmp_path / "job-log.yaml"
-    cases = lava.run_job_locally(text, files, log, timeout_s=120)
+    cases = lava_dispatch.run_job_locally(text, files, log, timeout_s=120)
     tests = spec.load(SMOKE).select([cell]).cells[0].tests
     assert [(c["name"], c["result"]) for c in cases] == [(t, "pass") for t in tests]
-    run = lava.ingest(log, tmp_path / "results", say=lambda s: None)
+    run = lava_ingest.ingest(log, tmp_path / "results", say=lambda s: None)
     assert run.exit_code == 0
     assert [(r.name, r.status) for r in run.results] == [(t, "PASS") for t in tests]

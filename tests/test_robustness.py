@@ -18,7 +18,7 @@ from harness.core.errors import InputError
 from harness.inputs import guest_spec, limits, revision
 from harness.judge.model import FAIL, NA, NOT_JUDGED, Model
 from harness.judge.verdict import ERROR, FAILED, MISSED, PASSED, evaluate
-from harness.lab import lava
+from harness.lab.lava import ingest as lava_ingest
 from harness.traces import qemu_trace, records
 
 
@@ -131,7 +131,7 @@ def _ingest(tmp_path: Path, lines: list[str]) -> tuple[int, dict, str, str]:
     job.write_text(
         "metadata:\n  vtimer.revision: upstream\n  vtimer.tests: mmio_spin,oneshot_wfi,rearm_n\n"
     )
-    out = lava.ingest(log, tmp_path / "results", job=job, say=lambda _: None)
+    out = lava_ingest.ingest(log, tmp_path / "results", job=job, say=lambda _: None)
     data = json.loads((out.run_dir / "results.json").read_text())
     return (
         out.exit_code,

@@ -511,8 +511,14 @@ class Model:
                     "truthful", FAIL, "IRQ entry with no timer pending", seq=e.seq
                 )
         verdict = oracle.judge(tr, tr.hw) if tr.hw is not None and "vtimer" in self.timers else None
-        if verdict is not None and verdict.mismatch is not None:
-            return _mismatch(verdict)
+        pverdict = (
+            oracle.judge(tr, tr.hw, "ptimer")
+            if tr.hw is not None and "ptimer" in self.timers
+            else None
+        )
+        found = [v for v in (verdict, pverdict) if v is not None and v.mismatch is not None]
+        if found:
+            return _mismatch(min(found, key=lambda v: v.mismatch.exit.seq if v.mismatch else 0))
         shown = sum(1 for c in tr.changes("vtimer") if c.level == 1)
         kev = tr.kernel_events
         if kev and "vtimer" in self.timers and kernel_trace.rises(kev) != shown:
@@ -540,7 +546,18 @@ class Model:
         counts = f"{shown} vtimer rises shown, {tr.hw.edges()} in QEMU's trace" + (
             f", {kernel_trace.rises(kev)} in the kernel's" if kev else ""
         )
-        return _truthful_at_exits(self, tr, verdict, counts)
+        pshown = sum(1 for c in tr.changes("ptimer") if c.level == 1)
+        if pverdict is not None and not pverdict.why_not:
+            pirq = kernel_trace.PTIMER_IRQ
+            if pshown != tr.hw.prises or (kev and kernel_trace.rises(kev, pirq) != pshown):
+                return PropertyResult(
+                    "truthful", FAIL, "the ABI showed a different number of ptimer rises than "
+                    "the timer produced", expected=f"{tr.hw.prises} (QEMU arm_gt_* timer 0)"
+                    + (f", {kernel_trace.rises(kev, pirq)} (L1 tracepoints)" if kev else ""),
+                    observed=str(pshown),
+                )  # fmt: skip
+            counts += f"; {pshown} ptimer rises shown, {tr.hw.prises} in QEMU's trace"
+        return _truthful_at_exits(self, tr, verdict, counts, pverdict)
 
     def _kernel_storm(self, tr: TestTrace) -> PropertyResult | None:
         """progress from layer 1: the guest's in-kernel exits while the line is high;
@@ -685,20 +702,25 @@ def _mismatch(v: oracle.Verdict) -> PropertyResult:
     x = v.mismatch
     assert x is not None
     why = x.cause.describe() if x.cause else "the timer's reset state"
+    t = x.timer
     return PropertyResult(
         "truthful",
         FAIL,
         f"exit {x.exit.n} on vcpu {x.exit.vcpu} ({x.exit.reason}, cnt {x.exit.cnt or 0:x}) "
-        f"showed vtimer {x.shown}, the timer's output there was {x.level}, set by {why}; "
+        f"showed {t} {x.shown}, the timer's output there was {x.level}, set by {why}; "
         f"{v.clock.describe() if v.clock else 'no change, no clock needed'}",
         seq=x.exit.seq,
-        expected=f"vtimer {x.level} (QEMU arm_gt_*)",
-        observed=f"vtimer {x.shown} (lvl={x.exit.level or 0:x})",
+        expected=f"{t} {x.level} (QEMU arm_gt_*)",
+        observed=f"{t} {x.shown} (lvl={x.exit.level or 0:x})",
     )
 
 
 def _truthful_at_exits(
-    m: Model, tr: TestTrace, v: oracle.Verdict | None, counts: str
+    m: Model,
+    tr: TestTrace,
+    v: oracle.Verdict | None,
+    counts: str,
+    pv: oracle.Verdict | None = None,
 ) -> PropertyResult:
     """truthful, the counts agreeing: judged at every exit, or why not."""
     if v is None:
@@ -709,17 +731,19 @@ def _truthful_at_exits(
         return PropertyResult(
             "truthful", NOT_JUDGED, f"the level at each exit is not judged: {v.why_not} ({counts})"
         )
-    if "ptimer" in m.timers and tr.changes("ptimer"):
+    both = "ptimer" in m.timers and pv is not None and not pv.why_not
+    if "ptimer" in m.timers and not both and tr.changes("ptimer"):
+        why = pv.why_not if pv is not None else "layer 0 does not follow the ptimer"
         return PropertyResult(
-            "truthful", NOT_JUDGED, f"vtimer right at all {v.judged} exits, but layer 0 does not "
-            f"follow the ptimer the ABI reported ({counts})",
+            "truthful", NOT_JUDGED, f"vtimer right at all {v.judged} exits, but the ptimer the "
+            f"ABI reported is not judged: {why} ({counts})",
         )  # fmt: skip
     clock = v.clock.describe() if v.clock else "no change, no clock needed"
     return PropertyResult(
         "truthful",
         PASS,
-        f"vtimer level right at all {v.judged} exits against QEMU's timer output ({clock}); "
-        + counts,
+        f"{'vtimer and ptimer levels' if both else 'vtimer level'} right at all {v.judged} "
+        f"exits against QEMU's timer output ({clock}); " + counts,
     )
 
 

@@ -110,19 +110,22 @@ class Model:
                 )
         kev = tr.kernel_events
         paired = True
-        if kev and len(tr.vcpus()) <= 1:
-            shown = [e.level for e in tr.exits]
-            bad = kernel_trace.unreported_entries(kev, self.timers, shown)
-            paired = bad is not None
+        split = tr.kernel_by_vcpu if kev else {}
+        several = len(tr.vcpus()) > 1
+        for vcpu, evs in split.items() if isinstance(split, dict) else ():
+            shown = [e.level for e in tr.by_vcpu()[vcpu]]
+            bad = kernel_trace.unreported_entries(evs, self.timers, shown)
+            paired = paired and bad is not None
             if bad:
                 b = bad[0]
+                on = f" on vcpu {vcpu}" if several else ""
                 return PropertyResult(
                     "visible",
                     FAIL,
-                    f"the guest was entered with a {b.timer} change unreported: the kernel saw "
-                    f"level {b.level} (kvm_timer_update_irq at {b.change.t_ns / 1e9:.6f} s) and "
-                    f"ran the guest (kvm_entry at {b.entry.t_ns / 1e9:.6f} s) before any return "
-                    f"to user space; {len(bad)} such entries",
+                    f"the guest was entered{on} with a {b.timer} change unreported: the kernel "
+                    f"saw level {b.level} (kvm_timer_update_irq at {b.change.t_ns / 1e9:.6f} s) "
+                    f"and ran the guest (kvm_entry at {b.entry.t_ns / 1e9:.6f} s) before any "
+                    f"return to user space; {len(bad)} such entries",
                     seq=b.entry.seq,
                     expected=f"a return to user space showing {b.level} before the next entry",
                     observed=f"kvm_entry with level {b.reported} last reported",
@@ -143,12 +146,9 @@ class Model:
                 f"the VMM read all {n} changes it was shown, but which changes the kernel saw "
                 f"is unknown: {tr.kernel_missing()}",
             )
-        if len(tr.vcpus()) > 1:
+        if isinstance(split, str):
             return PropertyResult(
-                "visible",
-                PASS,
-                f"{n} changes all read (the kernel's entries carry no vCPU: layer 1 checked "
-                "on one-vCPU tests only)",
+                "visible", PASS, f"{n} changes all read (layer 1 not checked per vCPU: {split})"
             )
         if not paired:
             return PropertyResult(
@@ -157,8 +157,9 @@ class Model:
                 f"the VMM read all {n} changes it was shown, but the kernel's returns to user "
                 "space do not pair up with the VMM's exit records",
             )
+        per = f" on any of {len(split)} vCPUs" if several else ""
         return PropertyResult(
-            "visible", PASS, f"{n} changes all read; no guest entry with a change unreported"
+            "visible", PASS, f"{n} changes all read; no guest entry{per} with a change unreported"
         )
 
     def once(self, tr: TestTrace) -> PropertyResult:
@@ -329,41 +330,44 @@ class Model:
         guest run that ended with the notice was ended by the timer's own host
         interrupt (or, for a blocked vCPU, its background timer), not by the
         host's tick or another exit that happened to come (layer 1)."""
-        if len(tr.vcpus()) > 1:
-            return PropertyResult(
-                "prompt", NOT_JUDGED, "several vCPUs: the kernel's events carry no vCPU"
-            )
         kev = tr.kernel_events
         if not kev:
             return PropertyResult("prompt", NOT_JUDGED, tr.kernel_missing())
+        split = tr.kernel_by_vcpu
+        if isinstance(split, str):
+            return PropertyResult("prompt", NOT_JUDGED, f"several vCPUs: {split}")
         traced = "irq_handler_entry" in tr.kernel_counts
-        causes = kernel_trace.notice_causes(kev, self.timers, [e.level for e in tr.exits], traced)
-        if causes is None:
-            return PropertyResult(
-                "prompt", NOT_JUDGED, "the kernel's returns to user space do not pair up with "
-                "the VMM's exit records" if traced else "the timers' host interrupts were not "
-                "traced (irq_handler_entry)",
-            )  # fmt: skip
+        causes: list[tuple[kernel_trace.NoticeCause, Exit]] = []
+        for vcpu, evs in split.items():
+            exits = tr.by_vcpu()[vcpu]
+            mine = kernel_trace.notice_causes(evs, self.timers, [e.level for e in exits], traced)
+            if mine is None:
+                return PropertyResult(
+                    "prompt", NOT_JUDGED, f"the kernel's returns to user space on vcpu {vcpu} do "
+                    "not pair up with the VMM's exit records" if traced else "the timers' host "
+                    "interrupts were not traced (irq_handler_entry)",
+                )  # fmt: skip
+            causes += [(c, exits[c.exit_index]) for c in mine]
         if not causes:
             return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
-        late = [c for c in causes if c.cause == "other"]
+        late = [(c, e) for c, e in causes if c.cause == "other"]
         # a single late rise among several is seen on healthy kernels now and then
         # (v5 rearm_n, 1 of 5, once in a loaded make test); the broken promise is
         # a test whose rises mostly wait for another exit
         if 2 * len(late) > len(causes):
-            c = late[0]
-            e = tr.exits[c.exit_index]
+            c, e = min(late, key=lambda ce: ce[1].seq)
             return PropertyResult(
                 "prompt",
                 FAIL,
-                f"the {c.timer} rise reached user space at exit {e.n} ({e.reason}) only "
+                f"the {c.timer} rise reached user space at exit {e.n} on vcpu {e.vcpu} "
+                f"({e.reason}) only "
                 f"because the guest's run ended otherwise ({c.ended_by or 'no kvm_exit'}): "
                 f"its own interrupt never came; {len(late)} of {len(causes)} rises so",
                 seq=e.seq,
                 expected="the timer's own host interrupt ending the run",
                 observed=(c.ended_by.split(":")[0] or "?") + " exit",
             )
-        own = sum(c.cause == "timer" for c in causes)
+        own = sum(c.cause == "timer" for c, _ in causes)
         some = f"; {len(late)} waited for another exit" if late else ""
         return PropertyResult(
             "prompt",
@@ -563,9 +567,11 @@ class Model:
         """progress from layer 1: the guest's in-kernel exits while the line is high;
         when the VMM had to drop kernel events, their count over the whole test."""
         if tr.kernel_events:
-            if len(tr.vcpus()) > 1:
-                return None  # the kernel's exits carry no vCPU
-            return _kernel_storm_in(tr, tr.vcpus()[0]) if tr.vcpus() else None
+            split = tr.kernel_by_vcpu
+            if isinstance(split, str):
+                return None  # the kernel's exits not told apart per vCPU
+            found = (_kernel_storm_in(tr, v, evs) for v, evs in split.items())
+            return next((r for r in found if r is not None), None)
         n = tr.kernel_counts.get("kvm_exit_irq")
         if n is None or tr.begin is None or tr.end is None:
             return None
@@ -658,11 +664,11 @@ def _irq_exit_rate(n: int, span_ns: int) -> float:
     return n * 1e9 / span_ns
 
 
-def _kernel_storm_in(tr: TestTrace, vcpu: int) -> PropertyResult | None:
+def _kernel_storm_in(
+    tr: TestTrace, vcpu: int, evs: list[kernel_trace.KernelEvent]
+) -> PropertyResult | None:
     """An in-kernel exit storm while the line stayed high (layer 1 kvm_exit IRQ)."""
-    irq_exits = [
-        e.t_ns for e in tr.kernel_events if e.event == "kvm_exit" and e.text.startswith("IRQ")
-    ]
+    irq_exits = [e.t_ns for e in evs if e.event == "kvm_exit" and e.text.startswith("IRQ")]
     for first, _span, end in _high_spans(tr.by_vcpu()[vcpu]):
         a, b = first.t_ns, end.t_ns
         lo, hi = bisect.bisect_left(irq_exits, a), bisect.bisect_right(irq_exits, b)

@@ -463,6 +463,7 @@ static void *vcpu_loop(void *arg)
 	}
 	v->shown = ~0ULL;
 	v->win_start = now_ns();
+	rec_emit(t->name, "thread", "vcpu=%d tid=%d", v->idx, (int)gettid());	/* kt's tid= */
 	while (!done) {
 		char extra[128] = "", hist[32] = "", lvl[24] = "-", sig[16] = "";
 		uint64_t t0 = now_ns(), level = 0, h;

@@ -76,7 +76,9 @@ def test_layer0_recorded_run_is_unchanged_by_the_one_pass_builder():
     for e in events:
         b.feed(e)
     assert [v.changes for v in b.finish()] == [v.changes for v in vms]
-    assert [v.edges() for v in vms] == [1, 1, 5]
+    assert [v.pchanges for v in b.finish()] == [v.pchanges for v in vms]
+    assert [v.edges() for v in vms] == [1, 1, 1, 5, 0, 2]  # the ABI probe's VM first
+    assert [v.pedges() for v in vms] == [1, 0, 0, 0, 1, 2]
 
 
 # -- the storm control, recorded ----------------------------------------------------

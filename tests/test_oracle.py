@@ -194,6 +194,13 @@ def test_not_judged_when_layer_0_dropped_changes():
     assert res.status == NOT_JUDGED and "dropped 3" in res.detail
 
 
+def test_ptimer_not_judged_when_layer_0_dropped_its_changes():
+    tr = _trace("upstream-every-exit", "ptimer_oneshot")
+    tr.hw.pdropped = 3
+    res = _truthful(tr)
+    assert res.status == NOT_JUDGED and "dropped 3 of the VM's ptimer changes" in res.detail
+
+
 def test_not_judged_without_a_clock_anchor():
     tr = _trace("upstream-every-exit", "rearm_n")
     tr.hw.anchors.clear()

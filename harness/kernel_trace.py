@@ -9,6 +9,7 @@ per vCPU (per_vcpu); kvm_timer_update_irq names its vCPU itself.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class KernelEvent:
     text: str
     seq: int
     tid: int | None = None  # the thread it ran in (None: not recorded)
+    cpu: int | None = None  # the L1 CPU it ran on
 
     def timer_update(self) -> tuple[int, int, int] | None:
         """(vcpu, irq, level) of a kvm_timer_update_irq event."""
@@ -39,18 +41,22 @@ class KernelEvent:
 
 
 def parse_record(r: Record) -> KernelEvent | None:
-    ts, ev, msg, tid = r.get("ts"), r.get("ev"), r.get("msg", ""), r.get("tid")
+    ts, ev, msg = r.get("ts"), r.get("ev"), r.get("msg", "")
+    tid, cpu = r.get("tid"), r.get("cpu")
     if ts is None or ev is None:  # an older or raw form: the trace file's own line
         m = _LINE.match(r.get("line") or r.get("raw") or "")
         if not m:
             return None
-        ts, ev, msg, tid = m["ts"], m["ev"], m["rest"], m["tid"]
+        ts, ev, msg, tid, cpu = m["ts"], m["ev"], m["rest"], m["tid"], m["cpu"]
     sec, _, frac = ts.partition(".")
     if not sec.isdigit():
         return None
     t_ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
-    t = int(tid) if tid is not None and tid.lstrip("-").isdigit() and int(tid) >= 0 else None
-    return KernelEvent(t_ns, ev, msg, r.seq, t)
+    return KernelEvent(t_ns, ev, msg, r.seq, _id(tid), _id(cpu))
+
+
+def _id(v: str | None) -> int | None:
+    return int(v) if v is not None and v.isdigit() else None
 
 
 def events(records: list[Record]) -> list[KernelEvent]:
@@ -185,7 +191,11 @@ class NoticeCause:
 
 
 def notice_causes(
-    evs: list[KernelEvent], timers: tuple[str, ...], shown: list[int | None], irq_traced: bool
+    evs: list[KernelEvent],
+    timers: tuple[str, ...],
+    shown: list[int | None],
+    irq_traced: bool,
+    others: dict[int | None, list[int]] | None = None,
 ) -> list[NoticeCause] | None:
     """For each return to user space whose exit record first shows a timer's rise:
     did the timer's own host interrupt (irq_handler_entry of "kvm guest vtimer"),
@@ -195,7 +205,12 @@ def notice_causes(
     pair up with the exit records, or when timer interrupts were not recorded
     (irq_traced: the VMM had irq_handler_entry on; without it the cause
     cannot be told). A blocked vCPU's wake-up (kvm_vcpu_wakeup) counts as the
-    timer's: its background timer is what wakes it."""
+    timer's: its background timer is what wakes it. others: per L1 CPU, the times
+    (sorted) of the test's other vCPU threads' events; one on the CPU of the run's
+    end (kvm_exit) between it and the kernel's rise (kvm_timer_update_irq) means
+    this vCPU's thread was off that CPU (another vCPU ran there), so its timer was
+    not loaded and KVM took the rise at the load: the timer's own, however it then
+    reached user space."""
     if not irq_traced or not _paired(evs, shown):
         return None
     out: list[NoticeCause] = []
@@ -203,12 +218,20 @@ def notice_causes(
     ran = False
     seen: set[str] = set()  # timers whose interrupt came during the current run
     last_exit = ""
+    end: KernelEvent | None = None  # the kvm_exit that ended the last run
     k = 0
+    irqs = {TIMER_IRQS[t]: t for t in timers}
     for e in evs:
+        u = e.timer_update()
+        if u is not None and u[2] and u[1] in irqs and end is not None and others:
+            there = others.get(end.cpu, [])
+            i = bisect.bisect_right(there, end.t_ns)
+            if i < len(there) and there[i] < e.t_ns:  # another vCPU ran on its CPU
+                seen.add(irqs[u[1]])
         if e.event == "kvm_entry":
-            ran, seen, last_exit = True, set(), ""
+            ran, seen, last_exit, end = True, set(), "", None
         elif e.event == "kvm_exit":
-            last_exit = e.text
+            last_exit, end = e.text, e
         elif e.event == "irq_handler_entry":
             seen |= {t for t in timers if e.text.endswith(f"name={_TIMER_IRQ_NAMES[t]}")}
         elif e.event in ("kvm_timer_hrtimer_expire", "kvm_vcpu_wakeup"):

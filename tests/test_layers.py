@@ -161,3 +161,25 @@ def test_per_vcpu_split_rules():
     # the raw trace line's task column gives the thread too
     rec = Record(1, "t", 0, "kt", {"raw": "  vtvmm-61  [001] d....  4.476732: kvm_entry: PC: 0"}, 1)
     assert kernel_trace.parse_record(rec).tid == 61
+
+
+def test_a_rise_taken_at_a_load_after_another_vcpu_ran_is_the_timers_own():
+    """Two vCPUs on one L1 CPU: vCPU 0's run ends (a host IRQ), its thread is switched
+    out, vCPU 1 runs on that CPU, and KVM takes vCPU 0's rise at its next load: no
+    interrupt of its own could come (its timer was not loaded). Not a late notice;
+    the other vCPU running on another CPU does not make it one."""
+
+    def ev(t, event, text="", cpu=0):
+        return kernel_trace.KernelEvent(t, event, text, 0, 60, cpu)
+
+    evs = [
+        ev(1, "kvm_entry"),
+        ev(2, "kvm_exit", "IRQ: HSR_EC: 0x0000 (UNKNOWN), PC: 0x40001624"),
+        ev(5, "kvm_timer_update_irq", "VCPU: 0, IRQ 27, level 1"),
+        ev(6, "kvm_userspace_exit", "reason restart (4)"),
+    ]
+    causes = kernel_trace.notice_causes(evs, ("vtimer",), [1], True, {0: [3, 4]})
+    assert [c.cause for c in causes] == ["timer"]
+    causes = kernel_trace.notice_causes(evs, ("vtimer",), [1], True, {1: [3, 4]})
+    assert [c.cause for c in causes] == ["other"]
+    assert [c.cause for c in kernel_trace.notice_causes(evs, ("vtimer",), [1], True)] == ["other"]

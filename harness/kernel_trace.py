@@ -9,7 +9,6 @@ per vCPU (per_vcpu); kvm_timer_update_irq names its vCPU itself.
 
 from __future__ import annotations
 
-import bisect
 import re
 from dataclasses import dataclass
 
@@ -195,7 +194,6 @@ def notice_causes(
     timers: tuple[str, ...],
     shown: list[int | None],
     irq_traced: bool,
-    others: dict[int | None, list[int]] | None = None,
 ) -> list[NoticeCause] | None:
     """For each return to user space whose exit record first shows a timer's rise:
     did the timer's own host interrupt (irq_handler_entry of "kvm guest vtimer"),
@@ -205,12 +203,7 @@ def notice_causes(
     pair up with the exit records, or when timer interrupts were not recorded
     (irq_traced: the VMM had irq_handler_entry on; without it the cause
     cannot be told). A blocked vCPU's wake-up (kvm_vcpu_wakeup) counts as the
-    timer's: its background timer is what wakes it. others: per L1 CPU, the times
-    (sorted) of the test's other vCPU threads' events; one on the CPU of the run's
-    end (kvm_exit) between it and the kernel's rise (kvm_timer_update_irq) means
-    this vCPU's thread was off that CPU (another vCPU ran there), so its timer was
-    not loaded and KVM took the rise at the load: the timer's own, however it then
-    reached user space."""
+    timer's: its background timer is what wakes it."""
     if not irq_traced or not _paired(evs, shown):
         return None
     out: list[NoticeCause] = []
@@ -218,20 +211,12 @@ def notice_causes(
     ran = False
     seen: set[str] = set()  # timers whose interrupt came during the current run
     last_exit = ""
-    end: KernelEvent | None = None  # the kvm_exit that ended the last run
     k = 0
-    irqs = {TIMER_IRQS[t]: t for t in timers}
     for e in evs:
-        u = e.timer_update()
-        if u is not None and u[2] and u[1] in irqs and end is not None and others:
-            there = others.get(end.cpu, [])
-            i = bisect.bisect_right(there, end.t_ns)
-            if i < len(there) and there[i] < e.t_ns:  # another vCPU ran on its CPU
-                seen.add(irqs[u[1]])
         if e.event == "kvm_entry":
-            ran, seen, last_exit, end = True, set(), "", None
+            ran, seen, last_exit = True, set(), ""
         elif e.event == "kvm_exit":
-            last_exit, end = e.text, e
+            last_exit = e.text
         elif e.event == "irq_handler_entry":
             seen |= {t for t in timers if e.text.endswith(f"name={_TIMER_IRQ_NAMES[t]}")}
         elif e.event in ("kvm_timer_hrtimer_expire", "kvm_vcpu_wakeup"):

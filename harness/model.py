@@ -340,12 +340,7 @@ class Model:
         causes: list[tuple[kernel_trace.NoticeCause, Exit]] = []
         for vcpu, evs in split.items():
             exits = tr.by_vcpu()[vcpu]
-            others: dict[int | None, list[int]] = {}
-            for e in sorted((e for v, x in split.items() if v != vcpu for e in x), key=_t):
-                others.setdefault(e.cpu, []).append(e.t_ns)
-            mine = kernel_trace.notice_causes(
-                evs, self.timers, [e.level for e in exits], traced, others
-            )
+            mine = kernel_trace.notice_causes(evs, self.timers, [e.level for e in exits], traced)
             if mine is None:
                 return PropertyResult(
                     "prompt", NOT_JUDGED, f"the kernel's returns to user space on vcpu {vcpu} do "
@@ -667,10 +662,6 @@ _MIN_SPAN_NS = 20_000_000  # rates over shorter spans say little
 
 def _irq_exit_rate(n: int, span_ns: int) -> float:
     return n * 1e9 / span_ns
-
-
-def _t(e: kernel_trace.KernelEvent) -> int:
-    return e.t_ns
 
 
 def _kernel_storm_in(

@@ -163,23 +163,24 @@ def test_per_vcpu_split_rules():
     assert kernel_trace.parse_record(rec).tid == 61
 
 
-def test_a_rise_taken_at_a_load_after_another_vcpu_ran_is_the_timers_own():
-    """Two vCPUs on one L1 CPU: vCPU 0's run ends (a host IRQ), its thread is switched
-    out, vCPU 1 runs on that CPU, and KVM takes vCPU 0's rise at its next load: no
-    interrupt of its own could come (its timer was not loaded). Not a late notice;
-    the other vCPU running on another CPU does not make it one."""
+def _control(name: str, test: str) -> TestTrace:
+    parsed = records.parse(console(name))
+    return TestTrace.from_records(test, [r for r in parsed.records if r.test == test])
 
-    def ev(t, event, text="", cpu=0):
-        return kernel_trace.KernelEvent(t, event, text, 0, 60, cpu)
 
-    evs = [
-        ev(1, "kvm_entry"),
-        ev(2, "kvm_exit", "IRQ: HSR_EC: 0x0000 (UNKNOWN), PC: 0x40001624"),
-        ev(5, "kvm_timer_update_irq", "VCPU: 0, IRQ 27, level 1"),
-        ev(6, "kvm_userspace_exit", "reason restart (4)"),
-    ]
-    causes = kernel_trace.notice_causes(evs, ("vtimer",), [1], True, {0: [3, 4]})
-    assert [c.cause for c in causes] == ["timer"]
-    causes = kernel_trace.notice_causes(evs, ("vtimer",), [1], True, {1: [3, 4]})
-    assert [c.cause for c in causes] == ["other"]
-    assert [c.cause for c in kernel_trace.notice_causes(evs, ("vtimer",), [1], True)] == ["other"]
+def test_recorded_controls_fail_visible_and_prompt_per_vcpu():
+    """Real boots of the negative controls on two_vcpus, judged from each vCPU's own
+    kernel events: upstream-nointr enters a vCPU's guest with its rise unreported
+    (visible), upstream-late's rises wait for another exit (prompt); upstream-late's
+    ptimer likewise (ptimer_oneshot)."""
+    m = _upstream()
+    nointr = _control("upstream-nointr-vcpus.console.log", "two_vcpus")
+    visible = m.visible(nointr)
+    assert visible.status == "fail" and "entered on vcpu" in visible.detail, visible.line()
+    late = _control("upstream-late-vcpus.console.log", "two_vcpus")
+    assert m.visible(late).status == "pass"
+    prompt = m.prompt(late)
+    assert prompt.status == "fail" and "on vcpu" in prompt.detail, prompt.line()
+    assert "its own interrupt never came" in prompt.detail
+    ptimer = m.prompt(_control("upstream-late-vcpus.console.log", "ptimer_oneshot"))
+    assert ptimer.status == "fail" and ptimer.detail.startswith("the ptimer rise"), ptimer.line()

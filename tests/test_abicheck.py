@@ -211,6 +211,21 @@ def with_probe(lines: list[str], fields: str) -> list[str]:
     return out
 
 
+def without_probe(lines: list[str]) -> list[str]:
+    """A recorded console with its abi record taken out (as a VMM older than the
+    self-check wrote it): later records renumbered."""
+    out, shift = [], 0
+    for ln in lines:
+        rec = records.parse_line(ln, 0)
+        if not isinstance(rec, records.Record):
+            out.append(ln)
+        elif rec.kind == "abi":
+            shift = -1
+        else:
+            out.append(_renum(ln[ln.index("@VT1") : ln.rfind(" *")], shift))
+    return out
+
+
 def _renum(body: str, shift: int) -> str:
     head, seq, rest = body.split(" ", 2)
     text = f"{head} {int(seq) + shift} {rest}"
@@ -227,7 +242,7 @@ def _ingest(tmp_path: Path, lines: list[str], rev: str) -> tuple[dict, str, str]
 
 
 def test_an_ingested_v5_console_judged_as_v6_errors_every_test(tmp_path):
-    lines = with_probe(console("v5-every-exit.console.log"), SEEN["v5"])
+    lines = with_probe(without_probe(console("v5-every-exit.console.log")), SEEN["v5"])
     assert not records.parse(lines).problems  # renumbered and checksummed whole
     data, junit, ktap = _ingest(tmp_path, lines, "v6")
     reason = data["abi_check"]["reason"]
@@ -238,8 +253,11 @@ def test_an_ingested_v5_console_judged_as_v6_errors_every_test(tmp_path):
 
 
 def test_an_ingested_console_with_its_own_kernels_record_keeps_its_verdicts(tmp_path):
-    plain, _, _ = _ingest(tmp_path / "a", console("v5-every-exit.console.log"), "v5")
-    lines = with_probe(console("v5-every-exit.console.log"), SEEN["v5"])
+    # the recorded console has its own kernel's record (the probe ran at boot)
+    lines = console("v5-every-exit.console.log")
+    plain_lines = without_probe(lines)
+    assert not records.parse(plain_lines).problems and len(plain_lines) == len(lines) - 1
+    plain, _, _ = _ingest(tmp_path / "a", plain_lines, "v5")
     probed, _, ktap = _ingest(tmp_path / "b", lines, "v5")
     assert probed["abi_check"]["status"] == abicheck.MATCH and "abi not judged" not in ktap
     assert [t["status"] for t in probed["tests"]] == [t["status"] for t in plain["tests"]]

@@ -53,6 +53,13 @@ def test_upstream_suite_passes_for_real(tmp_path):
         assert m["exits"] == m["kt_userspace_exits"], t["name"]
     rearm = next(t for t in data["tests"] if t["name"] == "rearm_n")
     assert rearm["metrics"]["vtimer_edges"] == 5 and rearm["metrics"]["irqs"] == 5
+    props = {(t["name"], p["prop"]): p for t in data["tests"] for p in t["properties"]}
+    for name in ("ptimer_oneshot", "both_timers"):  # the direct ptimer, at every exit
+        truthful = props[(name, "truthful")]
+        assert truthful["status"] == "pass" and "vtimer and ptimer levels" in truthful["detail"]
+    # layer 1 split per vCPU: visible and prompt judged on two vCPUs
+    assert "on any of 2 vCPUs" in props[("two_vcpus", "visible")]["detail"]
+    assert props[("two_vcpus", "prompt")]["status"] == "pass"
 
 
 def test_eintr_only_vmm_is_shown_missing_changes_on_upstream(tmp_path):

@@ -76,8 +76,9 @@ def test_the_guest_and_the_harness_hash_a_check_alike():
 
 
 def test_records_from_before_the_values_keep_the_line_only():
-    # recorded with plain VT_CHECKs: bits 40-63 of FAIL's value are zero
-    res = _judge("upstream-eintr-only.console.log", "rearm_n", "upstream")
+    # recorded with plain VT_CHECKs (an upstream eintr-only boot of an older VMM and
+    # guest runtime): bits 40-63 of FAIL's value are zero
+    res = _judge("upstream-plain-checks.console.log.gz", "rearm_n", "upstream")
     assert _exit_code_reason(res) == (
         "exit_code: expected 0, observed 1 (guest check at line 218 of runtime/runtime.c)"
     )

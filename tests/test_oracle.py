@@ -5,12 +5,11 @@ that layer 0 gives at the exit's counter (harness/judge/oracle.py), on the recor
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import zlib
 
 import pytest
-from conftest import DATA, console
+from conftest import console, recorded_vms
 
 from harness.inputs import guest_spec, revision
 from harness.judge import oracle
@@ -19,41 +18,41 @@ from harness.traces import qemu_trace, records
 from harness.traces.test_trace import TestTrace
 
 RUNS = {
-    "upstream-every-exit": ("mmio_spin", "oneshot_wfi", "rearm_n"),
+    "upstream-every-exit": ("mmio_spin", "oneshot_wfi", "rearm_n", "ptimer_oneshot", "both_timers"),
     "upstream-smp2": ("two_vcpus", "oneshot_wfi"),
 }
 
 
-def _threads(run: str) -> dict[int, int] | None:
-    path = DATA / f"{run}.cpu-threads.json"
-    if not path.exists():
-        return None
-    return {int(t): c for t, c in json.loads(path.read_text()).items()}
-
-
 def _vms(run: str) -> list[qemu_trace.VmTimeline]:
-    with open(DATA / f"{run}.qemu-trace.log") as f:
-        return qemu_trace.timelines(qemu_trace.parse(f, _threads(run)))
+    """The tests' VMs in RUNS order (the ABI probe's skipped)."""
+    vms = recorded_vms(run)
+    return [vms[t] for t in RUNS[run]]
 
 
 def _trace(run: str, test: str, lines: list[str] | None = None) -> TestTrace:
     parsed = records.parse(lines if lines is not None else console(f"{run}.console.log"))
     tr = TestTrace.from_records(test, [r for r in parsed.records if r.test == test])
-    tr.hw = _vms(run)[RUNS[run].index(test)]
+    tr.hw = recorded_vms(run)[test]
     return tr
+
+
+def _exits(run: str, test: str) -> list:
+    return _trace(run, test).exits
 
 
 def _truthful(tr: TestTrace):
     return Model.of(revision.load("upstream")).truthful(tr)
 
 
-def _falsify(run: str, seq: int, lvl: str) -> list[str]:
-    """The recorded console with exit record seq showing lvl, its CRC recomputed
-    (as tests/test_robustness.py's _record writes one)."""
+def _falsify(run: str, seq: int, lvl: str, cnt: int | None = None) -> list[str]:
+    """The recorded console with exit record seq showing lvl (and read at cnt), its
+    CRC recomputed (as tests/test_robustness.py's _record writes one)."""
     lines = console(f"{run}.console.log")
     for i, line in enumerate(lines):
         if line.startswith(f"@VT1 {seq} ") and " exit " in line:
             body = re.sub(r" lvl=\w+", f" lvl={lvl}", line.rsplit(" *", 1)[0])
+            if cnt is not None:
+                body = re.sub(r" cnt=\w+", f" cnt={cnt:x}", body)
             lines[i] = f"{body} *{zlib.crc32(body.encode()):08x}"
             return lines
     raise AssertionError(f"no exit record {seq}")
@@ -90,37 +89,95 @@ def test_the_clock_is_the_least_late_anchors():
 
 def test_a_falsified_rise_fails_naming_its_record():
     # mmio_spin's exit seq 6 (a heartbeat, long before the timer fired) made to show 1
+    e = next(e for e in _exits("upstream-every-exit", "mmio_spin") if e.seq == 6)
+    assert e.level == 0 and e.cnt is not None
     tr = _trace("upstream-every-exit", "mmio_spin", _falsify("upstream-every-exit", 6, "1"))
     res = _truthful(tr)
     assert res.status == FAIL and res.seq == 6, res.line()
     assert res.expected.startswith("vtimer 0") and res.observed.startswith("vtimer 1")
-    assert "exit 5 on vcpu 0" in res.detail and "cnt 1d8f9ed" in res.detail
+    assert f"exit {e.n} on vcpu 0" in res.detail and f"cnt {e.cnt:x}" in res.detail
     assert "reset state" in res.detail
 
 
 def test_a_falsified_fall_fails_naming_its_record():
-    # oneshot_wfi's INTR exit (seq 195) came 4 ms after the rise (at its exact tick, while
-    # the vCPU slept) and 0.45 ms before the guest masked it: made to show 0
-    tr = _trace("upstream-every-exit", "oneshot_wfi", _falsify("upstream-every-exit", 195, "0"))
+    """both_timers' INTR exit that shows both timers high (lvl 3), the vtimer made to show
+    low: the vtimer had been high for milliseconds (its rise is settled), so the fall
+    shown is a mismatch naming the rise. (A notice exit itself may show either level: it
+    comes within IRQ_LAG or OUT_LAG of its rise.)"""
+    run = "upstream-every-exit"
+    e = next(e for e in _exits(run, "both_timers") if e.level == 3 and e.reason == "INTR")
+    rises = [c for c in recorded_vms(run)["both_timers"].changes if c.level == 1]
+    tr = _trace(run, "both_timers", _falsify(run, e.seq, "2"))
     res = _truthful(tr)
-    assert res.status == FAIL and res.seq == 195, res.line()
-    assert res.expected.startswith("vtimer 1") and res.observed.startswith("vtimer 0")
-    assert "the rise at QEMU trace line 1468 (by the counter, while the vCPU was out" in (
-        res.detail
-    )
+    assert res.status == FAIL and res.seq == e.seq, res.line()
+    assert res.expected.startswith("vtimer 1") and res.observed == "vtimer 0 (lvl=2)"
+    assert any(f"the rise at QEMU trace line {c.index} (by " in res.detail for c in rises)
+
+
+def test_a_falsified_ptimer_fails_naming_its_record():
+    """both_timers' MMIO exit after that notice (lvl 3) made to show the ptimer low, and a
+    ptimer_oneshot heartbeat long before its rise made to show it high: truthful fails
+    at that record, naming the ptimer, its counter value and QEMU's timer-0 change."""
+    run = "upstream-every-exit"
+    e = next(e for e in _exits(run, "both_timers") if e.level == 3 and e.reason == "MMIO")
+    prises = [c for c in recorded_vms(run)["both_timers"].pchanges if c.level == 1]
+    res = _truthful(_trace(run, "both_timers", _falsify(run, e.seq, "1")))
+    assert res.status == FAIL and res.seq == e.seq, res.line()
+    assert res.expected == "ptimer 1 (QEMU arm_gt_*)" and res.observed == "ptimer 0 (lvl=1)"
+    assert f"exit {e.n} on vcpu 0 (MMIO, cnt {e.cnt:x}) showed ptimer 0" in res.detail
+    assert any(f"the ptimer rise at QEMU trace line {c.index} (by " in res.detail for c in prises)
+    exits = _exits(run, "ptimer_oneshot")
+    rise = recorded_vms(run)["ptimer_oneshot"].pchanges[0]
+    assert rise.level == 1 and rise.tick is not None  # the counter's, at CVAL
+    early = next(x for x in exits if x.level == 0 and (x.cnt or 0) < rise.tick - 62_500)
+    res = _truthful(_trace(run, "ptimer_oneshot", _falsify(run, early.seq, "2")))
+    assert res.status == FAIL and res.seq == early.seq and "showed ptimer 1" in res.detail
+    assert res.expected.startswith("ptimer 0") and "reset state" in res.detail
+    # the vtimer bit alone (lvl 1 where the ptimer is low) is the vtimer's mismatch
+    res = _truthful(_trace(run, "ptimer_oneshot", _falsify(run, early.seq, "1")))
+    assert res.status == FAIL and res.expected.startswith("vtimer 0"), res.line()
+
+
+def test_ptimer_not_judged_on_an_nvhe_host():
+    """On nVHE KVM emulates the guest's ptimer (an hrtimer), which layer 0 cannot see:
+    the ptimer's changes the ABI showed leave truthful not judged, with that reason."""
+    tr = _trace("upstream-every-exit", "ptimer_oneshot")
+    tr.hw.ptimer_why = "the host runs at EL1 (nVHE) ..."
+    res = _truthful(tr)
+    assert res.status == NOT_JUDGED and "ptimer the ABI reported is not judged" in res.detail
+    assert "nVHE" in res.detail and "vtimer right at all 4 exits" in res.detail
+
+
+def test_nvhe_recording_leaves_the_ptimer_not_judged():
+    """A real nVHE boot (virt-gicv3-nvhe) of ptimer_oneshot: the vtimer is judged at every
+    exit, the ptimer bit is not, with the reason."""
+    tr = _trace("upstream-nvhe", "ptimer_oneshot")
+    assert tr.hw.ptimer_why is not None and "nVHE" in tr.hw.ptimer_why
+    assert oracle.judge(tr, tr.hw).why_not == ""
+    res = _truthful(tr)
+    assert res.status == NOT_JUDGED and "hrtimer" in res.detail, res.line()
 
 
 def test_a_falsified_level_on_the_second_vcpu_of_two_cpus():
-    # two_vcpus: vCPU 1's WAKE exit (seq 12), its line low, made to show 1
-    tr = _trace("upstream-smp2", "two_vcpus", _falsify("upstream-smp2", 12, "1"))
+    # two_vcpus: vCPU 1's first WAKE exit, its line low, made to show 1
+    e = next(e for e in _exits("upstream-smp2", "two_vcpus") if e.vcpu == 1 and e.port == "WAKE")
+    assert e.level == 0
+    tr = _trace("upstream-smp2", "two_vcpus", _falsify("upstream-smp2", e.seq, "1"))
     res = _truthful(tr)
-    assert res.status == FAIL and res.seq == 12 and "on vcpu 1" in res.detail, res.line()
+    assert res.status == FAIL and res.seq == e.seq and "on vcpu 1" in res.detail, res.line()
 
 
 def test_an_exit_at_its_own_change_may_go_either_way():
-    """rearm_n's INTR exits show a rise 120 us old: the one before (a heartbeat of the
-    same instant would be) is not a mismatch, being within the rise's IRQ_LAG."""
-    tr = _trace("upstream-every-exit", "rearm_n", _falsify("upstream-every-exit", 266, "0"))
+    """An exit 120 us after a rise the counter caused while the vCPU ran may still show
+    the old level (KVM learns it from the timer's interrupt: IRQ_LAG): rearm_n's first
+    INTR exit, read 120 us after its rise's tick, made to show 0, is no mismatch; read
+    when it was (2 ms after), it is."""
+    run = "upstream-every-exit"
+    e = next(e for e in _exits(run, "rearm_n") if e.reason == "INTR" and e.level == 1)
+    rise = recorded_vms(run)["rearm_n"].changes[0]
+    assert rise.level == 1 and rise.tick is not None and not rise.while_out
+    soon = rise.tick + 120 * 62_500 // 1000
+    tr = _trace(run, "rearm_n", _falsify(run, e.seq, "0", cnt=soon))
     verdict = oracle.judge(tr, tr.hw)
     assert verdict.mismatch is None and not verdict.why_not
 
@@ -137,6 +194,13 @@ def test_not_judged_when_layer_0_dropped_changes():
     tr.hw.dropped = 3
     res = _truthful(tr)
     assert res.status == NOT_JUDGED and "dropped 3" in res.detail
+
+
+def test_ptimer_not_judged_when_layer_0_dropped_its_changes():
+    tr = _trace("upstream-every-exit", "ptimer_oneshot")
+    tr.hw.pdropped = 3
+    res = _truthful(tr)
+    assert res.status == NOT_JUDGED and "dropped 3 of the VM's ptimer changes" in res.detail
 
 
 def test_not_judged_without_a_clock_anchor():
@@ -179,6 +243,7 @@ def test_the_vcpus_are_matched_by_their_puts():
 def test_evaluate_reports_the_mismatch_as_the_test_failure():
     from harness.judge.verdict import FAILED, evaluate
 
+    e = next(e for e in _exits("upstream-every-exit", "mmio_spin") if e.seq == 6)
     lines = _falsify("upstream-every-exit", 6, "1")
     recs = [r for r in records.parse(lines).records if r.test == "mmio_spin"]
     res = evaluate(
@@ -189,4 +254,6 @@ def test_evaluate_reports_the_mismatch_as_the_test_failure():
         _vms("upstream-every-exit")[0],
     )
     assert res.status == FAILED
-    assert res.reasons[0].startswith("truthful: exit 5 on vcpu 0") and "seq 6" in res.reasons[0]
+    assert (
+        res.reasons[0].startswith(f"truthful: exit {e.n} on vcpu 0") and "seq 6" in res.reasons[0]
+    )

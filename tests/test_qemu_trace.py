@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
-from conftest import DATA, console
+from conftest import DATA, console, recorded_vms
 
 from harness.inputs import guest_spec, revision
 from harness.judge.model import Model
 from harness.judge.verdict import PASSED, evaluate
 from harness.traces import qemu_trace, records
 
+TESTS = ("mmio_spin", "oneshot_wfi", "rearm_n", "ptimer_oneshot", "both_timers")
+
 
 def _vms():
-    with open(DATA / "upstream-every-exit.qemu-trace.log") as f:
-        return qemu_trace.timelines(qemu_trace.parse(f))
+    return [recorded_vms("upstream-every-exit")[t] for t in TESTS]
 
 
 def test_one_timeline_per_test_vm_with_the_hardware_edges():
+    with open(DATA / "upstream-every-exit.qemu-trace.log") as f:
+        assert len(qemu_trace.timelines(qemu_trace.parse(f))) == 6  # the ABI probe's VM first
     vms = _vms()
-    assert len(vms) == 3  # mmio_spin, oneshot_wfi, rearm_n: one VM each
-    assert [vm.edges() for vm in vms] == [1, 1, 5]
-    assert len({vm.cntvoff for vm in vms}) == 3
+    assert [vm.edges() for vm in vms] == [1, 1, 5, 0, 2]
+    assert [vm.pedges() for vm in vms] == [0, 0, 0, 1, 2]  # the guest's direct ptimer (VHE)
+    assert len({vm.cntvoff for vm in vms}) == 5
     for vm in vms:  # every rise is followed by its fall (the handler masks or re-arms)
         assert [c.level for c in vm.changes] == [1, 0] * vm.edges()
+        assert [c.level for c in vm.pchanges] == [1, 0] * vm.prises
+    # the ptimer's first rise, the counter's, at its CVAL (no offset); both_timers'
+    # second comes from the guest clearing IMASK (a write: no tick)
+    assert [c.tick is not None for c in vms[4].pchanges] == [True, False, False, False]
+    with open(DATA / "upstream-every-exit.qemu-trace.log") as f:
+        p_cvals = {int(line.split()[-1], 16) for line in f if "cval_write: timer 0 " in line}
+    assert vms[3].pchanges[0].tick in p_cvals
 
 
 def test_rise_in_wfi_is_seen_at_the_next_load():
     oneshot = _vms()[1]
     assert oneshot.changes[0].while_out  # fired while the vCPU was blocked in WFI
+
+
+def test_ptimer_not_followed_on_an_nvhe_host():
+    """Without a hyp timer in the trace the host kernel runs at EL1 (nVHE): timer 0 is
+    the host's own tick and KVM emulates the guest's ptimer, so it is not followed."""
+    with open(DATA / "upstream-every-exit.qemu-trace.log") as f:
+        lines = [line for line in f if "timer 2 " not in line and "timer 4 " not in line]
+    vms = qemu_trace.timelines(qemu_trace.parse(lines))
+    assert all(vm.pedges() is None and "nVHE" in (vm.ptimer_why or "") for vm in vms)
+    assert [vm.edges() for vm in vms[1:]] == [1, 1, 5, 0, 2]  # the vtimer as before
 
 
 def test_newer_qemu_update_irq_format_and_timestamps():
@@ -48,7 +68,7 @@ def test_hardware_layer_agrees_with_the_abi_on_upstream():
     parsed = records.parse(console("upstream-every-exit.console.log"))
     model = Model.of(revision.load("upstream"))
     specs = guest_spec.load_all()
-    for vm, name in zip(_vms(), ("mmio_spin", "oneshot_wfi", "rearm_n"), strict=True):
+    for vm, name in zip(_vms(), TESTS, strict=True):
         recs = [r for r in parsed.records if r.test == name]
         res = evaluate(specs[name], recs, [], model, vm)
         assert res.status == PASSED, res.reasons

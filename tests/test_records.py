@@ -13,7 +13,9 @@ def test_real_log_parses_without_problems():
     parsed = records.parse(console("upstream-every-exit.console.log"))
     assert parsed.problems == []
     by_test = parsed.by_test()
-    assert set(by_test) == {"-", "mmio_spin", "oneshot_wfi", "rearm_n"}
+    assert set(by_test) == {
+        "-", "mmio_spin", "oneshot_wfi", "rearm_n", "ptimer_oneshot", "both_timers",
+    }  # fmt: skip
     assert [r.seq for r in parsed.records] == list(range(len(parsed.records)))
     kinds = [r.kind for r in by_test["oneshot_wfi"]]
     assert kinds[0] == "begin" and kinds[-1] == "end"

@@ -9,13 +9,12 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import DATA
+from conftest import DATA, recorded_vms
 
 from harness.inputs import guest_spec, revision
 from harness.judge.model import Model
 from harness.judge.verdict import evaluate
 from harness.outputs import report
-from harness.traces import qemu_trace
 from harness.traces.records import parse
 
 CHROMIUM_FLAGS = [
@@ -50,12 +49,11 @@ def _make_report(run_dir):
         )
     )
     traces = report.traces_from_console(run_dir / "console.log")
-    with open(DATA / "upstream-every-exit.qemu-trace.log") as f:
-        vms = qemu_trace.timelines(qemu_trace.parse(f))
+    vms = recorded_vms("upstream-every-exit")
     specs = guest_spec.load_all()
     parsed = parse((run_dir / "console.log").read_text().splitlines())
     results = []
-    for name, vm in zip(("mmio_spin", "oneshot_wfi", "rearm_n"), vms, strict=True):
+    for name, vm in vms.items():
         traces[name].hw = vm
         recs = [r for r in parsed.records if r.test == name]
         results.append(evaluate(specs[name], recs, [], Model.of(revision.load("upstream")), vm))

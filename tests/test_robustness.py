@@ -51,6 +51,44 @@ def test_layer0_storm_keeps_exact_counts_and_a_bounded_list(monkeypatch):
     assert len(vm.parked) <= qemu_trace.MAX_PARKED
 
 
+def _pcycle(i: int, offset: int) -> list[str]:
+    """The same on a VHE host, the guest's direct ptimer firing: KVM restores CNTP after
+    CNTV at the load and saves it (CNTP_CTL=0) before CNTVOFF=0 at the put."""
+    cval = 0x1000 + 0x100 * i
+    return [
+        f"arm_gt_cntvoff_write value {offset:#x}",
+        "arm_gt_cval_write timer 1 value 0x0",
+        "arm_gt_ctl_write timer 1 value 0x0",
+        "arm_gt_cval_write timer 0 value 0x0",
+        "arm_gt_ctl_write timer 0 value 0x0",
+        f"arm_gt_cval_write timer 0 value {cval:#x}",
+        "arm_gt_ctl_write timer 0 value 0x1",
+        "arm_gt_recalc timer 0 irqstate 0 next tick 0x100",
+        "arm_gt_recalc timer 0 irqstate 1 next tick 0x200",
+        "arm_gt_ctl_write timer 0 value 0x3",  # the guest masks it: the line drops
+        "arm_gt_imask_toggle timer 0 IMASK toggle, new irqstate 0",
+        "arm_gt_ctl_write timer 1 value 0x0",  # KVM's put
+        "arm_gt_ctl_write timer 0 value 0x0",
+        "arm_gt_cntvoff_write value 0x0",
+    ]
+
+
+def test_layer0_ptimer_storm_keeps_exact_counts_and_a_bounded_list(monkeypatch):
+    monkeypatch.setattr(qemu_trace, "MAX_CHANGES", 500)
+    n = 2000
+    host = ["arm_gt_recalc timer 2 irqstate 0 next tick 0x10"]  # the host's tick: VHE
+    lines = host + [line for i in range(n) for line in _pcycle(i, 0x5000)]
+    (vm,) = qemu_trace.timelines(qemu_trace.parse(lines))
+    assert vm.ptimer_why is None and vm.loads == n and vm.pedges() == n and vm.edges() == 0
+    assert len(vm.pchanges) == 500 and vm.pdropped == 2 * n - 500
+    assert len(vm.parked) <= qemu_trace.MAX_PARKED
+    assert [c.level for c in vm.pchanges[:4]] == [1, 0, 1, 0]
+    assert vm.pchanges[0].tick == 0x1000 and not vm.pchanges[0].while_out  # at CVAL
+    # without a hyp timer (nVHE) timer 0 is the host's: not followed, said why
+    (vm,) = qemu_trace.timelines(qemu_trace.parse(lines[1:]))
+    assert vm.pedges() is None and "nVHE" in (vm.ptimer_why or "")
+
+
 def test_layer0_reader_in_pieces_equals_one_pass(tmp_path):
     lines = [line for i in range(300) for line in _cycle(i, 0x7000 + 0x1000 * (i // 100))]
     path = tmp_path / "qemu-trace.log"
@@ -79,7 +117,9 @@ def test_layer0_recorded_run_is_unchanged_by_the_one_pass_builder():
     for e in events:
         b.feed(e)
     assert [v.changes for v in b.finish()] == [v.changes for v in vms]
-    assert [v.edges() for v in vms] == [1, 1, 5]
+    assert [v.pchanges for v in b.finish()] == [v.pchanges for v in vms]
+    assert [v.edges() for v in vms] == [1, 1, 1, 5, 0, 2]  # the ABI probe's VM first
+    assert [v.pedges() for v in vms] == [1, 0, 0, 0, 1, 2]
 
 
 # -- the storm control, recorded ----------------------------------------------------

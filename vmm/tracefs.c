@@ -4,7 +4,13 @@
  * before each test (trace_clock "mono", so its times are the records'
  * CLOCK_MONOTONIC), drained after it and written as "kt" records:
  *
- *   @VT1 <seq> <test> <t_ns> kt ts=<sec.usec> ev=<event> msg="<its text>"
+ *   @VT1 <seq> <test> <t_ns> kt ts=<sec.usec> tid=<task's pid> cpu=<CPU> ev=<event> msg="<its text>"
+ *
+ * tid is the thread the event ran in (the trace's task column, comm-pid):
+ * a vCPU's own events (kvm_entry, kvm_exit, kvm_userspace_exit, the timer's
+ * host interrupt) run in its thread, whose id the VMM writes in the test's
+ * "thread" record (vm.c), so the harness splits the events per vCPU. -1 when
+ * the line has no task column it can read.
  *
  * Reads of "trace" return about a page at a time: read until EOF. A kernel
  * without tracefs still runs; the boot record says kt=0.
@@ -12,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -111,12 +118,13 @@ static void count_line(const char *line)
 
 /*
  * "  init-23  [000] d....  0.339615: kvm_entry: PC: 0x40000000" becomes
- * "kt ts=0.339615 ev=kvm_entry msg="PC: 0x40000000"": the task, CPU and
- * flags columns say nothing here (one VMM thread per vCPU, one CPU).
+ * "kt ts=0.339615 tid=23 cpu=0 ev=kvm_entry msg="PC: 0x40000000"": the
+ * flags column says nothing here.
  */
 static void emit_line(const char *test, char *line)
 {
-	char *ts, *ev, *msg, *p;
+	char *ts, *ev, *msg, *p, *open, *dash;
+	long tid = -1, cpu = -1;
 
 	if (line[0] == '#' || !line[0])
 		return;
@@ -130,6 +138,15 @@ static void emit_line(const char *test, char *line)
 		return;
 	}
 	*ev = 0;
+	for (open = p; open > line && *open != '['; open--)
+		;
+	if (*open == '[') {
+		cpu = strtol(open + 1, NULL, 10);
+		*open = 0;	/* the task column: comm-pid, the pid after the last '-' */
+		dash = strrchr(line, '-');
+		if (dash && dash[1] >= '0' && dash[1] <= '9')
+			tid = strtol(dash + 1, NULL, 10);
+	}
 	ts = strrchr(p, ' ');
 	ev += 2;
 	msg = strstr(ev, ": ");
@@ -137,7 +154,8 @@ static void emit_line(const char *test, char *line)
 		*msg = 0;
 		msg += 2;
 	}
-	rec_emit(test, "kt", "ts=%s ev=%s msg=\"%s\"", ts ? ts + 1 : "?", ev, msg ? msg : "");
+	rec_emit(test, "kt", "ts=%s tid=%ld cpu=%ld ev=%s msg=\"%s\"", ts ? ts + 1 : "?", tid, cpu,
+		 ev, msg ? msg : "");
 }
 
 /* Stop tracing and write every buffered event as a record of test. */

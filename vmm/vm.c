@@ -629,6 +629,7 @@ static void *vcpu_loop(void *arg)
 		done = vcpu_fail(v, "vCPU signals");
 	v->shown = ~0ULL;
 	v->win_start = now_ns();
+	rec_emit(v->vm->t->name, "thread", "vcpu=%d tid=%d", v->idx, (int)gettid());	/* kt's tid= */
 	while (!done)
 		done = vcpu_exit(v);
 	vcpu_signals_end(v);

@@ -113,19 +113,22 @@ class Model:
                 )
         kev = tr.kernel_events
         paired = True
-        if kev and len(tr.vcpus()) <= 1:
-            shown = [e.level for e in tr.exits]
-            bad = kernel_trace.unreported_entries(kev, self.timers, shown)
-            paired = bad is not None
+        split = tr.kernel_by_vcpu if kev else {}
+        several = len(tr.vcpus()) > 1
+        for vcpu, evs in split.items() if isinstance(split, dict) else ():
+            shown = [e.level for e in tr.by_vcpu()[vcpu]]
+            bad = kernel_trace.unreported_entries(evs, self.timers, shown)
+            paired = paired and bad is not None
             if bad:
                 b = bad[0]
+                on = f" on vcpu {vcpu}" if several else ""
                 return PropertyResult(
                     "visible",
                     FAIL,
-                    f"the guest was entered with a {b.timer} change unreported: the kernel saw "
-                    f"level {b.level} (kvm_timer_update_irq at {b.change.t_ns / 1e9:.6f} s) and "
-                    f"ran the guest (kvm_entry at {b.entry.t_ns / 1e9:.6f} s) before any return "
-                    f"to user space; {len(bad)} such entries",
+                    f"the guest was entered{on} with a {b.timer} change unreported: the kernel "
+                    f"saw level {b.level} (kvm_timer_update_irq at {b.change.t_ns / 1e9:.6f} s) "
+                    f"and ran the guest (kvm_entry at {b.entry.t_ns / 1e9:.6f} s) before any "
+                    f"return to user space; {len(bad)} such entries",
                     seq=b.entry.seq,
                     expected=f"a return to user space showing {b.level} before the next entry",
                     observed=f"kvm_entry with level {b.reported} last reported",
@@ -146,12 +149,9 @@ class Model:
                 f"the VMM read all {n} changes it was shown, but which changes the kernel saw "
                 f"is unknown: {tr.kernel_missing()}",
             )
-        if len(tr.vcpus()) > 1:
+        if isinstance(split, str):
             return PropertyResult(
-                "visible",
-                PASS,
-                f"{n} changes all read (the kernel's entries carry no vCPU: layer 1 checked "
-                "on one-vCPU tests only)",
+                "visible", PASS, f"{n} changes all read (layer 1 not checked per vCPU: {split})"
             )
         if not paired:
             return PropertyResult(
@@ -160,8 +160,9 @@ class Model:
                 f"the VMM read all {n} changes it was shown, but the kernel's returns to user "
                 "space do not pair up with the VMM's exit records",
             )
+        per = f" on any of {len(split)} vCPUs" if several else ""
         return PropertyResult(
-            "visible", PASS, f"{n} changes all read; no guest entry with a change unreported"
+            "visible", PASS, f"{n} changes all read; no guest entry{per} with a change unreported"
         )
 
     def once(self, tr: TestTrace) -> PropertyResult:
@@ -332,41 +333,44 @@ class Model:
         guest run that ended with the notice was ended by the timer's own host
         interrupt (or, for a blocked vCPU, its background timer), not by the
         host's tick or another exit that happened to come (layer 1)."""
-        if len(tr.vcpus()) > 1:
-            return PropertyResult(
-                "prompt", NOT_JUDGED, "several vCPUs: the kernel's events carry no vCPU"
-            )
         kev = tr.kernel_events
         if not kev:
             return PropertyResult("prompt", NOT_JUDGED, tr.kernel_missing())
+        split = tr.kernel_by_vcpu
+        if isinstance(split, str):
+            return PropertyResult("prompt", NOT_JUDGED, f"several vCPUs: {split}")
         traced = "irq_handler_entry" in tr.kernel_counts
-        causes = kernel_trace.notice_causes(kev, self.timers, [e.level for e in tr.exits], traced)
-        if causes is None:
-            return PropertyResult(
-                "prompt", NOT_JUDGED, "the kernel's returns to user space do not pair up with "
-                "the VMM's exit records" if traced else "the timers' host interrupts were not "
-                "traced (irq_handler_entry)",
-            )  # fmt: skip
+        causes: list[tuple[kernel_trace.NoticeCause, Exit]] = []
+        for vcpu, evs in split.items():
+            exits = tr.by_vcpu()[vcpu]
+            mine = kernel_trace.notice_causes(evs, self.timers, [e.level for e in exits], traced)
+            if mine is None:
+                return PropertyResult(
+                    "prompt", NOT_JUDGED, f"the kernel's returns to user space on vcpu {vcpu} do "
+                    "not pair up with the VMM's exit records" if traced else "the timers' host "
+                    "interrupts were not traced (irq_handler_entry)",
+                )  # fmt: skip
+            causes += [(c, exits[c.exit_index]) for c in mine]
         if not causes:
             return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
-        late = [c for c in causes if c.cause == "other"]
+        late = [(c, e) for c, e in causes if c.cause == "other"]
         # a single late rise among several is seen on healthy kernels now and then
         # (v5 rearm_n, 1 of 5, once in a loaded make test); the broken promise is
         # a test whose rises mostly wait for another exit
         if 2 * len(late) > len(causes):
-            c = late[0]
-            e = tr.exits[c.exit_index]
+            c, e = min(late, key=lambda ce: ce[1].seq)
             return PropertyResult(
                 "prompt",
                 FAIL,
-                f"the {c.timer} rise reached user space at exit {e.n} ({e.reason}) only "
+                f"the {c.timer} rise reached user space at exit {e.n} on vcpu {e.vcpu} "
+                f"({e.reason}) only "
                 f"because the guest's run ended otherwise ({c.ended_by or 'no kvm_exit'}): "
                 f"its own interrupt never came; {len(late)} of {len(causes)} rises so",
                 seq=e.seq,
                 expected="the timer's own host interrupt ending the run",
                 observed=(c.ended_by.split(":")[0] or "?") + " exit",
             )
-        own = sum(c.cause == "timer" for c in causes)
+        own = sum(c.cause == "timer" for c, _ in causes)
         some = f"; {len(late)} waited for another exit" if late else ""
         return PropertyResult(
             "prompt",
@@ -514,8 +518,14 @@ class Model:
                     "truthful", FAIL, "IRQ entry with no timer pending", seq=e.seq
                 )
         verdict = oracle.judge(tr, tr.hw) if tr.hw is not None and "vtimer" in self.timers else None
-        if verdict is not None and verdict.mismatch is not None:
-            return _mismatch(verdict)
+        pverdict = (
+            oracle.judge(tr, tr.hw, "ptimer")
+            if tr.hw is not None and "ptimer" in self.timers
+            else None
+        )
+        found = [v for v in (verdict, pverdict) if v is not None and v.mismatch is not None]
+        if found:
+            return _mismatch(min(found, key=lambda v: v.mismatch.exit.seq if v.mismatch else 0))
         shown = sum(1 for c in tr.changes("vtimer") if c.level == 1)
         kev = tr.kernel_events
         if kev and "vtimer" in self.timers and kernel_trace.rises(kev) != shown:
@@ -543,15 +553,28 @@ class Model:
         counts = f"{shown} vtimer rises shown, {tr.hw.edges()} in QEMU's trace" + (
             f", {kernel_trace.rises(kev)} in the kernel's" if kev else ""
         )
-        return _truthful_at_exits(self, tr, verdict, counts)
+        pshown = sum(1 for c in tr.changes("ptimer") if c.level == 1)
+        if pverdict is not None and not pverdict.why_not:
+            pirq = kernel_trace.PTIMER_IRQ
+            if pshown != tr.hw.prises or (kev and kernel_trace.rises(kev, pirq) != pshown):
+                return PropertyResult(
+                    "truthful", FAIL, "the ABI showed a different number of ptimer rises than "
+                    "the timer produced", expected=f"{tr.hw.prises} (QEMU arm_gt_* timer 0)"
+                    + (f", {kernel_trace.rises(kev, pirq)} (L1 tracepoints)" if kev else ""),
+                    observed=str(pshown),
+                )  # fmt: skip
+            counts += f"; {pshown} ptimer rises shown, {tr.hw.prises} in QEMU's trace"
+        return _truthful_at_exits(self, tr, verdict, counts, pverdict)
 
     def _kernel_storm(self, tr: TestTrace) -> PropertyResult | None:
         """progress from layer 1: the guest's in-kernel exits while the line is high;
         when the VMM had to drop kernel events, their count over the whole test."""
         if tr.kernel_events:
-            if len(tr.vcpus()) > 1:
-                return None  # the kernel's exits carry no vCPU
-            return _kernel_storm_in(tr, tr.vcpus()[0]) if tr.vcpus() else None
+            split = tr.kernel_by_vcpu
+            if isinstance(split, str):
+                return None  # the kernel's exits not told apart per vCPU
+            found = (_kernel_storm_in(tr, v, evs) for v, evs in split.items())
+            return next((r for r in found if r is not None), None)
         n = tr.kernel_counts.get("kvm_exit_irq")
         if n is None or tr.begin is None or tr.end is None:
             return None
@@ -644,11 +667,11 @@ def _irq_exit_rate(n: int, span_ns: int) -> float:
     return n * 1e9 / span_ns
 
 
-def _kernel_storm_in(tr: TestTrace, vcpu: int) -> PropertyResult | None:
+def _kernel_storm_in(
+    tr: TestTrace, vcpu: int, evs: list[kernel_trace.KernelEvent]
+) -> PropertyResult | None:
     """An in-kernel exit storm while the line stayed high (layer 1 kvm_exit IRQ)."""
-    irq_exits = [
-        e.t_ns for e in tr.kernel_events if e.event == "kvm_exit" and e.text.startswith("IRQ")
-    ]
+    irq_exits = [e.t_ns for e in evs if e.event == "kvm_exit" and e.text.startswith("IRQ")]
     for first, _span, end in _high_spans(tr.by_vcpu()[vcpu]):
         a, b = first.t_ns, end.t_ns
         lo, hi = bisect.bisect_left(irq_exits, a), bisect.bisect_right(irq_exits, b)
@@ -688,20 +711,25 @@ def _mismatch(v: oracle.Verdict) -> PropertyResult:
     x = v.mismatch
     assert x is not None
     why = x.cause.describe() if x.cause else "the timer's reset state"
+    t = x.timer
     return PropertyResult(
         "truthful",
         FAIL,
         f"exit {x.exit.n} on vcpu {x.exit.vcpu} ({x.exit.reason}, cnt {x.exit.cnt or 0:x}) "
-        f"showed vtimer {x.shown}, the timer's output there was {x.level}, set by {why}; "
+        f"showed {t} {x.shown}, the timer's output there was {x.level}, set by {why}; "
         f"{v.clock.describe() if v.clock else 'no change, no clock needed'}",
         seq=x.exit.seq,
-        expected=f"vtimer {x.level} (QEMU arm_gt_*)",
-        observed=f"vtimer {x.shown} (lvl={x.exit.level or 0:x})",
+        expected=f"{t} {x.level} (QEMU arm_gt_*)",
+        observed=f"{t} {x.shown} (lvl={x.exit.level or 0:x})",
     )
 
 
 def _truthful_at_exits(
-    m: Model, tr: TestTrace, v: oracle.Verdict | None, counts: str
+    m: Model,
+    tr: TestTrace,
+    v: oracle.Verdict | None,
+    counts: str,
+    pv: oracle.Verdict | None = None,
 ) -> PropertyResult:
     """truthful, the counts agreeing: judged at every exit, or why not."""
     if v is None:
@@ -712,17 +740,19 @@ def _truthful_at_exits(
         return PropertyResult(
             "truthful", NOT_JUDGED, f"the level at each exit is not judged: {v.why_not} ({counts})"
         )
-    if "ptimer" in m.timers and tr.changes("ptimer"):
+    both = "ptimer" in m.timers and pv is not None and not pv.why_not
+    if "ptimer" in m.timers and not both and tr.changes("ptimer"):
+        why = pv.why_not if pv is not None else "layer 0 does not follow the ptimer"
         return PropertyResult(
-            "truthful", NOT_JUDGED, f"vtimer right at all {v.judged} exits, but layer 0 does not "
-            f"follow the ptimer the ABI reported ({counts})",
+            "truthful", NOT_JUDGED, f"vtimer right at all {v.judged} exits, but the ptimer the "
+            f"ABI reported is not judged: {why} ({counts})",
         )  # fmt: skip
     clock = v.clock.describe() if v.clock else "no change, no clock needed"
     return PropertyResult(
         "truthful",
         PASS,
-        f"vtimer level right at all {v.judged} exits against QEMU's timer output ({clock}); "
-        + counts,
+        f"{'vtimer and ptimer levels' if both else 'vtimer level'} right at all {v.judged} "
+        f"exits against QEMU's timer output ({clock}); " + counts,
     )
 
 

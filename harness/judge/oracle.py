@@ -1,5 +1,8 @@
-"""The architectural virtual timer output (ENABLE && !IMASK && CVAL <= counter) as a
-function of the L1 physical counter, from layer 0, judged at every VMM exit.
+"""The architectural timer output (ENABLE && !IMASK && CVAL <= counter) as a
+function of the L1 physical counter, from layer 0, judged at every VMM exit: the
+virtual timer (bit 0 of the level an exit shows), and the physical timer (bit 1)
+where layer 0 follows it (the guest's own hardware timer on a VHE host; its CVAL is
+a physical count, with no offset).
 
 Layer 0's lines carry QEMU's host time (-msg timestamp=on), not a counter value.
 In TCG without icount the counter is QEMU's virtual clock, which runs at host
@@ -120,6 +123,7 @@ class Placed:
     lo: int
     hi: int
     exact: bool = False  # at its tick, not placed by the clock
+    timer: str = "vtimer"
 
     def shown_by(self) -> int:
         """The counter value after which KVM has certainly taken it: its hi, and for
@@ -137,16 +141,17 @@ class Placed:
 
     def describe(self) -> str:
         c = self.change
+        name = "ptimer " if self.timer == "ptimer" else ""
         how = "by the counter" if c.tick is not None else "by a write"
         when = "while the vCPU was out, seen at the load" if c.while_out else "while loaded"
         at = f"cnt {self.lo:x}" if self.lo == self.hi else f"cnt {self.lo:x}..{self.hi:x}"
         what = "rise" if c.level else "fall"
         if not c.index:
-            return f"the rise at CVAL after QEMU's trace ends (the state KVM saved, {at})"
-        return f"the {what} at QEMU trace line {c.index} ({how}, {when}, {at})"
+            return f"the {name}rise at CVAL after QEMU's trace ends (the state KVM saved, {at})"
+        return f"the {name}{what} at QEMU trace line {c.index} ({how}, {when}, {at})"
 
 
-def place(c: HwChange, clock: HostClock | None) -> Placed | None:
+def place(c: HwChange, clock: HostClock | None, timer: str = "vtimer") -> Placed | None:
     """The counter interval of a change; None when it cannot be placed."""
     if c.host_ts is None or clock is None:
         return None
@@ -155,11 +160,11 @@ def place(c: HwChange, clock: HostClock | None) -> Placed | None:
     if c.while_out:
         lo = since if since is not None else seen
         if c.tick is not None and lo - AFTER <= c.tick <= seen + AFTER:
-            return Placed(c, c.tick, c.tick, exact=True)
-        return Placed(c, min(lo, seen), seen)
+            return Placed(c, c.tick, c.tick, exact=True, timer=timer)
+        return Placed(c, min(lo, seen), seen, timer=timer)
     if c.tick is not None:
-        return Placed(c, min(c.tick, seen), max(c.tick, seen))
-    return Placed(c, seen, seen)
+        return Placed(c, min(c.tick, seen), max(c.tick, seen), timer=timer)
+    return Placed(c, seen, seen, timer=timer)
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class Mismatch:
     shown: int
     level: int  # the architectural level at the exit
     cause: Placed | None  # the change that set it (None: the reset level, 0)
+    timer: str = "vtimer"
 
 
 def judge_vcpu(
@@ -202,7 +208,7 @@ def judge_vcpu(
         allowed.add(level)
         shown = (e.level or 0) >> bit & 1
         if shown not in allowed:
-            return Mismatch(e, shown, level, cause)
+            return Mismatch(e, shown, level, cause, "ptimer" if bit else "vtimer")
     return None
 
 
@@ -218,12 +224,19 @@ class Verdict:
     why_not: str = ""  # set when the oracle cannot judge
 
 
-def judge(tr: TestTrace, vm: VmTimeline, bit: int = 0) -> Verdict:
-    """Every exit of the test against the oracle for the timer at bit (0: vtimer)."""
+TIMER_BITS = {"vtimer": 0, "ptimer": 1}  # as kernel_trace.TIMER_BITS
+
+
+def judge(tr: TestTrace, vm: VmTimeline, timer: str = "vtimer") -> Verdict:
+    """Every exit of the test against the oracle for the timer (vtimer, ptimer)."""
     clock = host_clock(vm)
-    if vm.dropped or vm.puts_dropped:
+    bit = TIMER_BITS[timer]
+    if timer == "ptimer" and vm.ptimer_why is not None:
+        return Verdict(None, 0, clock, f"layer 0 does not follow the ptimer: {vm.ptimer_why}")
+    changes, dropped = (vm.pchanges, vm.pdropped) if bit else (vm.changes, vm.dropped)
+    if dropped or vm.puts_dropped:
         return Verdict(
-            None, 0, clock, f"QEMU's trace dropped {vm.dropped} of the VM's changes and "
+            None, 0, clock, f"QEMU's trace dropped {dropped} of the VM's {timer} changes and "
             f"{vm.puts_dropped} of its puts (over the bounds)",
         )  # fmt: skip
     vcpus = tr.vcpus()
@@ -231,7 +244,7 @@ def judge(tr: TestTrace, vm: VmTimeline, bit: int = 0) -> Verdict:
         return Verdict(
             None, 0, clock, f"QEMU's trace shows {vm.vcpus} vCPUs for the test's {len(vcpus)}"
         )
-    if clock is None and vm.changes:
+    if clock is None and changes:
         return Verdict(None, 0, None, "no clock anchor (no timer rise the counter caused)")
     if clock is not None and clock.spread > MAX_SPREAD:
         return Verdict(None, 0, clock, f"the clock anchors disagree: {clock.describe()}")
@@ -244,13 +257,13 @@ def judge(tr: TestTrace, vm: VmTimeline, bit: int = 0) -> Verdict:
     if isinstance(mapping, str):
         return Verdict(None, 0, clock, mapping)
     per: dict[int, list[Placed]] = {v: [] for v in vcpus}
-    for c in vm.changes:
-        p = place(c, clock)
+    for c in changes:
+        p = place(c, clock, timer)
         if p is None:
             return Verdict(None, 0, clock, f"the change at QEMU trace line {c.index} has no time")
         per[mapping[c.vcpu]].append(p)
     if clock is not None and vm.trace.last_ts is not None:
-        why = _after_the_end(tr, vm, clock, mapping, per)
+        why = _after_the_end(tr, vm, clock, mapping, per, timer)
         if why:
             return Verdict(None, 0, clock, why)
     judged = sum(1 for e in tr.exits if e.cnt is not None and e.level is not None)
@@ -268,6 +281,7 @@ def _after_the_end(
     clock: HostClock,
     mapping: dict[int, int],
     per: dict[int, list[Placed]],
+    timer: str = "vtimer",
 ) -> str:
     """Exits after the last line read of QEMU's trace (the log is written in order:
     up to it, every line is in): a vCPU put for good changes only if the counter
@@ -282,17 +296,24 @@ def _after_the_end(
         if not any(e.vcpu == v for e in late):
             continue
         p = parked.get(j)
-        armed = p is not None and p.level == 0 and p.ctl & 3 == 1
-        if p is None or (armed and p.cval is None):
+        if p is None:
+            level, ctl, cval = 0, 0, None
+        elif timer == "ptimer":
+            level, ctl, cval = p.p_level, p.p_ctl, p.p_cval
+        else:
+            level, ctl, cval = p.level, p.ctl, p.cval
+        armed = p is not None and level == 0 and ctl & 3 == 1
+        if p is None or (armed and cval is None):
             return (
                 f"QEMU's trace read so far ends (cnt {end:x}) before exit {late[0].n} "
-                f"(cnt {late[0].cnt:x}), with vCPU {v}'s timer not known from there"
+                f"(cnt {late[0].cnt:x}), with vCPU {v}'s {timer} not known from there"
             )
-        if armed and p.cval is not None:
-            tick = p.cval + (vm.offsets[-1] if vm.offsets else vm.cntvoff)
+        if armed and cval is not None:
+            offset = 0 if timer == "ptimer" else (vm.offsets[-1] if vm.offsets else vm.cntvoff)
+            tick = cval + offset
             if tick > end:
                 rise = HwChange(1, 0, None, True, tick, vm.trace.last_ts, j)
-                per[v].append(Placed(rise, tick, tick, exact=True))
+                per[v].append(Placed(rise, tick, tick, exact=True, timer=timer))
     return ""
 
 

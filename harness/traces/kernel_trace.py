@@ -1,7 +1,10 @@
 """Layer 1: the L1 kernel's kvm_* tracepoints, carried in "kt" records.
 
 The VMM switches tracefs on per test with trace_clock "mono", so an
-event's time is the same CLOCK_MONOTONIC as the records' t_ns.
+event's time is the same CLOCK_MONOTONIC as the records' t_ns. Each event
+carries the thread it ran in (tid=, the trace's task column) and the VMM's
+"thread" records name each vCPU's thread, so a multi-vCPU test's events split
+per vCPU (per_vcpu); kvm_timer_update_irq names its vCPU itself.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from dataclasses import dataclass
 from harness.traces.records import Record
 
 _LINE = re.compile(
-    r"^\s*(?P<task>.+?)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<ts>\d+\.\d+): (?P<ev>\w+): ?(?P<rest>.*)$"
+    r"^\s*(?P<task>.+?-(?P<tid>\d+))\s+\[(?P<cpu>\d+)\]\s+\S+\s+"
+    r"(?P<ts>\d+\.\d+): (?P<ev>\w+): ?(?P<rest>.*)$"
 )
 _UPDATE = re.compile(r"VCPU: (\d+), IRQ (\d+), level (\d)")
 VTIMER_IRQ, PTIMER_IRQ = 27, 30
@@ -24,6 +28,8 @@ class KernelEvent:
     event: str
     text: str
     seq: int
+    tid: int | None = None  # the thread it ran in (None: not recorded)
+    cpu: int | None = None  # the L1 CPU it ran on
 
     def timer_update(self) -> tuple[int, int, int] | None:
         """(vcpu, irq, level) of a kvm_timer_update_irq event."""
@@ -35,16 +41,21 @@ class KernelEvent:
 
 def parse_record(r: Record) -> KernelEvent | None:
     ts, ev, msg = r.get("ts"), r.get("ev"), r.get("msg", "")
+    tid, cpu = r.get("tid"), r.get("cpu")
     if ts is None or ev is None:  # an older or raw form: the trace file's own line
         m = _LINE.match(r.get("line") or r.get("raw") or "")
         if not m:
             return None
-        ts, ev, msg = m["ts"], m["ev"], m["rest"]
+        ts, ev, msg, tid, cpu = m["ts"], m["ev"], m["rest"], m["tid"], m["cpu"]
     sec, _, frac = ts.partition(".")
     if not sec.isdigit():
         return None
     t_ns = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
-    return KernelEvent(t_ns, ev, msg, r.seq)
+    return KernelEvent(t_ns, ev, msg, r.seq, _id(tid), _id(cpu))
+
+
+def _id(v: str | None) -> int | None:
+    return int(v) if v is not None and v.isdigit() else None
 
 
 def events(records: list[Record]) -> list[KernelEvent]:
@@ -52,6 +63,42 @@ def events(records: list[Record]) -> list[KernelEvent]:
     if any(r.kind == "ktdrop" for r in records):
         return []
     return [e for r in records if r.kind == "kt" and (e := parse_record(r))]
+
+
+def vcpu_threads(records: list[Record]) -> dict[int, int]:
+    """The VMM's vCPU threads: thread id -> vCPU (its "thread" records)."""
+    return {r.int("tid"): r.int("vcpu") for r in records if r.kind == "thread" and r.get("tid")}
+
+
+# events that run wherever a host timer fires, not in the vCPU's thread
+_ANY_CONTEXT = ("kvm_timer_hrtimer_expire",)
+
+
+def per_vcpu(
+    evs: list[KernelEvent], threads: dict[int, int], vcpus: list[int]
+) -> dict[int, list[KernelEvent]] | str:
+    """Each vCPU's events, in order: those its thread ran (tid in threads), and
+    the kvm_timer_update_irq events that name it. An event of no vCPU thread (the
+    idle task's, another process's) is left out; kvm_timer_hrtimer_expire (it runs
+    in whatever task its host timer interrupts) too. A str says why the events
+    cannot be split: no tid recorded (an older VMM), or no thread record for a vCPU."""
+    if any(e.tid is None for e in evs):
+        return "the kernel's events carry no thread (a VMM older than kt's tid=)"
+    missing = sorted(set(vcpus) - set(threads.values()))
+    if missing:
+        return f"no thread record for vcpu {missing[0]} (the VMM names each vCPU's thread)"
+    out: dict[int, list[KernelEvent]] = {v: [] for v in vcpus}
+    for e in evs:
+        u = e.timer_update()
+        if u is not None:
+            v = u[0]
+        elif e.event in _ANY_CONTEXT:
+            continue
+        else:
+            v = threads.get(e.tid if e.tid is not None else -1, -1)
+        if v in out:
+            out[v].append(e)
+    return out
 
 
 def level_changes(evs: list[KernelEvent], irq: int = VTIMER_IRQ) -> list[tuple[int, int, int]]:
@@ -101,8 +148,8 @@ def unreported_entries(
     a change the guest ran with before user space was told. shown is the level
     bitmap the ABI showed at each of the vCPU's returns to user space, in order
     (the VMM's exit records; None where an exit shows none), the n-th for the
-    n-th kvm_userspace_exit. One vCPU's events (the kt records carry no vCPU for
-    entries). None when the returns do not pair up with the exit records."""
+    n-th kvm_userspace_exit. One vCPU's events (per_vcpu splits a test's). None
+    when the returns do not pair up with the exit records."""
     if not _paired(evs, shown):
         return None
     irqs = {TIMER_IRQS[t]: t for t in timers}
@@ -143,7 +190,10 @@ class NoticeCause:
 
 
 def notice_causes(
-    evs: list[KernelEvent], timers: tuple[str, ...], shown: list[int | None], irq_traced: bool
+    evs: list[KernelEvent],
+    timers: tuple[str, ...],
+    shown: list[int | None],
+    irq_traced: bool,
 ) -> list[NoticeCause] | None:
     """For each return to user space whose exit record first shows a timer's rise:
     did the timer's own host interrupt (irq_handler_entry of "kvm guest vtimer"),

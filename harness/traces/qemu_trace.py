@@ -32,6 +32,16 @@ A main-thread line with no such line before it left the level unchanged
 and is dropped. State is then kept per CPU; the parked vCPUs stay per VM,
 so a vCPU put on one CPU and loaded on the other is followed.
 
+The guest's physical timer (timer 0) is followed too where it is the guest's
+own: on a VHE host (the host kernel's tick is a hyp timer, 2 or 4, so the trace
+shows one) KVM 6.1 gives the guest the direct ptimer (get_timer_map). Its load
+restores CNTP_CVAL and CNTP_CTL right after the virtual timer's, its put writes
+CNTP_CTL = 0 between CNTV_CTL = 0 and CNTVOFF = 0, and it has no offset (no
+ECV): a rise the counter caused is at CVAL. Its state is parked and taken back
+with the vCPU's. On nVHE the host's own tick is timer 0 and KVM emulates the
+guest's ptimer with an hrtimer: the VM's ptimer_why says so, and the ptimer
+bit is not judged.
+
 For harness/judge/oracle.py, which places the changes on the counter: each change
 keeps its line's host time, its vCPU (numbered by first load) and, seen at a
 load, the time of the put before; each VM keeps its vCPUs' puts (KVM takes the
@@ -50,7 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-VIRT = 1
+PHYS, VIRT = 0, 1
+HYP_TIMERS = (2, 4)  # EL2's own timers: only a host kernel at EL2 (VHE) uses them
 
 # one match gives every field: the thread id and time (-msg timestamp=on), the
 # event, and the numbers of its text (each optional; the first of each is taken)
@@ -100,13 +111,16 @@ class HwChange:
 
 @dataclass(frozen=True)
 class _Parked:
-    """A vCPU's virtual timer as KVM saved it at a put."""
+    """A vCPU's virtual timer (and physical, when direct) as KVM saved it at a put."""
 
     cval: int | None  # None: set through TVAL, not known from the trace
     ctl: int  # ENABLE and IMASK
     level: int
     vcpu: int = 0
     put_ts: float | None = None
+    p_cval: int | None = 0  # the physical timer's (no offset: its CVAL is a physical count)
+    p_ctl: int = 0
+    p_level: int = 0
 
 
 @dataclass
@@ -141,6 +155,24 @@ class VmTimeline:
     # the clock's anchors while the VM ran (the first MAX_ANCHORS): a timer's rise the
     # counter caused, as (its tick, the host time of the line in microseconds)
     anchors: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    # the guest's physical timer (QEMU's timer 0), followed when KVM gives it the
+    # hardware one (a VHE host: get_timer_map's direct_ptimer); ptimer_why says why
+    # not when it is not (nVHE: KVM emulates it with an hrtimer QEMU never sees)
+    pchanges: list[HwChange] = field(default_factory=list)  # the first MAX_CHANGES
+    prises: int = 0
+    pdropped: int = 0
+    ptimer_why: str | None = None
+
+    def add_pchange(self, c: HwChange) -> None:
+        self.prises += c.level == 1
+        if len(self.pchanges) < MAX_CHANGES:
+            self.pchanges.append(c)
+        else:
+            self.pdropped += 1
+
+    def no_ptimer(self, why: str) -> None:
+        if self.ptimer_why is None:
+            self.ptimer_why = why
 
     def add_change(self, c: HwChange) -> None:
         self.rises += c.level == 1
@@ -194,6 +226,10 @@ class VmTimeline:
 
     def edges(self) -> int:
         return self.rises
+
+    def pedges(self) -> int | None:
+        """The physical timer's rises; None when layer 0 does not follow it."""
+        return None if self.ptimer_why is not None else self.prises
 
 
 def parse_line(line: str, index: int) -> GtEvent | None:
@@ -256,6 +292,11 @@ def parse(lines: Iterable[str], threads: dict[int, int] | None = None) -> list[G
     return [e for e in events if e is not None]
 
 
+_EMULATED = (
+    "the host runs at EL1 (no hyp timer in QEMU's trace: nVHE), so KVM emulates the "
+    "guest's physical timer with an hrtimer, which QEMU's trace does not show"
+)
+_NO_RESTORE = "the vCPU load at QEMU trace line {} restored no physical timer (CNTP_CVAL, CNTP_CTL)"
 _NEVER = (1 << 64) - 1  # QEMU's next tick for a timer that will not fire
 
 # what layer 0 keeps per VM: a storming kernel makes millions of changes; the
@@ -336,6 +377,14 @@ class _Cpu:
     held: list[GtEvent] = field(default_factory=list)
     armed: dict[int, int] = field(default_factory=dict)  # timer -> the tick it waits for
     written: set[int] = field(default_factory=set)  # timers whose next level event a write made
+    # the loaded vCPU's physical timer, when direct (see Builder._phys)
+    p_level: int = 0
+    p_cval: int | None = 0
+    p_ctl: int = 0
+    p_restoring: int = 0  # KVM's restore writes (CVAL, CTL) still to come after a load
+    p_restored: bool = False  # the restore's last write was the CPU's last timer-0 event
+    p_wrote: bool = False
+    load_index: int = 0  # the trace line of the load
 
 
 class Builder:
@@ -352,6 +401,7 @@ class Builder:
         self.last: VmTimeline | None = None  # the VM loaded last
         self._cpus: dict[int, _Cpu] = {}
         self.progress = Progress()
+        self.host_el2 = False  # a hyp timer seen: the host kernel runs at EL2 (VHE)
         # the latest clock anchors: a new VM starts with them (the L1 kernel's own
         # timers tick between tests; a test may have no anchor of its own)
         self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ANCHORS)
@@ -360,6 +410,8 @@ class Builder:
         c = self._cpus.setdefault(e.cpu, _Cpu())
         if e.host_ts is not None:
             self.progress.last_ts = e.host_ts
+        if e.timer in HYP_TIMERS:
+            self.host_el2 = True
         self._anchor(c, e)  # once per event, in trace order
         self._feed(c, e)
 
@@ -440,13 +492,21 @@ class Builder:
                 self._load(c, e, scan.cval, scan.ctl)
             else:
                 if c.current is not None:  # the put: park the vCPU's state
-                    c.current.park(_Parked(c.cval, c.ctl, c.level, c.vcpu, e.host_ts))
+                    if c.p_restoring:
+                        c.current.no_ptimer(_NO_RESTORE.format(c.load_index))
+                    c.current.park(
+                        _Parked(c.cval, c.ctl, c.level, c.vcpu, e.host_ts, c.p_cval, c.p_ctl,
+                                c.p_level)
+                    )  # fmt: skip
                     c.current.add_put(c.vcpu, e.host_ts)
                 c.current = None
             return
         if c.current is None:
             return
         c.current.last_ts = e.host_ts
+        if e.timer == PHYS:
+            self._phys(c, e)
+            return
         if e.timer != VIRT:
             return
         if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
@@ -498,6 +558,49 @@ class Builder:
         c.offset, c.wrote, c.restoring, c.pending_put = e.value, False, 2, None
         c.level = parked.level if parked else 0
         c.cval, c.ctl = r_cval, r_ctl
+        c.p_level = parked.p_level if parked else 0
+        c.p_cval, c.p_ctl = (parked.p_cval, parked.p_ctl) if parked else (0, 0)
+        c.p_restored = c.p_wrote = False
+        c.load_index = e.index
+        if not self.host_el2:
+            current.no_ptimer(_EMULATED)
+        c.p_restoring = 0 if current.ptimer_why is not None else 2
+
+    @staticmethod
+    def _phys(c: _Cpu, e: GtEvent) -> None:
+        """The guest's physical timer, direct on a VHE host: KVM restores it right
+        after the virtual one at a load (CNTP_CVAL, CNTP_CTL) and saves it at the put
+        between CNTV_CTL=0 and CNTVOFF=0 (CNTP_CTL=0). It has no offset. As for the
+        virtual timer, the first level after the restore that differs from the one
+        parked at the put is a change while out; a rise at the CVAL the last recalc
+        waited for (no write between) is the counter's, at tick CVAL."""
+        vm = c.current
+        assert vm is not None
+        if vm.ptimer_why is not None or c.pending_put is not None:
+            return  # not followed, or KVM's save at the put
+        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
+            if e.event == "arm_gt_cval_write":
+                c.p_cval = e.value
+            elif e.event == "arm_gt_tval_write":
+                c.p_cval = None
+            elif e.value is not None:
+                c.p_ctl = e.value & 3
+            c.p_restored = c.p_restoring == 1
+            c.p_wrote = not c.p_restoring
+            c.p_restoring = max(0, c.p_restoring - 1)
+            return
+        if e.irqstate is None or c.p_restoring:
+            return  # no level, or a recalc amid the restore
+        out = c.p_restored
+        c.p_restored = False
+        hw = e.irqstate
+        if hw != c.p_level:
+            by_counter = hw == 1 and c.p_cval is not None and (out or not c.p_wrote)
+            tick = c.p_cval if by_counter else None
+            since = c.out_since if out else None
+            vm.add_pchange(HwChange(hw, e.index, e.next_tick, out, tick, e.host_ts, c.vcpu, since))
+            c.p_level = hw
+        c.p_wrote = False
 
     @staticmethod
     def _write(c: _Cpu, e: GtEvent, put: bool) -> None:
@@ -505,6 +608,8 @@ class Builder:
         if c.restoring and e.event != "arm_gt_tval_write":
             c.restoring -= 1
             return
+        if c.p_restoring:  # the guest runs: the physical timer's restore never came
+            c.current.no_ptimer(_NO_RESTORE.format(c.load_index))
         if put:
             c.pending_put = e  # KVM saving the timer: not a guest change
             return

@@ -124,6 +124,16 @@ class TestTrace:
         """Layer 1: the kernel's events during this test, parsed once."""
         return kernel_trace.events(self.records)
 
+    @cached_property
+    def kernel_by_vcpu(self) -> dict[int, list[kernel_trace.KernelEvent]] | str:
+        """Layer 1 split per vCPU (kernel_trace.per_vcpu), or why it cannot be."""
+        vcpus = self.vcpus()
+        if len(vcpus) <= 1:
+            return {v: self.kernel_events for v in vcpus}
+        return kernel_trace.per_vcpu(
+            self.kernel_events, kernel_trace.vcpu_threads(self.records), vcpus
+        )
+
     def kernel_missing(self) -> str:
         """Why kernel_events is empty."""
         if "kernel" in self.dropped:

@@ -171,8 +171,7 @@ def _control(name: str, test: str) -> TestTrace:
 def test_recorded_controls_fail_visible_and_prompt_per_vcpu():
     """Real boots of the negative controls on two_vcpus, judged from each vCPU's own
     kernel events: upstream-nointr enters a vCPU's guest with its rise unreported
-    (visible), upstream-late's rises wait for another exit (prompt); upstream-late's
-    ptimer likewise (ptimer_oneshot)."""
+    (visible), upstream-late's rises wait for another exit (prompt)."""
     m = _upstream()
     nointr = _control("upstream-nointr-vcpus.console.log", "two_vcpus")
     visible = m.visible(nointr)
@@ -182,5 +181,8 @@ def test_recorded_controls_fail_visible_and_prompt_per_vcpu():
     prompt = m.prompt(late)
     assert prompt.status == "fail" and "on vcpu" in prompt.detail, prompt.line()
     assert "its own interrupt never came" in prompt.detail
+    # ptimer_oneshot's one rise waited too, but with no layer 0 here to time it, a
+    # race with its own interrupt is not ruled out: not judged (a boot, with layer
+    # 0, fails it when the rise waited over 1 ms; the cells use tests with several)
     ptimer = m.prompt(_control("upstream-late-vcpus.console.log", "ptimer_oneshot"))
-    assert ptimer.status == "fail" and ptimer.detail.startswith("the ptimer rise"), ptimer.line()
+    assert ptimer.status == "not-judged" and "the one ptimer rise" in ptimer.detail, ptimer.line()

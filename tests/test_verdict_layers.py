@@ -12,7 +12,7 @@ from conftest import DATA, console
 from harness.inputs import guest_spec, revision
 from harness.judge.model import FAIL, NOT_JUDGED, PASS, Model
 from harness.judge.verdict import FAILED, PASSED, evaluate
-from harness.traces import records
+from harness.traces import qemu_trace, records
 from harness.traces.records import Record
 from harness.traces.test_trace import TestTrace
 
@@ -143,3 +143,25 @@ def test_prompt_is_not_judged_without_the_timers_interrupts_traced(suite):
     recs = [r for r in suite.of("rearm_n") if r.get("ev") != "irq_handler_entry"]
     p = _prop(_judge("rearm_n", recs), "prompt")
     assert p.status == NOT_JUDGED and "not traced" in p.detail
+
+
+def _raced() -> tuple[list[Record], object]:
+    """Healthy upstream never_inject, recorded in a loaded run: the guest's run
+    ended by another host interrupt 0.4 ms after its timer fired, before the
+    timer's own interrupt came (its console cut to the test, its trace to its VM)."""
+    recs = records.parse(console("upstream-raced.console.log")).of("never_inject")
+    with open(DATA / "upstream-raced.qemu-trace.log") as f:
+        vms = qemu_trace.timelines(qemu_trace.parse(f, None))
+    begin = next(r for r in recs if r.kind == "begin")
+    vm = min(vms, key=lambda v: abs(v.cntvoff - int(begin.get("cntvoff"), 16)))
+    return recs, vm
+
+
+def test_a_rise_whose_run_ended_otherwise_as_it_fired_is_prompt():
+    recs, vm = _raced()
+    spec = guest_spec.load_all()["never_inject"]
+    p = _prop(evaluate(spec, recs, [], UPSTREAM, vm, ""), "prompt")
+    assert p.status == PASS and "1 came with another exit within 1 ms of the fire" in p.detail
+    # without layer 0 the race cannot be told from a held notice: not judged, not FAIL
+    p = _prop(evaluate(spec, recs, [], UPSTREAM), "prompt")
+    assert p.status == NOT_JUDGED and "cannot be ruled out" in p.detail, p.detail

@@ -32,11 +32,12 @@ class Hardware:
         began = parsed.began
         if test not in began:
             return None, "the test never began"
-        # the ABI probe's VM, if it ran, is the first in QEMU's trace
-        vms = self.reader.timelines()[abicheck.probe_vms(parsed) :]
+        vms = self.reader.timelines()
         begin = next((r for r in parsed.of(test) if r.kind == "begin"), None)
         if begin is not None and begin.get("cntvoff"):
             return _by_offset(vms, int(begin.get("cntvoff"), 16))
+        # the ABI probe's VM, if it ran, is the first in QEMU's trace
+        vms = vms[abicheck.probe_vms(parsed) :]
         n = began.index(test)
         # the next test's VM may have started already; more VMs than that means a
         # test changed its offset (e.g. a restored CNTVCT) and the order is unreliable

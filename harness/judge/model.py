@@ -353,10 +353,28 @@ class Model:
             causes += [(c, exits[c.exit_index]) for c in mine]
         if not causes:
             return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
-        late = [(c, e) for c, e in causes if c.cause == "other"]
+        rise_at = _RiseTicks(tr)
+        late, raced = [], 0
+        for c, e in causes:
+            if c.cause != "other":
+                continue
+            lag = rise_at.lag(c.timer, e.cnt)
+            if lag is not None and lag <= COINCIDENT:
+                raced += 1  # the run ended just as the timer fired: its interrupt lost a race
+            else:
+                late.append((c, e))
         # a single late rise among several is seen on healthy kernels now and then
         # (v5 rearm_n, 1 of 5, once in a loaded make test); the broken promise is
         # a test whose rises mostly wait for another exit
+        if len(late) == len(causes) == 1 and not rise_at.known(late[0][0].timer):
+            c, e = late[0]
+            return PropertyResult(
+                "prompt",
+                NOT_JUDGED,
+                f"the one {c.timer} rise reached user space at exit {e.n} by another exit "
+                f"({c.ended_by or 'no kvm_exit'}); without layer 0 to time it, a race with "
+                "its own interrupt cannot be ruled out",
+            )
         if 2 * len(late) > len(causes):
             c, e = min(late, key=lambda ce: ce[1].seq)
             return PropertyResult(
@@ -372,11 +390,12 @@ class Model:
             )
         own = sum(c.cause == "timer" for c, _ in causes)
         some = f"; {len(late)} waited for another exit" if late else ""
+        some += f"; {raced} came with another exit within 1 ms of the fire" if raced else ""
         return PropertyResult(
             "prompt",
             PASS,
             f"{own} rises ended the guest's run by their own interrupt, "
-            f"{len(causes) - own - len(late)} came with no guest run between{some}",
+            f"{len(causes) - own - len(late) - raced} came with no guest run between{some}",
         )
 
     def history_rule(self, tr: TestTrace) -> PropertyResult:
@@ -661,6 +680,38 @@ class Model:
 # while the line is high makes thousands
 MAX_IRQ_EXITS_PER_S = 1000
 _MIN_SPAN_NS = 20_000_000  # rates over shorter spans say little
+
+
+# A rise whose notice came by another exit this soon after the timer fired (layer
+# 0) raced its own interrupt to end the run, and is not late: on healthy kernels
+# notices take 0.35 ms (median; 5 ms at most under load), a kernel that holds
+# them for the host's tick (upstream-late) 0-4 ms, most of them over 1 ms.
+COINCIDENT = oracle.DEFAULT_FREQ // 1000  # 1 ms of ticks
+
+
+class _RiseTicks:
+    """Layer 0's rises of each timer that the counter caused, in tick order: how
+    long before an exit's cnt the last one came (O(log n) a look-up)."""
+
+    def __init__(self, tr: TestTrace) -> None:
+        hw = tr.hw if len(tr.vcpus()) <= 1 else None  # several vCPUs: not told apart here
+        self._ticks = {
+            "vtimer": _rise_ticks(hw.changes if hw else []),
+            "ptimer": _rise_ticks(hw.pchanges if hw else []),
+        }
+
+    def known(self, timer: str) -> bool:
+        """Layer 0 shows this timer's rises (the test has layer 0, one vCPU)."""
+        return bool(self._ticks.get(timer))
+
+    def lag(self, timer: str, cnt: int | None) -> int | None:
+        ticks = self._ticks.get(timer, [])
+        i = bisect.bisect_right(ticks, cnt) if cnt is not None else 0
+        return None if i == 0 else cnt - ticks[i - 1]
+
+
+def _rise_ticks(changes: list) -> list[int]:
+    return sorted(c.tick for c in changes if c.level == 1 and c.tick is not None)
 
 
 def _irq_exit_rate(n: int, span_ns: int) -> float:

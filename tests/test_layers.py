@@ -99,7 +99,7 @@ def test_two_vcpus_kernel_events_split_per_vcpu():
 
 def test_visible_and_prompt_are_judged_on_two_vcpus():
     tr, m = _two_vcpus(), _upstream()
-    visible, prompt = m.visible(tr), m.prompt(tr)
+    visible, prompt = m.judge("visible", tr), m.judge("prompt", tr)
     assert visible.status == "pass" and "on any of 2 vCPUs" in visible.detail, visible.line()
     assert prompt.status == "pass" and "by their own interrupt" in prompt.detail, prompt.line()
     own, no_run = (int(n) for n in re.findall(r"(\d+) (?:rises|came)", prompt.detail))
@@ -117,7 +117,7 @@ def test_a_rise_unreported_on_the_second_vcpu_fails_visible_there():
         if line.startswith(f"@VT1 {e.seq} "):
             body = re.sub(r" lvl=\w+", " lvl=0", line.rsplit(" *", 1)[0])
             lines[i] = f"{body} *{zlib.crc32(body.encode()):08x}"
-    res = _upstream().visible(_two_vcpus(lines))
+    res = _upstream().judge("visible", _two_vcpus(lines))
     assert res.status == "fail" and "entered on vcpu 1 with a vtimer change" in res.detail
     entry = next(r for r in tr.records if r.seq == res.seq)
     tid = {v: t for t, v in kernel_trace.vcpu_threads(tr.records).items()}[1]
@@ -127,18 +127,21 @@ def test_a_rise_unreported_on_the_second_vcpu_fails_visible_there():
 def test_without_the_threads_layer_1_is_not_split():
     m = _upstream()
     tr = _two_vcpus(drop=lambda r: r.kind == "thread" and r.get("vcpu") == "1")
-    assert m.prompt(tr).status == "not-judged" and "no thread record for vcpu 1" in (
-        m.prompt(tr).detail
+    assert m.judge("prompt", tr).status == "not-judged" and "no thread record for vcpu 1" in (
+        m.judge("prompt", tr).detail
     )
-    assert "layer 1 not checked per vCPU" in m.visible(tr).detail
+    assert "layer 1 not checked per vCPU" in m.judge("visible", tr).detail
     # the threads swapped: each vCPU's returns no longer pair with its exit records
     swapped = _two_vcpus()
     for i, r in enumerate(swapped.records):
         if r.kind == "thread":
             fields = dict(r.fields, vcpu=str(1 - r.int("vcpu")))
             swapped.records[i] = Record(r.seq, r.test, r.t_ns, r.kind, fields, r.line_no)
-    assert m.prompt(swapped).status == "not-judged" and "pair up" in m.prompt(swapped).detail
-    assert m.visible(swapped).status == "not-judged"
+    assert (
+        m.judge("prompt", swapped).status == "not-judged"
+        and "pair up" in m.judge("prompt", swapped).detail
+    )
+    assert m.judge("visible", swapped).status == "not-judged"
 
 
 def test_per_vcpu_split_rules():
@@ -174,15 +177,15 @@ def test_recorded_controls_fail_visible_and_prompt_per_vcpu():
     (visible), upstream-late's rises wait for another exit (prompt)."""
     m = _upstream()
     nointr = _control("upstream-nointr-vcpus.console.log", "two_vcpus")
-    visible = m.visible(nointr)
+    visible = m.judge("visible", nointr)
     assert visible.status == "fail" and "entered on vcpu" in visible.detail, visible.line()
     late = _control("upstream-late-vcpus.console.log", "two_vcpus")
-    assert m.visible(late).status == "pass"
-    prompt = m.prompt(late)
+    assert m.judge("visible", late).status == "pass"
+    prompt = m.judge("prompt", late)
     assert prompt.status == "fail" and "on vcpu" in prompt.detail, prompt.line()
     assert "its own interrupt never came" in prompt.detail
     # ptimer_oneshot's one rise waited too, but with no layer 0 here to time it, a
     # race with its own interrupt is not ruled out: not judged (a boot, with layer
     # 0, fails it when the rise waited over 1 ms; the cells use tests with several)
-    ptimer = m.prompt(_control("upstream-late-vcpus.console.log", "ptimer_oneshot"))
+    ptimer = m.judge("prompt", _control("upstream-late-vcpus.console.log", "ptimer_oneshot"))
     assert ptimer.status == "not-judged" and "the one ptimer rise" in ptimer.detail, ptimer.line()

@@ -41,7 +41,7 @@ def _exits(run: str, test: str) -> list:
 
 
 def _truthful(tr: TestTrace):
-    return Model.of(revision.load("upstream")).truthful(tr)
+    return Model.of(revision.load("upstream")).judge("truthful", tr)
 
 
 def _falsify(run: str, seq: int, lvl: str, cnt: int | None = None) -> list[str]:

@@ -8,7 +8,7 @@ import re
 
 from harness.core import repo
 from harness.inputs import limits
-from harness.judge import model
+from harness.judge.properties import wake
 
 HEADER = repo.GUEST_TESTS / "runtime" / "vt_ports.h"
 # how the harness names a port: tr.ports("IRQ"), e.port == "HBEAT", get("port") == "ARM"
@@ -36,8 +36,8 @@ def test_every_port_name_the_harness_matches_is_in_the_header():
 def test_the_bit_layouts_come_from_the_header():
     text = HEADER.read_text()
     assert "(_VT_UL(1) << VT_WAKE_EARLY_BIT)" in text
-    assert model._WAKE_EARLY == 1 << limits.get("VT_WAKE_EARLY_BIT") == 1 << 32
-    assert model._WAKE_IRQS == model._WAKE_EARLY - 1
+    assert wake._WAKE_EARLY == 1 << limits.get("VT_WAKE_EARLY_BIT") == 1 << 32
+    assert wake._WAKE_IRQS == wake._WAKE_EARLY - 1
     runtime = (repo.GUEST_TESTS / "runtime" / "runtime.c").read_text()
     assert "now << VT_IRQ_CNT_SHIFT | pending" in runtime
     assert limits.get("VT_IRQ_CNT_SHIFT") == 4

@@ -137,18 +137,18 @@ def test_coalesce_a_notice_must_show_the_change():
         ("MMIO", 0, "0", "0", "IRQ"),
         ("INTR", 4, "0", "1", None),
     )
-    res = v5.coalesce_rule(rode)
+    res = v5.judge("coalesce", rode)
     assert res.status == "fail" and res.seq == 2, res.line()
     assert "1 of 4 changes rode" in res.detail and "line 1" in (res.observed or "")
-    assert v5.eintr_rule(rode).seq == 2
+    assert v5.judge("eintr-suffices", rode).seq == 2
     own = _exits(
         ("INTR", 4, "1", "1", None),
         ("MMIO", 0, "0", "0", "IRQ"),
         ("INTR", 4, "0", "1", None),
         ("INTR", 4, "1", "1", None),
     )
-    assert v5.coalesce_rule(own).status == "pass", v5.coalesce_rule(own).line()
-    assert v5.eintr_rule(own).status == "pass"
+    assert v5.judge("coalesce", own).status == "pass", v5.judge("coalesce", own).line()
+    assert v5.judge("eintr-suffices", own).status == "pass"
 
 
 def test_coalesce_passes_over_the_vmms_own_signal_exits():
@@ -161,8 +161,8 @@ def test_coalesce_passes_over_the_vmms_own_signal_exits():
         ("INTR", 4, "0", "0", None, 1),  # the VMM's own alarm: no notice (vmm/vm.c)
         ("INTR", 4, "0", "1", None),
     )
-    assert v5.coalesce_rule(tr).status == "pass", v5.coalesce_rule(tr).line()
-    assert v5.eintr_rule(tr).status == "pass"
+    assert v5.judge("coalesce", tr).status == "pass", v5.judge("coalesce", tr).line()
+    assert v5.judge("eintr-suffices", tr).status == "pass"
     # with no notice after the signal exit, the fall rode
     tr = _exits(
         ("INTR", 4, "1", "1", None),
@@ -170,7 +170,7 @@ def test_coalesce_passes_over_the_vmms_own_signal_exits():
         ("INTR", 4, "0", "0", None, 1),  # the VMM's own alarm: no notice (vmm/vm.c)
         ("MMIO", 0, "0", "0", "EXIT"),
     )
-    assert v5.coalesce_rule(tr).status == "fail"
+    assert v5.judge("coalesce", tr).status == "fail"
 
 
 def test_once_counts_the_abis_reports_of_an_edge():

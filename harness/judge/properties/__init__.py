@@ -1,0 +1,1 @@
+"""The properties a model judges, one module each (judge/model.py's PROPERTIES)."""

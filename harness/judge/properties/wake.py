@@ -1,0 +1,76 @@
+"""wake: a vCPU blocked in WFI is woken by its timer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from harness.inputs import limits
+from harness.judge.property import (
+    FAIL,
+    NOT_JUDGED,
+    PASS,
+    SKIP,
+    PropertyResult,
+)
+from harness.traces.test_trace import TestTrace
+
+# the VT_WAKE value: IRQs taken so far, and VT_WAKE_EARLY (guest_tests/runtime/vt_ports.h)
+_WAKE_EARLY = 1 << limits.get("VT_WAKE_EARLY_BIT")
+_WAKE_IRQS = _WAKE_EARLY - 1
+
+if TYPE_CHECKING:
+    from harness.judge.model import Model
+
+
+def wake(m: Model, tr: TestTrace) -> PropertyResult:
+    """A vCPU asleep in WFI when its timer fires is woken and takes the IRQ.
+
+    The guest's VT_WAKE says whether it was asleep before the timer fired
+    (timer_arm_wfi reads ISTATUS just before the WFI); the kernel layer,
+    when present, must show KVM itself blocking and waking the vCPU (a VM
+    with no vGIC always traps WFI; a host booted with
+    kvm-arm.wfi_trap_policy=notrap, 6.12 and later, would not).
+    """
+    wakes = [e for e in tr.ports("WAKE") if (e.value or 0) & _WAKE_IRQS >= 1]
+    if not wakes and tr.storm is not None:
+        return PropertyResult(
+            "wake",
+            NOT_JUDGED,
+            "the VMM ended the test in an exit storm before the guest could report a "
+            "wake-up from WFI",
+            seq=tr.storm.seq,
+        )
+    if not wakes:
+        return PropertyResult(
+            "wake",
+            FAIL,
+            "the vCPU never returned from WFI with its IRQ taken",
+            expected="a WAKE report after the IRQ",
+            observed="none",
+        )
+    if all((e.value or 0) & _WAKE_EARLY for e in wakes):
+        return PropertyResult(
+            "wake",
+            SKIP,
+            "not exercised: the timer had fired before the vCPU reached its WFI",
+            seq=wakes[0].seq,
+        )
+    events = tr.kernel_events
+    if not events:
+        return PropertyResult(
+            "wake",
+            NOT_JUDGED,
+            f"the guest woke from WFI with its IRQ, but whether KVM blocked and woke the "
+            f"vCPU is unknown: {tr.kernel_missing()}",
+            seq=wakes[0].seq,
+        )
+    if not any(ev.event == "kvm_vcpu_wakeup" for ev in events):
+        return PropertyResult(
+            "wake",
+            FAIL,
+            "the guest slept in WFI but KVM never blocked the vCPU",
+            seq=wakes[0].seq,
+            expected="a kvm_vcpu_wakeup event",
+            observed="none among the test's kvm events",
+        )
+    return PropertyResult("wake", PASS, "woken from WFI by the timer")

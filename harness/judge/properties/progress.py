@@ -114,6 +114,10 @@ def _kernel_storm(m: Model, tr: TestTrace) -> PropertyResult | None:
     return None
 
 
+_MAX_IDLE = 2  # exits the guest did not cause, per high interval
+_MIN_BEATS = 3  # heartbeats in the longest high interval
+
+
 def progress(m: Model, tr: TestTrace) -> PropertyResult:
     """While the shown level stays high and unchanged, the guest runs on: the
     exits it did not cause (no port report, no signal of the VMM's) stay under
@@ -121,53 +125,23 @@ def progress(m: Model, tr: TestTrace) -> PropertyResult:
     counter (loop iterations, reported in VT_HBEAT) advances."""
     if tr.storm is not None:
         return _storm(tr.storm)
-    max_idle = 2  # exits the guest did not cause, per high interval
-    min_beats = 3  # heartbeats in the longest high interval
     best: tuple[int, str] | None = None
     for vcpu, exits in tr.by_vcpu().items():
         for first, span, end in _high_spans(exits):
-            idle = [x for x in span if x.port is None and not x.signal]
-            if len(idle) > max_idle:
-                return PropertyResult(
-                    "progress",
-                    FAIL,
-                    f"exit storm while the line stayed high on vcpu {vcpu}: exits "
-                    "the guest did not cause kept coming",
-                    seq=idle[max_idle].seq,
-                    expected=f"at most {max_idle} such exits",
-                    observed=str(len(idle)),
-                )
-            beats = [x for x in span if x.port == "HBEAT"]
-            values = [x.value or 0 for x in beats]
-            stuck = [k for k in range(1, len(values)) if values[k] <= values[k - 1]]
-            if stuck:
-                bad = beats[stuck[0]]
-                return PropertyResult(
-                    "progress",
-                    FAIL,
-                    f"the guest's loop counter did not advance on vcpu {vcpu}",
-                    seq=bad.seq,
-                    expected="increasing heartbeat values",
-                    observed=", ".join(str(v) for v in values),
-                )
-            ms = (end.t_ns - first.t_ns) / 1e6
-            signals = sum(1 for x in span if x.signal)
-            what = (
-                f"line {first.level:x} high {ms:.0f} ms on vcpu {vcpu}: {len(beats)} "
-                f"heartbeats (loop {values[0] if values else 0}..{values[-1] if values else 0}"
-                f"), {len(idle)} exits not caused by the guest, {signals} signal exits"
-            )
-            if best is None or len(beats) > best[0]:
-                best = (len(beats), what)
+            judged = _high_span(vcpu, first, span, end)
+            if isinstance(judged, PropertyResult):
+                return judged
+            if best is None or judged[0] > best[0]:
+                best = judged
     storm = _kernel_storm(m, tr)
     if storm is not None:
         return storm
-    if best is None or best[0] < min_beats:
+    if best is None or best[0] < _MIN_BEATS:
         return PropertyResult(
             "progress",
             FAIL,
             "the line never stayed high across the guest's heartbeats",
-            expected=f"at least {min_beats} heartbeats while high",
+            expected=f"at least {_MIN_BEATS} heartbeats while high",
             observed=str(best[0] if best else 0),
         )
     if not tr.kernel_events and "kvm_exit_irq" not in tr.kernel_counts:
@@ -177,3 +151,40 @@ def progress(m: Model, tr: TestTrace) -> PropertyResult:
             f"{best[1]}; the guest's in-kernel exits are unknown: {tr.kernel_missing()}",
         )
     return PropertyResult("progress", PASS, best[1])
+
+
+def _high_span(
+    vcpu: int, first: Exit, span: list[Exit], end: Exit
+) -> PropertyResult | tuple[int, str]:
+    """One interval with the line high: a FAIL (an exit storm, a stuck loop), or
+    its heartbeats and what it showed."""
+    idle = [x for x in span if x.port is None and not x.signal]
+    if len(idle) > _MAX_IDLE:
+        return PropertyResult(
+            "progress",
+            FAIL,
+            f"exit storm while the line stayed high on vcpu {vcpu}: exits "
+            "the guest did not cause kept coming",
+            seq=idle[_MAX_IDLE].seq,
+            expected=f"at most {_MAX_IDLE} such exits",
+            observed=str(len(idle)),
+        )
+    beats = [x for x in span if x.port == "HBEAT"]
+    values = [x.value or 0 for x in beats]
+    stuck = [k for k in range(1, len(values)) if values[k] <= values[k - 1]]
+    if stuck:
+        return PropertyResult(
+            "progress",
+            FAIL,
+            f"the guest's loop counter did not advance on vcpu {vcpu}",
+            seq=beats[stuck[0]].seq,
+            expected="increasing heartbeat values",
+            observed=", ".join(str(v) for v in values),
+        )
+    ms = (end.t_ns - first.t_ns) / 1e6
+    signals = sum(1 for x in span if x.signal)
+    return len(beats), (
+        f"line {first.level:x} high {ms:.0f} ms on vcpu {vcpu}: {len(beats)} "
+        f"heartbeats (loop {values[0] if values else 0}..{values[-1] if values else 0}"
+        f"), {len(idle)} exits not caused by the guest, {signals} signal exits"
+    )

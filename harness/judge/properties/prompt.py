@@ -57,24 +57,9 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
     guest run that ended with the notice was ended by the timer's own host
     interrupt (or, for a blocked vCPU, its background timer), not by the
     host's tick or another exit that happened to come (layer 1)."""
-    kev = tr.kernel_events
-    if not kev:
-        return PropertyResult("prompt", NOT_JUDGED, tr.kernel_missing())
-    split = tr.kernel_by_vcpu
-    if isinstance(split, str):
-        return PropertyResult("prompt", NOT_JUDGED, f"several vCPUs: {split}")
-    traced = "irq_handler_entry" in tr.kernel_counts
-    causes: list[tuple[kernel_trace.NoticeCause, Exit]] = []
-    for vcpu, evs in split.items():
-        exits = tr.by_vcpu()[vcpu]
-        mine = kernel_trace.notice_causes(evs, m.timers, [e.level for e in exits], traced)
-        if mine is None:
-            return PropertyResult(
-                "prompt", NOT_JUDGED, f"the kernel's returns to user space on vcpu {vcpu} do "
-                "not pair up with the VMM's exit records" if traced else "the timers' host "
-                "interrupts were not traced (irq_handler_entry)",
-            )  # fmt: skip
-        causes += [(c, exits[c.exit_index]) for c in mine]
+    causes = _causes(m, tr)
+    if isinstance(causes, PropertyResult):
+        return causes
     if not causes:
         return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
     rise_at = _RiseTicks(tr)
@@ -87,9 +72,6 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
             raced += 1  # the run ended just as the timer fired: its interrupt lost a race
         else:
             late.append((c, e))
-    # a single late rise among several is seen on healthy kernels now and then
-    # (v5 rearm_n, 1 of 5, once in a loaded make test); the broken promise is
-    # a test whose rises mostly wait for another exit
     if len(late) == len(causes) == 1 and not rise_at.known(late[0][0].timer):
         c, e = late[0]
         return PropertyResult(
@@ -99,19 +81,11 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
             f"({c.ended_by or 'no kvm_exit'}); without layer 0 to time it, a race with "
             "its own interrupt cannot be ruled out",
         )
+    # a single late rise among several is seen on healthy kernels now and then
+    # (v5 rearm_n, 1 of 5, once in a loaded make test); the broken promise is
+    # a test whose rises mostly wait for another exit
     if 2 * len(late) > len(causes):
-        c, e = min(late, key=lambda ce: ce[1].seq)
-        return PropertyResult(
-            "prompt",
-            FAIL,
-            f"the {c.timer} rise reached user space at exit {e.n} on vcpu {e.vcpu} "
-            f"({e.reason}) only "
-            f"because the guest's run ended otherwise ({c.ended_by or 'no kvm_exit'}): "
-            f"its own interrupt never came; {len(late)} of {len(causes)} rises so",
-            seq=e.seq,
-            expected="the timer's own host interrupt ending the run",
-            observed=(c.ended_by.split(":")[0] or "?") + " exit",
-        )
+        return _late(late, len(causes))
     own = sum(c.cause == "timer" for c, _ in causes)
     some = f"; {len(late)} waited for another exit" if late else ""
     some += f"; {raced} came with another exit within 1 ms of the fire" if raced else ""
@@ -120,4 +94,44 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
         PASS,
         f"{own} rises ended the guest's run by their own interrupt, "
         f"{len(causes) - own - len(late) - raced} came with no guest run between{some}",
+    )
+
+
+Cause = tuple[kernel_trace.NoticeCause, Exit]
+
+
+def _causes(m: Model, tr: TestTrace) -> list[Cause] | PropertyResult:
+    """Each reported rise with what ended the guest run before it (per vCPU), or
+    why that cannot be told."""
+    if not tr.kernel_events:
+        return PropertyResult("prompt", NOT_JUDGED, tr.kernel_missing())
+    split = tr.kernel_by_vcpu
+    if isinstance(split, str):
+        return PropertyResult("prompt", NOT_JUDGED, f"several vCPUs: {split}")
+    traced = "irq_handler_entry" in tr.kernel_counts
+    causes: list[Cause] = []
+    for vcpu, evs in split.items():
+        exits = tr.by_vcpu()[vcpu]
+        mine = kernel_trace.notice_causes(evs, m.timers, [e.level for e in exits], traced)
+        if mine is None:
+            return PropertyResult(
+                "prompt", NOT_JUDGED, f"the kernel's returns to user space on vcpu {vcpu} do "
+                "not pair up with the VMM's exit records" if traced else "the timers' host "
+                "interrupts were not traced (irq_handler_entry)",
+            )  # fmt: skip
+        causes += [(c, exits[c.exit_index]) for c in mine]
+    return causes
+
+
+def _late(late: list[Cause], n: int) -> PropertyResult:
+    c, e = min(late, key=lambda ce: ce[1].seq)
+    return PropertyResult(
+        "prompt",
+        FAIL,
+        f"the {c.timer} rise reached user space at exit {e.n} on vcpu {e.vcpu} ({e.reason}) "
+        f"only because the guest's run ended otherwise ({c.ended_by or 'no kvm_exit'}): "
+        f"its own interrupt never came; {len(late)} of {n} rises so",
+        seq=e.seq,
+        expected="the timer's own host interrupt ending the run",
+        observed=(c.ended_by.split(":")[0] or "?") + " exit",
     )

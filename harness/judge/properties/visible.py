@@ -32,27 +32,12 @@ def visible(m: Model, tr: TestTrace) -> PropertyResult:
                 observed="never read",
             )
     kev = tr.kernel_events
-    paired = True
     split = tr.kernel_by_vcpu if kev else {}
+    entered = _unreported_entry(m, tr, split)
+    if isinstance(entered, PropertyResult):
+        return entered
+    paired = entered
     several = len(tr.vcpus()) > 1
-    for vcpu, evs in split.items() if isinstance(split, dict) else ():
-        shown = [e.level for e in tr.by_vcpu()[vcpu]]
-        bad = kernel_trace.unreported_entries(evs, m.timers, shown)
-        paired = paired and bad is not None
-        if bad:
-            b = bad[0]
-            on = f" on vcpu {vcpu}" if several else ""
-            return PropertyResult(
-                "visible",
-                FAIL,
-                f"the guest was entered{on} with a {b.timer} change unreported: the kernel "
-                f"saw level {b.level} (kvm_timer_update_irq at {b.change.t_ns / 1e9:.6f} s) "
-                f"and ran the guest (kvm_entry at {b.entry.t_ns / 1e9:.6f} s) before any "
-                f"return to user space; {len(bad)} such entries",
-                seq=b.entry.seq,
-                expected=f"a return to user space showing {b.level} before the next entry",
-                observed=f"kvm_entry with level {b.reported} last reported",
-            )
     if tr.status == "guest-timeout":
         fail = tr.ports("FAIL")
         return PropertyResult(
@@ -84,3 +69,29 @@ def visible(m: Model, tr: TestTrace) -> PropertyResult:
     return PropertyResult(
         "visible", PASS, f"{n} changes all read; no guest entry{per} with a change unreported"
     )
+
+
+def _unreported_entry(m: Model, tr: TestTrace, split) -> PropertyResult | bool:
+    """Layer 1, per vCPU: the FAIL for a guest entry with a change unreported, else
+    whether every vCPU's returns to user space paired up with its exit records."""
+    paired = True
+    several = len(tr.vcpus()) > 1
+    for vcpu, evs in split.items() if isinstance(split, dict) else ():
+        shown = [e.level for e in tr.by_vcpu()[vcpu]]
+        bad = kernel_trace.unreported_entries(evs, m.timers, shown)
+        paired = paired and bad is not None
+        if bad:
+            b = bad[0]
+            on = f" on vcpu {vcpu}" if several else ""
+            return PropertyResult(
+                "visible",
+                FAIL,
+                f"the guest was entered{on} with a {b.timer} change unreported: the kernel "
+                f"saw level {b.level} (kvm_timer_update_irq at {b.change.t_ns / 1e9:.6f} s) "
+                f"and ran the guest (kvm_entry at {b.entry.t_ns / 1e9:.6f} s) before any "
+                f"return to user space; {len(bad)} such entries",
+                seq=b.entry.seq,
+                expected=f"a return to user space showing {b.level} before the next entry",
+                observed=f"kvm_entry with level {b.reported} last reported",
+            )
+    return paired

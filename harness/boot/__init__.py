@@ -1,3 +1,4 @@
-"""One nested QEMU boot of a suite: the QEMU process and its QMP (qemu_runner),
+"""One nested QEMU boot of a suite: QemuRun (qemu_runner) on the QEMU process
+(qemu_process), its QMP (qmp) and its console (console);
 the suite's boot with its deadline and classified end (suite), injected faults.
 """

@@ -18,6 +18,7 @@ from harness.boot import faults
 from harness.boot.qemu_runner import TRACE_EVENTS_SMP, BootResult, QemuRun, QmpTimeout, Timeouts
 from harness.core import signals
 from harness.core.errors import HarnessError, InputError
+from harness.core.status import BootStatus
 from harness.inputs import guest_spec, machine
 
 
@@ -75,7 +76,7 @@ class SuiteBoot:
         q = QemuRun(self.machine, image, initrd, self.run_dir, self.events, self.timeouts)
         version, enabled, diag, exit_status = "", [], None, None
 
-        def result(status: str, reason: str) -> BootResult:
+        def result(status: BootStatus, reason: str) -> BootResult:
             return BootResult(
                 status, reason, q.console_log, q.qemu_stderr, q.trace_log,
                 time.monotonic() - start, exit_status, version, enabled, diag, q.init_s,
@@ -91,24 +92,24 @@ class SuiteBoot:
                 if fault:
                     on_line = faults.injector(fault, q, hooks.armed, on_line, self.say)
                 status, reason = q.follow(on_line, hooks.done, hooks.doing)
-                diag = q.save_diagnostics() if status == "hang" else None
+                diag = q.save_diagnostics() if status == BootStatus.HANG else None
                 if q.qmp_wedged:
                     reason += f"; {q.qmp_wedged}"
-                exit_status = q.wait_exit() if status == "completed" else q.stop()
+                exit_status = q.wait_exit() if status == BootStatus.COMPLETED else q.stop()
         except InputError:
             raise
         except KeyboardInterrupt as e:  # SIGINT/SIGTERM: QEMU was ended by `with q`
             exit_status = q.exit_status
-            self.result = result("interrupted", signals.of(e).reason)
+            self.result = result(BootStatus.INTERRUPTED, signals.of(e).reason)
             raise
         except QmpTimeout as e:  # wedged: killed on the way out of `with q`
-            status, reason = "hang", str(e)
+            status, reason = BootStatus.HANG, str(e)
             diag = q.save_diagnostics()
             exit_status = q.exit_status
         except HarnessError as e:
-            status, reason = "qemu-died", str(e)
+            status, reason = BootStatus.QEMU_DIED, str(e)
             exit_status = q.exit_status
-        if status == "qemu-died":
+        if status == BootStatus.QEMU_DIED:
             exit_status = q.exit_status
             tail = q.stderr_tail()
             reason += f" (exit status {exit_status}{'; stderr: ' + tail if tail else ''})"

@@ -400,40 +400,19 @@ def build(
         say(f"kernel: {message} (the same kernel, being built or checked)")
 
     with locks.locked(lock_path(bdir), on_wait=waiting, what=f"kernel build {bdir.name}"):
-        done = bdir / DONE
-        if cached := _cached(done, image, say):
+        if cached := _cached(bdir / DONE, image, say):
             return cached
         start = time.monotonic()
         bdir.mkdir(parents=True, exist_ok=True)
         touched = touched_files(revision.patches)
         config_hash = hashlib.sha256(config.encode()).hexdigest()[:16]
         if not (bdir / ".patched").is_file():
-            shutil.rmtree(src, ignore_errors=True)
-            pristine = _pristine(source, tarball, say)
-            subprocess.run(["cp", "-al", str(pristine), str(src)], check=True)
-            _break_links(src, touched)
-            say(f"kernel: applying {len(revision.patches)} patch(es) of {revision.name}")
-            apply_patches(src, revision.patches, log)
-            _seed(bdir, source, config_hash, touched, say)
-            (bdir / ".patched").touch()
-        allconfig = bdir / "allconfig"
-        allconfig.write_text(config)
-        seeded = (src / "out" / ".config").is_file()  # a donor's tree has this very config
-        if (
-            not seeded
-            and _make(src, [f"KCONFIG_ALLCONFIG={allconfig}", "allnoconfig"], log, 1).returncode
-        ):
-            raise BuildError(log, "kernel configuration failed", log_tail=_tail(log))
-        bad = kconfig.missing(config, (src / "out" / ".config").read_text())
-        if bad:
-            raise BuildError(bdir / "allconfig", "config options did not stick: " + ", ".join(bad))
-        say(f"kernel: building Image with -j{jobs} (log: {repo.rel(log)})")
-        if _make(src, ["Image"], log, jobs).returncode or not image.is_file():
-            raise BuildError(log, "kernel build failed", log_tail=_tail(log))
-        release = (src / "out" / "include" / "config" / "kernel.release").read_text().strip()
+            _patch_tree(bdir, revision, source, tarball, touched, config_hash, say)
+        _configure(bdir, config, log)
+        _make_image(src, image, log, jobs, say)
         kernel = Kernel(
             image=image,
-            release=release,
+            release=(src / "out" / "include" / "config" / "kernel.release").read_text().strip(),
             revision=revision.name,
             source=source,
             key=key,
@@ -442,7 +421,57 @@ def build(
             build_dir=repo.rel(bdir),
             build_seconds=round(time.monotonic() - start, 1),
         )
-        info = {**kernel.identity(), "image": str(image)}
-        info |= {"config_hash": config_hash, "touched": touched}
-        stamps.write(done, info)
+        _stamp(bdir / DONE, kernel, config_hash, touched)
         return kernel
+
+
+def _stamp(done: Path, kernel: Kernel, config_hash: str, touched: list[str]) -> None:
+    """The build's stamp (kernel.json): the kernel's identity, what a donor needs."""
+    info = {**kernel.identity(), "image": str(kernel.image)}
+    info |= {"config_hash": config_hash, "touched": touched}
+    stamps.write(done, info)
+
+
+def _patch_tree(
+    bdir: Path,
+    revision: Revision,
+    source: str,
+    tarball: Path,
+    touched: list[str],
+    config_hash: str,
+    say: Callable[[str], None],
+) -> None:
+    """bdir/linux: the pristine source hard-linked (the files the series touches
+    copied), the series applied, objects seeded from a donor; then .patched."""
+    src = bdir / "linux"
+    shutil.rmtree(src, ignore_errors=True)
+    pristine = _pristine(source, tarball, say)
+    subprocess.run(["cp", "-al", str(pristine), str(src)], check=True)
+    _break_links(src, touched)
+    say(f"kernel: applying {len(revision.patches)} patch(es) of {revision.name}")
+    apply_patches(src, revision.patches, bdir / "build.log")
+    _seed(bdir, source, config_hash, touched, say)
+    (bdir / ".patched").touch()
+
+
+def _configure(bdir: Path, config: str, log: Path) -> None:
+    """out/.config from config (allnoconfig on it, unless a donor seeded the tree with
+    this very config); every option of config must have stuck."""
+    src = bdir / "linux"
+    allconfig = bdir / "allconfig"
+    allconfig.write_text(config)
+    seeded = (src / "out" / ".config").is_file()  # a donor's tree has this very config
+    if (
+        not seeded
+        and _make(src, [f"KCONFIG_ALLCONFIG={allconfig}", "allnoconfig"], log, 1).returncode
+    ):
+        raise BuildError(log, "kernel configuration failed", log_tail=_tail(log))
+    bad = kconfig.missing(config, (src / "out" / ".config").read_text())
+    if bad:
+        raise BuildError(bdir / "allconfig", "config options did not stick: " + ", ".join(bad))
+
+
+def _make_image(src: Path, image: Path, log: Path, jobs: int, say: Callable[[str], None]) -> None:
+    say(f"kernel: building Image with -j{jobs} (log: {repo.rel(log)})")
+    if _make(src, ["Image"], log, jobs).returncode or not image.is_file():
+        raise BuildError(log, "kernel build failed", log_tail=_tail(log))

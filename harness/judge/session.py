@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from harness.core.status import BootStatus
 from harness.inputs import revision as revmod
 from harness.judge import abicheck, closing
 from harness.judge.layer0 import Hardware
@@ -105,11 +106,11 @@ class Session:
         for spec in self._ended:
             self.finish(spec)
         self._ended.clear()
-        if boot_status == "interrupted":
+        if boot_status == BootStatus.INTERRUPTED:
             self._close_unfinished(ERROR, reason)
             return
-        if boot_status != "completed":
-            status = FAILED if boot_status == "panic" else ERROR
+        if boot_status != BootStatus.COMPLETED:
+            status = FAILED if boot_status == BootStatus.PANIC else ERROR
             self._close_unfinished(status, f"boot {boot_status}: {reason}")
         self._close_unreported()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from harness.boot.qemu_runner import PANIC, BootResult
 from harness.core import repo
 from harness.core.errors import InputError
+from harness.core.status import BootStatus
 from harness.inputs.options import RunOptions
 from harness.outputs import ktap
 from harness.runs.run import RunOutcome, RunSetup
@@ -103,20 +104,20 @@ def judge(
     files.ktap = ktap.KtapWriter(say, lines, len(session.specs))
     session.emit = files.ktap.emit
     session.start()
-    status, reason = "hang", "the log ends before the suite finished"
+    status, reason = BootStatus.HANG, "the log ends before the suite finished"
     for line in console.lines:
         if PANIC.search(line):
-            status, reason = "panic", line.strip()
+            status, reason = BootStatus.PANIC, line.strip()
         for rec in session.feed(line):
             if rec.kind == "boot" and isinstance(files.identity["kernel"], dict):
                 files.identity["kernel"]["release"] = rec.get("release")
     if console.done:
-        status, reason = "completed", "suite finished"
+        status, reason = BootStatus.COMPLETED, "suite finished"
     files.boot = BootResult(status, reason, saved, saved, qemu_trace_log, 0.0)
     session.close(status, reason)
     if session.suite_errors:
         files.identity["suite_errors"] = session.suite_errors
-    files.save(complete=status == "completed")
+    files.save(complete=status == BootStatus.COMPLETED)
     return setup.outcome(say)
 
 

@@ -21,6 +21,7 @@ from harness.build import kernel
 from harness.build.artifacts import build_artifacts
 from harness.core import repo, resultsfile, signals
 from harness.core.errors import BuildError, HarnessError, InputError
+from harness.core.status import BootStatus
 from harness.inputs import machine
 from harness.inputs import revision as revmod
 from harness.inputs.options import POLICIES, RunOptions
@@ -144,7 +145,7 @@ class Run:
     def _interrupted(self, sig: signals.Interrupted) -> RunOutcome:
         """QEMU has ended (QemuRun's exit): keep what ran, the rest ERROR/MISS."""
         self.say(f"# {sig.reason}: QEMU ended, partial results kept")
-        self.session.close("interrupted", sig.reason)
+        self.session.close(BootStatus.INTERRUPTED, sig.reason)
         self.files.save(complete=False)
         return replace(self._outcome(), exit_code=sig.exit_code, interrupted=sig.name)
 
@@ -166,12 +167,12 @@ class Run:
         self._start_ktap()
         self.files.save(complete=False)
         status, reason = self._boot(image, initrd)
-        if status != "completed":
+        if status != BootStatus.COMPLETED:
             self.say(f"# boot: {status}: {reason}")
         self.session.close(status, reason)
         if self.session.suite_errors:
             self.identity["suite_errors"] = self.session.suite_errors
-        self.files.save(complete=status == "completed")
+        self.files.save(complete=status == BootStatus.COMPLETED)
         return self._outcome()
 
     def _kernel(self) -> Path:
@@ -201,7 +202,7 @@ class Run:
         self.session.emit = self.files.ktap.emit
         self.session.start()
 
-    def _boot(self, image: Path, initrd: Path) -> tuple[str, str]:
+    def _boot(self, image: Path, initrd: Path) -> tuple[BootStatus, str]:
         timeouts = replace(self.opts.timeouts)
         if timeouts.suite_s is None:
             timeouts.suite_s = suite_bound(self.runnable)

@@ -1,0 +1,143 @@
+"""The QEMU process of a boot: its argv, started under pexpect, its exit status and
+stderr, ended with SIGKILL and reaped; end_all kills every one still running.
+
+pexpect runs QEMU on a pty of its own, in a session of its own (so a Ctrl-C at
+the terminal reaches the harness, which ends QEMU itself); QEMU's stderr goes
+to a file, its console to console.log as it is read.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import pexpect
+
+from harness.inputs.machine import MachineConfig, shell_line
+
+# the QEMUs running now (any thread), so that none outlives the harness (end_all)
+_live: set[QemuProcess] = set()
+_live_lock = threading.Lock()
+
+
+def end_all() -> int:
+    """Kill every QEMU still running (a last resort at exit). Returns how many."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        proc.kill()
+    return len(procs)
+
+
+class QemuProcess:
+    """One qemu-system-aarch64 process, from its argv to its reaping."""
+
+    def __init__(self, machine: MachineConfig, run_dir: Path, trace_log: Path | None) -> None:
+        self.machine = machine
+        self.run_dir = run_dir
+        self.trace_log = trace_log
+        self.console_log = run_dir / "console.log"
+        self.qemu_stderr = run_dir / "qemu.stderr"
+        self.argv: list[str] = []
+        self.child: pexpect.spawn | None = None
+        self._sockdir: str | None = None
+        self._logf: IO[str] | None = None
+
+    def start(self, kernel: Path, initrd: Path) -> Path:
+        """Write qemu-cmdline.sh and start QEMU (its console logged). Returns the path of
+        its QMP socket (which QEMU creates a moment later)."""
+        # AF_UNIX paths are limited to 108 bytes: keep the socket in a short private dir.
+        self._sockdir = tempfile.mkdtemp(prefix="vt-")
+        sock = Path(self._sockdir) / "qmp.sock"
+        self.argv = self.machine.qemu_argv(kernel, initrd, sock, self.trace_log)
+        by_hand = self.machine.qemu_argv(kernel, initrd, None)
+        (self.run_dir / "qemu-cmdline.sh").write_text(
+            "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace)\n"
+            + shell_line(by_hand)
+            + "\n"
+        )
+        self._logf = open(self.console_log, "w", encoding="utf-8", errors="replace")
+        self.child = pexpect.spawn(
+            "/bin/sh",
+            ["-c", 'exec "$@" 2>"$0"', str(self.qemu_stderr), *self.argv],
+            encoding="utf-8",
+            codec_errors="replace",
+            echo=False,
+            timeout=None,
+        )
+        with _live_lock:
+            _live.add(self)
+        self.child.logfile_read = self._logf
+        self.child.delayafterread = None  # pexpect's default sleeps 0.1 ms after every read
+        self.child.delayafterclose = 0.0
+        self.child.delayafterterminate = 0.0
+        return sock
+
+    def alive(self) -> bool:
+        child = self.child
+        return child is not None and not child.closed and child.isalive()
+
+    def wait_gone(self, seconds: float) -> None:
+        """Wait (bounded) for QEMU to end by itself."""
+        deadline = time.monotonic() + seconds
+        while self.child.isalive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    @property
+    def exit_status(self) -> int | None:
+        """QEMU's exit status, or -signal if a signal ended it; None while it runs."""
+        child = self.child
+        if child is None or child.isalive():
+            return None
+        if child.signalstatus is not None:
+            return -child.signalstatus
+        return child.exitstatus
+
+    @property
+    def exitstatus(self) -> int | None:
+        """pexpect's exitstatus (None when a signal ended QEMU, or it never started)."""
+        return None if self.child is None else self.child.exitstatus
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.qemu_stderr.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return " | ".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL QEMU (a stopped one too) if it runs, and reap it (bounded)."""
+        child = self.child
+        if child is not None and not child.closed:
+            if child.isalive():
+                child.kill(signal.SIGKILL)
+            try:
+                child.expect(pexpect.EOF, timeout=2)
+            except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+                pass
+            child.close(force=True)
+        with _live_lock:
+            _live.discard(self)
+
+    def release(self) -> None:
+        """Close the console log and remove the socket's directory (QEMU has ended)."""
+        if self._logf is not None:
+            self._logf.close()
+            self._logf = None
+        if self._sockdir:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+
+    def wait_exit(self, seconds: float) -> int | None:
+        """After the suite: let the guest power off by itself (bounded)."""
+        try:
+            self.child.expect(pexpect.EOF, timeout=seconds)
+        except pexpect.TIMEOUT:
+            return None
+        self.child.close()
+        return self.child.exitstatus

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from markupsafe import Markup
@@ -22,15 +23,27 @@ COLORS = {
     "other": "#f29900",
     "irq": "#1a73e8",
     "hw": "#188038",
+    "fail": "#a50e0e",
 }
 
 
 def _marks(ticks: list[timeline.Tick], x) -> list[dict]:
     return [
         {"x": x(k.t), "t": k.t, "label": k.label, "color": COLORS.get(k.kind, "#000"),
-         "tall": k.kind in ("notice", "irq", "hw")}
+         "tall": k.kind in ("notice", "irq", "hw", "fail"), "kind": k.kind}
         for k in ticks
     ]  # fmt: skip
+
+
+def _axis_ticks(span_ms: float) -> list[float]:
+    """Round times in ms for the axis: 1, 2 or 5 times a power of ten, 4-10 of them."""
+    step = 10 ** math.floor(math.log10(max(span_ms, 0.001) / 10))
+    for k in (1, 2, 5, 10):
+        if span_ms / (step * k) <= 10:
+            step *= k
+            break
+    n = int(span_ms // step)
+    return [round(i * step, 6) for i in range(n + 1)]
 
 
 def svg(tl: timeline.Timeline) -> Markup:
@@ -59,9 +72,10 @@ def svg(tl: timeline.Timeline) -> Markup:
     for name, ticks in rest.items():
         rows.append({"name": name, "y": y, "path": "", "ticks": _marks(ticks, x)})
         y += ROW
-    # autoescaped (select_autoescape is on for .j2 via autoescape=True), so safe to embed
+    axis = [{"x": x(t), "t": t} for t in _axis_ticks(tl.span_ms)]
+    # autoescaped (the one environment escapes .svg.j2), so safe to embed
     html = templating.ENV.get_template("timeline.svg.j2").render(
-        tl=tl, rows=rows, width=WIDTH, height=y + 14, left=LEFT
+        tl=tl, rows=rows, width=WIDTH, height=y + 14, left=LEFT, axis=axis, top=4, bottom=y
     )
     return Markup(html)
 
@@ -76,7 +90,8 @@ def render(
     tests = []
     for r in results:
         tr = traces.get(r.name)
-        tl = timeline.build(tr) if tr is not None and tr.exits else None
+        failed = [p for p in r.properties if p.status == "fail"]
+        tl = timeline.build(tr, failed) if tr is not None and tr.exits else None
         tests.append(
             {
                 "name": r.name,

@@ -39,6 +39,9 @@ class Clock:
 def clock(tr: TestTrace, freq: int = DEFAULT_FREQ) -> Clock | None:
     ns_per_tick = 1e9 / freq
     pairs = [(r.int("cnt", base=16), r.t_ns) for r in tr.injections if r.get("cnt")]
+    # with no injection (never_inject, cval_future), the exits: cnt read just after
+    # KVM_RUN returned, the record written right after
+    pairs = pairs or [(e.cnt, e.t_ns) for e in tr.exits if e.cnt]
     if not pairs:
         return None
     return Clock(ns_per_tick, statistics.median(t - c * ns_per_tick for c, t in pairs))

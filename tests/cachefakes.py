@@ -46,7 +46,7 @@ class FakeKernels:
 
 
 def _fake_make(log: Path):
-    def make(src: Path, args: list[str], build_log: Path, jobs: int):
+    def make(src: Path, args: list[str], build_log: Path, jobs: int, progress=None):
         with open(log, "a") as f:
             f.write(f"{os.getpid()} {args[-1]}\n")
         out = src / "out"

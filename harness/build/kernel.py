@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.build import kconfig
+from harness.build.progress import BuildProgress
 from harness.core import locks, repo, signals, stamps
 from harness.core.errors import BuildError, HarnessError
 from harness.inputs.machine import MachineConfig
@@ -279,7 +280,9 @@ def _unpack(tarball: Path, dest: Path) -> None:
     tmp.rmdir()
 
 
-def _make(src: Path, args: list[str], log: Path, jobs: int) -> subprocess.CompletedProcess:
+def _make(
+    src: Path, args: list[str], log: Path, jobs: int, progress: BuildProgress | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, CCACHE_DIR=str(CCACHE_DIR), CCACHE_NOHASHDIR="1")
     cmd = [
         "make",
@@ -293,17 +296,19 @@ def _make(src: Path, args: list[str], log: Path, jobs: int) -> subprocess.Comple
     with open(log, "a") as out:
         out.write("$ " + " ".join(cmd) + "\n")
         out.flush()
+        if progress:
+            progress.command(cmd)
         # a process group of its own, so that all of it is ended if the harness is stopped
         proc = subprocess.Popen(
             cmd, cwd=src, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-        return subprocess.CompletedProcess(cmd, _wait_stoppable(proc))
+        return subprocess.CompletedProcess(cmd, _wait_stoppable(proc, progress))
 
 
 MAKE_STOP_S = 10.0  # for make to delete the targets it was making, after SIGTERM
 
 
-def _wait_stoppable(proc: subprocess.Popen) -> int:
+def _wait_stoppable(proc: subprocess.Popen, progress: BuildProgress | None = None) -> int:
     """proc's exit status; on SIGINT/SIGTERM (signals.check() in any thread) its process
     group is ended, SIGTERM first (make then deletes half-made targets), and no make is
     left writing into a build dir whose lock the harness gives up as it exits."""
@@ -313,6 +318,8 @@ def _wait_stoppable(proc: subprocess.Popen) -> int:
                 return proc.wait(signals.POLL_S)
             except subprocess.TimeoutExpired:
                 signals.check()
+                if progress:
+                    progress.poll()
     except BaseException:
         with signals.deferred():
             _end_group(proc)
@@ -409,7 +416,7 @@ def build(
         if not (bdir / ".patched").is_file():
             _patch_tree(bdir, revision, source, tarball, touched, config_hash, say)
         _configure(bdir, config, log)
-        _make_image(src, image, log, jobs, say)
+        _make_image(src, image, log, jobs, say, f"{source_package}/{machine.name}")
         kernel = Kernel(
             image=image,
             release=(src / "out" / "include" / "config" / "kernel.release").read_text().strip(),
@@ -471,7 +478,12 @@ def _configure(bdir: Path, config: str, log: Path) -> None:
         raise BuildError(bdir / "allconfig", "config options did not stick: " + ", ".join(bad))
 
 
-def _make_image(src: Path, image: Path, log: Path, jobs: int, say: Callable[[str], None]) -> None:
+def _make_image(
+    src: Path, image: Path, log: Path, jobs: int, say: Callable[[str], None], key: str
+) -> None:
     say(f"kernel: building Image with -j{jobs} (log: {repo.rel(log)})")
-    if _make(src, ["Image"], log, jobs).returncode or not image.is_file():
+    progress = BuildProgress(log, say, KERNELS / ".objects.json", key)
+    if _make(src, ["Image"], log, jobs, progress=progress).returncode or not image.is_file():
         raise BuildError(log, "kernel build failed", log_tail=_tail(log))
+    progress.finished()
+    say(f"kernel: {progress.line()}")

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import hashlib
 import os
+import sys
 import threading
 import time
 import traceback
@@ -31,6 +32,7 @@ from harness.inputs import machine as machmod
 from harness.inputs import revision
 from harness.inputs.options import RunOptions
 from harness.runs.matrix import outcome, spec
+from harness.runs.matrix.display import Display
 from harness.runs.matrix.outcome import CellResult
 from harness.runs.run import boot_test
 
@@ -149,11 +151,12 @@ class Runner:
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.interrupted: signals.Interrupted | None = None
         self.threads = _Threads(self.changed)  # those of run()
+        # a live block on a terminal (print to one), plain lines anywhere else
+        self.display = Display(sys.stdout, self.results, self.tag, None if out is print else out)
 
     # -- display -------------------------------------------------------------
     def say(self, text: str) -> None:
-        with self.lock:
-            self.out(text)
+        self.display.line(text)
 
     def tag(self, i: int) -> str:
         n = len(self.results)
@@ -165,11 +168,12 @@ class Runner:
     # -- the run -------------------------------------------------------------
     def run(self) -> int:
         m = self.matrix
-        self.out(
+        self.say(
             f"# matrix {m.name}: {len(m.cells)} cells, {self.slots} CPU tokens for boots; "
             f"results: {repo.rel(self.dir)}"
         )
         self.save()
+        self.display.start()
         boots = _Boots(self)
         self.threads.start("kernels", _Kernels(self).prepare_all)
         for i in range(self.slots):
@@ -179,6 +183,8 @@ class Runner:
         except KeyboardInterrupt as e:  # signals.Interrupted: SIGINT or SIGTERM
             with signals.deferred():
                 return self._interrupt(signals.of(e))
+        finally:
+            self.display.stop()
         return self._finish()
 
     def _finish(self) -> int:
@@ -186,14 +192,14 @@ class Runner:
         m = self.matrix
         self.save()
         for line in self.table():
-            self.out(line)
+            self.say(line)
         if m.repeat > 1:
             for line in outcome.unstable_lines(self.results, m.repeat):
-                self.out(line)
+                self.say(line)
         ok = all(r.as_expected for r in self.results)
         bad = sum(not r.as_expected for r in self.results)
         verdict = "all cells as expected" if ok else f"{bad} cell(s) NOT as expected"
-        self.out(
+        self.say(
             f"# matrix {m.name}: {verdict}; {time.monotonic() - self.started:.0f} s; "
             f"{repo.rel(self.dir)}/matrix.json"
         )
@@ -207,18 +213,18 @@ class Runner:
         self.stop.set()
         with self.changed:
             self.changed.notify_all()
-        self.out(f"# {sig.reason}: no new cells start; the running ones end their QEMU")
+        self.say(f"# {sig.reason}: no new cells start; the running ones end their QEMU")
         self.threads.wait(time.monotonic() + INTERRUPT_GRACE_S)
         if n := qemu_runner.end_all():
-            self.out(f"# {n} QEMU still running after {INTERRUPT_GRACE_S:.0f} s: killed")
+            self.say(f"# {n} QEMU still running after {INTERRUPT_GRACE_S:.0f} s: killed")
         for r in self.results:
             if r.outcome == Outcome.RUNNING:  # its thread did not finish in time
                 r.outcome, r.reason = Outcome.INTERRUPTED, sig.reason
         self.save()
         for line in self.table():
-            self.out(line)
+            self.say(line)
         ran = sum(r.outcome not in (Outcome.PENDING, Outcome.INTERRUPTED) for r in self.results)
-        self.out(
+        self.say(
             f"# matrix {self.matrix.name}: {sig.reason}; {ran} of {len(self.results)} cells "
             f"finished; {repo.rel(self.dir)}/matrix.json"
         )
@@ -334,6 +340,7 @@ class _Boots:
                 for i in pending:
                     if m.keys[i] in m.prepared:
                         m.results[i].outcome = Outcome.RUNNING
+                        m.display.started(i)
                         return i
                 m.changed.wait(0.5)
 
@@ -418,6 +425,7 @@ class _CellRun:
         )
 
     def _report_end(self) -> None:
+        self.m.display.ended(self.i)
         self.m.say(f"{self.m.tag(self.i)} {outcome.end_line(self.r)}")
 
 

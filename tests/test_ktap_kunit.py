@@ -19,7 +19,9 @@ from recorded import RUNS, judged
 from harness.core import repo
 
 SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
-KUNIT = repo.BUILD / "kunit-6.1"  # tools/testing/kunit/ of SOURCE
+# tools/testing/kunit/ of SOURCE, where kunit.py finds itself (it wants that path)
+TREE = repo.BUILD / "kunit-6.1"
+KUNIT = TREE / "tools" / "testing" / "kunit"
 
 
 def _extract() -> Path:
@@ -27,15 +29,15 @@ def _extract() -> Path:
         return KUNIT
     if not SOURCE.exists():
         pytest.skip(f"{SOURCE} is not installed (apt-get install linux-source-6.1)")
-    KUNIT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=KUNIT.parent, prefix=".kunit-"))
+    repo.BUILD.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=repo.BUILD, prefix=".kunit-"))
     subprocess.run(
-        ["tar", "xJf", SOURCE, "-C", tmp, "--strip-components=4", "--wildcards",
+        ["tar", "xJf", SOURCE, "-C", tmp, "--strip-components=1", "--wildcards",
          "*/tools/testing/kunit/*"],
         check=True,
     )  # fmt: skip
     try:
-        os.rename(tmp, KUNIT)
+        os.rename(tmp, TREE)
     except OSError:  # another session extracted it first
         subprocess.run(["rm", "-rf", tmp], check=True)
     return KUNIT
@@ -126,3 +128,13 @@ def test_a_failed_property_fails_under_its_failed_test_with_its_reason(tmp_path,
     # the guest's failed check fails the checks subtest too
     checks = t.subtests[-1]
     assert checks.name == "checks" and checks.status == S.FAILURE
+
+
+@pytest.mark.parametrize("name,code", [("upstream-every-exit", 0), ("upstream-nointr", 1)])
+def test_kunit_py_parse_exits_as_our_run_did(tmp_path, kunit_parser, name, code):
+    """`kunit.py parse ktap.txt`, the kernel's command: 0 only when nothing failed."""
+    run_dir = judged(tmp_path, name)
+    cmd = [sys.executable, KUNIT / "kunit.py", "parse", run_dir / "ktap.txt"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == code, out.stdout + out.stderr
+    assert "Testing complete." in out.stdout

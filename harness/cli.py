@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_lava_export,
         _add_lava_ingest,
         _add_parse,
+        _add_kcidb,
     ):
         add(sub)
     return p
@@ -140,6 +141,42 @@ def _add_parse(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("--test", action="append", default=[], help="only this test (repeatable)")
     pa.add_argument("--qemu-trace", type=Path, help="QEMU's trace log (layer 0)")
     pa.add_argument("--out", type=Path, default=None, help="base directory (default results/)")
+
+
+def _add_kcidb(sub: argparse._SubParsersAction) -> None:
+    kc = sub.add_parser(
+        "kcidb",
+        help="write a run's (or a matrix run's) results as KCIDB JSON (KernelCI's database)",
+        description="Checkouts (kernel source + series), builds (kernels) and tests "
+        "(vtimer.<test>, vtimer.<test>.<property>) of a results/<run-id>/ or a matrix run, "
+        "validated against KCIDB's schema when kcidb-io is installed.",
+    )
+    kc.add_argument("run", type=Path, help="a run directory or a matrix run directory")
+    kc.add_argument("-o", "--output", type=Path, help="write here (default: stdout)")
+
+
+def _kcidb(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.core import resultsfile
+    from harness.lab import kcidb
+
+    data = kcidb.report(args.run)
+    checked = kcidb.validate(data)
+    text = json.dumps(data, indent=1) + "\n"
+    if args.output:
+        resultsfile.write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    n = {k: len(data[k]) for k in ("checkouts", "builds", "tests")}
+    valid = f"valid KCIDB {checked}" if checked else "not validated: kcidb-io is not installed"
+    where = f" -> {args.output}" if args.output else ""
+    print(
+        f"# kcidb: {n['checkouts']} checkouts, {n['builds']} builds, {n['tests']} tests"
+        f"{where} ({valid})",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _parse(args: argparse.Namespace) -> int:
@@ -270,6 +307,8 @@ def _command(args: argparse.Namespace) -> int:
             return _lava_ingest(args)
         if args.command == "parse":
             return _parse(args)
+        if args.command == "kcidb":
+            return _kcidb(args)
         traces = tuple(args.trace) if args.trace else ("arm_gt_*",)
         if traces == ("none",):
             traces = ()

@@ -74,9 +74,10 @@ class RunFiles:
         s = self.session
         results = s.results()
         wall = time.monotonic() - self.started
-        resultsfile.write_atomic(
-            self.run_dir / "junit.xml", junit.render("vtimer-harness", results, wall)
-        )
+        parsed = s.stream.parsed
+        recs = {r.name: parsed.of(r.name) for r in results}
+        xml = junit.render("vtimer-harness", results, wall, recs, junit.classname(self.identity))
+        resultsfile.write_atomic(self.run_dir / "junit.xml", xml)
         if self.ktap:
             resultsfile.write_atomic(self.run_dir / "ktap.txt", self.ktap.text())
         by_model = {m: list(rs.values()) for m, rs in s.by_model.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -175,20 +176,34 @@ def test_lava_run_missing_is_one_line(monkeypatch, tmp_path):
         lavarun.run(DATA / "upstream-eintr-only-mmio_spin.job.yaml", tmp_path / "out")
 
 
-def test_lava_run_past_its_deadline_is_killed(monkeypatch, tmp_path):
+def _fake_lava_run(tmp_path: Path, body: str) -> None:
     fake = tmp_path / "bin" / "lava-run"
-    fake.parent.mkdir()
-    fake.write_text(
-        '#!/bin/sh\necho \'{"dt": "x", "lvl": "info", "msg": "hi"}\' >&2\nexec sleep 60\n'
-    )
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\necho \'{"dt": "x", "lvl": "info", "msg": "hi"}\' >&2\n' + body)
     fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+
+
+def test_lava_run_past_its_deadline_is_killed(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
     job = DATA / "upstream-eintr-only-mmio_spin.job.yaml"
+    _fake_lava_run(tmp_path, "exec sleep 60\n")  # SIGTERM ends it (LAVA cancels the job)
     r = lavarun.run(job, tmp_path / "out", timeout_s=1)
     assert r.returncode is None and not r.ok and r.elapsed_s < 10
     assert r.error == "killed after 1 s (deadline)"
     assert [e["lvl"] for e in lava_ingest.log_entries(r.log.read_text())] == ["info", "error"]
     assert (tmp_path / "out" / "device.yaml").is_file()
+    # one that ignores SIGTERM, its child (QEMU, under pexpect) in a session of its own
+    pidfile = tmp_path / "child.pid"
+    _fake_lava_run(tmp_path, f"trap '' TERM\nsetsid sleep 300 &\necho $! > {pidfile}\nwait\n")
+    monkeypatch.setattr(lavarun, "CANCEL_S", 0.5)
+    r = lavarun.run(job, tmp_path / "out2", timeout_s=1)
+    assert r.returncode is None and r.elapsed_s < 10
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed; reaped by init
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_ingest_judges_what_lavas_monitor_cannot(tmp_path):

@@ -14,6 +14,7 @@ runs side by side do not share lava-run's /var/lib/lava/dispatcher/tmp/<id>/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -109,21 +110,42 @@ def _deadline(job: dict) -> float:
     return float(minutes) * 60 + MARGIN_S
 
 
+def _descendants(pid: int) -> list[int]:
+    """pid's descendants (from /proc): QEMU runs in a session of its own (pexpect's
+    pty), out of reach of a signal to lava-run's process group."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def _wait(proc: subprocess.Popen, deadline_s: float) -> int | None:
+    """lava-run's exit code, or None when it outlived deadline_s: then SIGTERM (LAVA
+    cancels the job: ends QEMU, cleans up), and SIGKILL for all of them if it hangs."""
     try:
         return proc.wait(timeout=deadline_s)
     except subprocess.TimeoutExpired:
         pass
-    for sig, grace in ((signal.SIGTERM, CANCEL_S), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)  # lava-run and its QEMU
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=CANCEL_S)
+        return None
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=10)
     return None
 
 

@@ -3,15 +3,16 @@
 # Idempotent: does nothing when every package is already installed and dpkg
 # already knows the arm64 architecture.
 # linux-source-6.12: the second kernel source of the matrix (matrix/*.yaml).
-# ipxe-qemu: the NIC ROM LAVA's qemu device type needs (its -net nic), for
-# checking exported LAVA jobs locally (harness/lab/lava/dispatch.py run_job_locally).
+# lava-dispatcher: LAVA's own dispatcher (lava-run, Debian 2023.01), which runs an
+# exported LAVA job here as a lab's worker would (harness/lab/lava/lavarun.py);
+# ipxe-qemu: the NIC ROM LAVA's qemu device type needs (its -net nic).
 # arm64 (foreign architecture, lists only): prebuilt Debian kernels are
 # fetched with apt-get download NAME:arm64 (harness/build/debkernel.py); no arm64
 # package is ever installed into the host.
 set -eu
 PKGS="python3 python3-venv python3-pip patch qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu
 linux-source-6.1 linux-source-6.12 flex bison bc libssl-dev libelf-dev cpio ccache make xz-utils gzip
-chromium ipxe-qemu"
+chromium ipxe-qemu lava-dispatcher"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -1,10 +1,13 @@
-"""LAVA: exported jobs pass LAVA's own schema (lava_common, from Debian's lava-common);
-recorded job logs (a job run by run_job_locally) are judged by our verdict."""
+"""LAVA: exported jobs pass LAVA's own schema (lava_common, from Debian's lava-common) and
+render LAVA's own qemu device type (lava-server's templates); recorded job logs (the
+server's YAML, lava-run's JSON lines) are judged by our verdict."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,9 @@ import yaml
 from harness import cli
 from harness.core import repo
 from harness.core.errors import HarnessError, InputError
-from harness.lab.lava import dispatch as lava_dispatch
 from harness.lab.lava import export as lava_export
 from harness.lab.lava import ingest as lava_ingest
+from harness.lab.lava import lavarun
 from harness.lab.lava import schema as lava_schema
 from harness.runs.matrix import spec
 
@@ -91,34 +94,116 @@ def test_jobs_carry_the_cells_machine_kernel_and_initramfs(exported):
     assert "/initramfs/v5-eintr-only-" in initrd["url"] and len(initrd["sha256sum"]) == 64
 
 
-def test_local_qemu_command_is_lavas_qemu_device_type():
+def test_device_config_is_lavas_qemu_device_type():
+    # LAVA's own qemu.jinja2 (lava-server, unpacked under build/) rendered with the context
     job = yaml.safe_load((DATA / "upstream-eintr-only-mmio_spin.job.yaml").read_text())
-    deploy = job["actions"][0]["deploy"]["images"]
-    files = {deploy["kernel"]["url"]: Path("K"), deploy["initrd"]["url"]: Path("I")}
-    argv = lava_dispatch.qemu_argv(job, files)
-    assert argv[:5] == ["qemu-system-aarch64", "-cpu", "max", "-machine", argv[4]]
-    assert argv[argv.index("-kernel") + 1] == "K" and argv[argv.index("-initrd") + 1] == "I"
-    append = argv[argv.index("-append") + 1]
-    assert append.startswith("console=ttyAMA0 panic=-1 rdinit=/init vtimer.cell=")
+    device = yaml.safe_load(lavarun.device_config(job))
+    assert lavarun.device_types_dir().is_relative_to(repo.BUILD)
+    qemu = device["actions"]["boot"]["methods"]["qemu"]["parameters"]
+    assert qemu["command"] == "qemu-system-aarch64"
+    ctx = job["context"]
+    assert qemu["options"][:2] == [f"-cpu {ctx['cpu']}", f"-machine {ctx['machine']}"]
+    assert f"-m {ctx['memory']}" in qemu["options"] and "-monitor none" in qemu["options"]
+    assert qemu["extra"] == ctx["extra_options"]
+    assert "tmpfs" in device["actions"]["deploy"]["methods"] or device["actions"]["deploy"]
 
 
 def _log(name: str) -> list[dict]:
     with gzip.open(DATA / name, "rt") as f:
-        return yaml.safe_load(f)
+        return yaml.safe_load(f) if name.endswith(".yaml.gz") else lava_ingest.log_entries(f.read())
+
+
+def _monitor(job: dict, lines: list[str]) -> list[tuple[str, str]]:
+    """The (case, result) pairs the job's monitor patterns find in console lines."""
+    (mon,) = next(a["test"] for a in job["actions"] if "test" in a)["monitors"]
+    start = next(i for i, x in enumerate(lines) if re.search(mon["start"], x))
+    cases = []
+    for line in lines[start + 1 :]:
+        if re.search(mon["end"], line):
+            break
+        if m := re.search(mon["pattern"], line):
+            cases.append((m["test_case_id"], mon["fixupdict"].get(m["result"], m["result"])))
+    return cases
+
+
+LAVA_RUN_LOG = "upstream-every-exit-smoke.lava-run.jsonl.gz"  # lava-run 2023.01's own
+SMOKE_TESTS = ["oneshot_wfi", "rearm_n", "mmio_spin"]
 
 
 def test_monitor_patterns_find_one_case_per_test_in_recorded_logs():
     job = yaml.safe_load((DATA / "upstream-eintr-only-mmio_spin.job.yaml").read_text())
-    for name, test in (
-        ("upstream-every-exit-rearm_n.log.yaml.gz", "rearm_n"),
-        ("upstream-eintr-only-mmio_spin.log.yaml.gz", "mmio_spin"),
+    for name, tests in (
+        ("upstream-every-exit-rearm_n.log.yaml.gz", ["rearm_n"]),
+        ("upstream-eintr-only-mmio_spin.log.yaml.gz", ["mmio_spin"]),
+        (LAVA_RUN_LOG, SMOKE_TESTS),
     ):
         entries = _log(name)
-        lines = [e["msg"] for e in entries if e["lvl"] == "target"]
-        cases = lava_dispatch.monitor_cases(job, lines)
-        assert [(c["name"], c["result"]) for c in cases] == [(test, "pass")]
+        lines, _ = lava_ingest.console_lines(DATA / name)
+        assert _monitor(job, lines) == [(t, "pass") for t in tests]
         recorded = [e["msg"] for e in entries if e["lvl"] == "results"]
-        assert [(r["name"], r["result"]) for r in recorded] == [(test, "pass")]
+        recorded = [r for r in recorded if r["definition"] != "lava"]  # LAVA's own actions
+        assert [(r.get("name", r.get("case")), r["result"]) for r in recorded] == [
+            (t, "pass") for t in tests
+        ]
+
+
+def test_ingest_reads_lava_runs_json_lines_and_the_servers_yaml(tmp_path):
+    # lava-run's log: a YAML flow mapping per line (JSON but for a tagged value), the
+    # console's '"' escaped as '\\"' (the kt records' msg="..."): undone, CRCs hold
+    raw = gzip.decompress((DATA / LAVA_RUN_LOG).read_bytes()).decode()
+    assert '\\\\\\"' in raw and ': ! "' in raw
+    lines, kind = lava_ingest.console_lines(DATA / LAVA_RUN_LOG)
+    assert kind == "lava-run job log"
+    kt = [x for x in lines if " kt " in x and x.startswith("@VT1")]
+    assert kt and all('msg="' in x for x in kt)
+    out = lava_ingest.ingest(DATA / LAVA_RUN_LOG, tmp_path, say=lambda s: None)
+    assert out.exit_code == 0 and out.boot.status == "completed"
+    assert [(r.name, r.status) for r in out.results] == [(t, "PASS") for t in SMOKE_TESTS]
+    data = json.loads((out.run_dir / "results.json").read_text())
+    assert data["identity"]["lava"]["cell"] == "upstream-6.1-virt-gicv3-every-exit"
+    assert not any("checksum" in r for t in data["tests"] for r in t["reasons"])
+    # the same log as the server keeps it (output.yaml: "- " and the mapping, a line each)
+    server = tmp_path / "output.yaml"
+    server.write_text("".join(f"- {x}\n" for x in raw.splitlines()))
+    assert lava_ingest.console_lines(server) == (lines, "LAVA job log")
+    again = lava_ingest.ingest(server, tmp_path, say=lambda s: None)
+    assert [(r.name, r.status) for r in again.results] == [(t, "PASS") for t in SMOKE_TESTS]
+
+
+def test_lava_run_missing_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(HarnessError, match="lava-run not found: install Debian's lava-disp"):
+        lavarun.run(DATA / "upstream-eintr-only-mmio_spin.job.yaml", tmp_path / "out")
+
+
+def _fake_lava_run(tmp_path: Path, body: str) -> None:
+    fake = tmp_path / "bin" / "lava-run"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\necho \'{"dt": "x", "lvl": "info", "msg": "hi"}\' >&2\n' + body)
+    fake.chmod(0o755)
+
+
+def test_lava_run_past_its_deadline_is_killed(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    job = DATA / "upstream-eintr-only-mmio_spin.job.yaml"
+    _fake_lava_run(tmp_path, "exec sleep 60\n")  # SIGTERM ends it (LAVA cancels the job)
+    r = lavarun.run(job, tmp_path / "out", timeout_s=1)
+    assert r.returncode is None and not r.ok and r.elapsed_s < 10
+    assert r.error == "killed after 1 s (deadline)"
+    assert [e["lvl"] for e in lava_ingest.log_entries(r.log.read_text())] == ["info", "error"]
+    assert (tmp_path / "out" / "device.yaml").is_file()
+    # one that ignores SIGTERM, its child (QEMU, under pexpect) in a session of its own
+    pidfile = tmp_path / "child.pid"
+    _fake_lava_run(tmp_path, f"trap '' TERM\nsetsid sleep 300 &\necho $! > {pidfile}\nwait\n")
+    monkeypatch.setattr(lavarun, "CANCEL_S", 0.5)
+    r = lavarun.run(job, tmp_path / "out2", timeout_s=1)
+    assert r.returncode is None and r.elapsed_s < 10
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed; reaped by init
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_ingest_judges_what_lavas_monitor_cannot(tmp_path):

@@ -1,5 +1,7 @@
 """Real runs: matrix/smoke.yaml (kernels cached after the first run, ~15 s), the diff of
-that run, and one exported LAVA job run as LAVA's qemu device type would, then ingested."""
+that run, and the round trip through LAVA's own dispatcher: cells exported, run by
+lava-run (Debian's lava-dispatcher) on LAVA's qemu device type, their logs ingested,
+the verdicts those of a local run of the same cells."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ import json
 import pytest
 
 from harness.core import repo
-from harness.lab.lava import dispatch as lava_dispatch
 from harness.lab.lava import export as lava_export
 from harness.lab.lava import ingest as lava_ingest
+from harness.lab.lava import lavarun
 from harness.lab.lava import schema as lava_schema
 from harness.runs import diff
 from harness.runs.matrix import scheduler, spec
@@ -40,21 +42,42 @@ def test_smoke_matrix_runs_every_cell_as_expected(tmp_path):
     assert diff.write_html(d).is_file()
 
 
-def test_an_exported_job_runs_like_lava_and_is_ingested(tmp_path):
-    cell = "upstream-6.1-virt-gicv3-every-exit"
+def _statuses(run_dir) -> dict[str, str]:
+    return {
+        t["name"]: t["status"] for t in json.loads((run_dir / "results.json").read_text())["tests"]
+    }
+
+
+def test_lava_run_round_trip_gives_the_local_verdicts(tmp_path):
+    # a passing cell, and one whose VMM ends every test ok (LAVA's monitor: pass) that
+    # the revision's model fails (the eintr-only VMM never reads a change on an MMIO exit)
+    cells = ["upstream-6.1-virt-gicv3-every-exit", "upstream-6.1-virt-gicv3-eintr-only"]
     out = tmp_path / "lava"
-    (job,) = lava_export.export(
-        SMOKE, out, "https://lab.example/vt", cells=[cell], with_kernels=True
+    jobs = lava_export.export(
+        SMOKE, out, (out / "artifacts").as_uri(), cells=cells, with_kernels=True
     )
-    text = job.read_text()
-    lava_schema.validate(text)
-    manifest = json.loads((out / "artifacts.json").read_text())
-    files = {a["url"]: out / "artifacts" / a["path"] for a in manifest["artifacts"]}
-    assert all(a["sha256"] for a in manifest["artifacts"])
-    log = tmp_path / "job-log.yaml"
-    cases = lava_dispatch.run_job_locally(text, files, log, timeout_s=120)
-    tests = spec.load(SMOKE).select([cell]).cells[0].tests
-    assert [(c["name"], c["result"]) for c in cases] == [(t, "pass") for t in tests]
-    run = lava_ingest.ingest(log, tmp_path / "results", say=lambda s: None)
-    assert run.exit_code == 0
-    assert [(r.name, r.status) for r in run.results] == [(t, "PASS") for t in tests]
+    code, mdir = scheduler.run(SMOKE, tmp_path / "local", cells=cells, out=lambda s: None)
+    local = {c["name"]: c for c in json.loads((mdir / "matrix.json").read_text())["cells"]}
+    tests = spec.load(SMOKE).select(cells[:1]).cells[0].tests
+    for n, (cell, job) in enumerate(zip(cells, jobs, strict=True)):
+        assert job.stem == cell
+        lava_schema.validate(job.read_text())
+        r = lavarun.run(job, tmp_path / "run" / cell, job_id=n + 1)
+        assert r.ok, (r.returncode, r.error, r.log)
+        assert r.elapsed_s < 120
+        assert [c["name"] for c in r.cases] == list(tests)
+        if cell == cells[0]:
+            assert [c["result"] for c in r.cases] == ["pass"] * len(tests)
+        run = lava_ingest.ingest(r.log, tmp_path / "results", say=lambda s: None)
+        assert run.boot.status == "completed"
+        ingested = {t.name: t.status for t in run.results}
+        assert ingested == _statuses(mdir / local[cell]["run_dir"]), cell
+        want = "PASS" if cell == cells[0] else "FAIL"
+        assert set(ingested.values()) == {want} and len(ingested) == len(tests)
+        data = json.loads((run.run_dir / "results.json").read_text())
+        assert data["identity"]["lava"]["cell"] == cell
+        assert data["identity"]["lava"]["log_kind"] == "lava-run job log"
+        if want == "FAIL":
+            reasons = [x for t in data["tests"] for x in t["reasons"]]
+            assert any(x.startswith("visible:") for x in reasons)  # the cell's expect_reason
+    assert code == 0

@@ -1,3 +1,3 @@
-"""The lab's side: LAVA job export, a local stand-in for LAVA's dispatcher, ingesting
+"""The lab's side: LAVA job export, LAVA's own dispatcher (lava-run) on them, ingesting
 a LAVA job's log.
 """

@@ -10,10 +10,11 @@ a monitor test action: one LAVA test case per guest test, from the VMM's
 --out: jobs/<cell>.yaml, artifacts/ (the initramfs of each cell; with
 --with-kernels the kernels too) and artifacts.json (what to upload where).
 
-lava-ingest takes the job's log as LAVA stores it (its YAML/JSON job log,
-a list of {dt, lvl, msg}: the lvl 'target' lines are the console) or a raw
-console log, and runs our record parser and the revision's model over it,
-exactly as a local run would: results/<run-id>/ gets results.json, junit.xml,
+lava-ingest takes the job's log as LAVA stores it (the server's YAML/JSON job log,
+a list of {dt, lvl, msg}, or lava-run's own, a {dt, lvl, msg} a line: the lvl
+'target' lines are the console, its '"' unescaped) or a raw console log, and
+runs our record parser and the revision's model over it, exactly as a local run
+would: results/<run-id>/ gets results.json, junit.xml,
 ktap.txt, report.html. Layer 0 (QEMU's trace) does not exist in a lab.
 
 Validation: LAVA's own schema (lava_common.schemas.validate). lava-common is
@@ -23,6 +24,8 @@ dpkg-deb -x into build/lava-common/) and imports it from there; its one
 dependency, voluptuous, comes from PyPI (pyproject's lava/dev extras).
 
 Modules: export (jobs and their artifacts), schema (LAVA's own validation),
-ingest (a job's log judged by our session), dispatch (a local stand-in for
-LAVA's qemu device type, to check an exported job end to end).
+ingest (a job's log judged by our session), lavarun (LAVA's own dispatcher,
+Debian's lava-dispatcher, running a job on LAVA's own qemu device type: the
+template from Debian's lava-server, unpacked into build/lava-server/, rendered with
+the job's context; to check an exported job end to end without a lab).
 """

@@ -14,32 +14,70 @@ from harness.core.errors import InputError
 from harness.inputs.options import RunOptions
 from harness.runs import offline
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 TAG = re.compile(r"\bvtimer\.(cell|rev|policy|machine)=(\S+)")
 
 
+def log_entries(text: str) -> list[dict]:
+    """lava-run's job log, one {dt, lvl, msg} a line (JSON; YAML flow where LAVA's dumper
+    tags a value, e.g. `"size": ! "5498888"`); other lines (a traceback on lava-run's
+    stderr) are left out."""
+    entries = []
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError:
+            try:
+                d = yaml.load(line, Loader=_LOADER)
+            except yaml.YAMLError:
+                continue
+        if isinstance(d, dict) and "lvl" in d:
+            entries.append(d)
+    return entries
+
+
+def _target_lines(entries: list) -> list[str]:
+    """The console: the lvl 'target' messages. LAVA's dispatcher escapes each '"' of the
+    console as '\\"' (lava_dispatcher/shell.py ShellLogger, "for YAML syntax") and the
+    log keeps it so; every '\\"' of a message is such a '"' (an inserted backslash
+    precedes each '"'), so replacing them all undoes it exactly, and the VMM's records
+    (msg="..." of a kt record) keep their CRC. ('\r' and ESC it drops for good.)"""
+    lines = []
+    for d in entries:
+        if d.get("lvl") == "target":
+            msg = d.get("msg", "")
+            msg = msg.replace('\\"', '"') if isinstance(msg, str) else str(msg)
+            lines += msg.splitlines()
+    return lines
+
+
 def console_lines(path: Path) -> tuple[list[str], str]:
-    """The console lines of a LAVA job log (YAML or JSON list of {dt, lvl, msg}) or of a
-    raw console log, either maybe gzip'ed (.gz); returns (lines, what the file was)."""
+    """The console lines of a LAVA job log (the server's YAML or JSON list of {dt, lvl,
+    msg}, or lava-run's JSON lines) or of a raw console log, either maybe gzip'ed (.gz);
+    returns (lines, what the file was)."""
     if path.suffix == ".gz":
         with gzip.open(path, "rt", errors="replace") as f:
             text = f.read()
     else:
         text = path.read_text(errors="replace")
+    head = text.lstrip()
+    if head.startswith("{") and (entries := log_entries(text)):
+        return _target_lines(entries), "lava-run job log"
+    if head.startswith("- {"):  # the server's output.yaml: a flow mapping a line
+        flows = "\n".join(x[2:] for x in text.splitlines() if x.startswith("- {"))
+        if entries := log_entries(flows):
+            return _target_lines(entries), "LAVA job log"
     data = None
-    if text.lstrip().startswith(("-", "[")):
+    if head.startswith(("-", "[")):
         try:
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            data = yaml.load(text, Loader=loader)
+            data = yaml.load(text, Loader=_LOADER)
         except yaml.YAMLError:
             data = None
     if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
         if any("lvl" in d and "msg" in d for d in data):
-            lines = []
-            for d in data:
-                if d.get("lvl") == "target":
-                    msg = d.get("msg", "")
-                    lines += msg.splitlines() if isinstance(msg, str) else [str(msg)]
-            return lines, "LAVA job log"
+            return _target_lines(data), "LAVA job log"
         if any("result" in d for d in data):
             raise InputError(
                 path,

@@ -44,8 +44,11 @@ bit is not judged.
 
 For harness/judge/oracle.py, which places the changes on the counter: each change
 keeps its line's host time, its vCPU (numbered by first load) and, seen at a
-load, the time of the put before; each VM keeps its vCPUs' puts (KVM takes the
-level it returns to user space just before one) and the clock's anchors: any
+load, the time of the put before, and whether the counter made it while loaded
+(a main-thread line, no write's recalc); each VM keeps its vCPUs' puts, each with
+the host time of the vCPU thread's last line before it (a guest's timer write, the
+load: KVM takes the level it returns to user space between the two) and the
+clock's anchors: any
 timer's rise at the tick its last recalc waited for, with no write between (a
 write's recalc is not the counter's doing; a CTL write that only toggles IMASK
 keeps QEMU's deadline), as (tick, host time). All bounded, in the one pass.
@@ -107,6 +110,18 @@ class HwChange:
     host_ts: float | None = None  # QEMU's host time of the line (-msg timestamp=on)
     vcpu: int = 0  # the VM's vCPU, numbered in the order of their first loads
     out_since: float | None = None  # while_out: the host time of the put before it
+    # made by the counter while loaded (QEMU's main thread, a timer callback), not by
+    # a line of the vCPU's thread (a write's recalc, a load's)
+    by_main: bool = False
+
+
+class Put(NamedTuple):
+    """A vCPU's put: its host time, and that of its thread's last line before it (a
+    guest's timer write, the load's): KVM took the level it returns to user space
+    between the two (on a loaded host the thread may be descheduled ms in between)."""
+
+    at: float
+    ran: float
 
 
 @dataclass(frozen=True)
@@ -143,10 +158,10 @@ class VmTimeline:
     # host time of each vCPU's first load (the first MAX_PARKED vCPUs), and of the
     # VM's last line seen: layer 0 is complete up to there
     vcpu_starts: list[float | None] = field(default_factory=list)
-    # each vCPU's puts (host times; the VM's first MAX_PUTS): KVM takes the level it
-    # returns to user space just before its put, and that ties layer 0's vCPUs to
-    # the VMM's exits
-    puts: list[list[float]] = field(default_factory=list, repr=False)
+    # each vCPU's puts (the VM's first MAX_PUTS): KVM takes the level it returns to
+    # user space between its thread's last line and its put, and the puts tie layer
+    # 0's vCPUs to the VMM's exits
+    puts: list[list[Put]] = field(default_factory=list, repr=False)
     puts_dropped: int = 0
     _nputs: int = field(default=0, repr=False)
     trace: Progress = field(default_factory=Progress, repr=False)
@@ -185,14 +200,14 @@ class VmTimeline:
         if len(self.anchors) < MAX_ANCHORS:
             self.anchors.append((tick, us))
 
-    def add_put(self, vcpu: int, host_ts: float | None) -> None:
+    def add_put(self, vcpu: int, host_ts: float | None, ran: float | None = None) -> None:
         self.last_ts = host_ts
         if host_ts is None or vcpu >= MAX_PARKED:
             return
         while len(self.puts) <= vcpu:
             self.puts.append([])
         if self._nputs < MAX_PUTS:
-            self.puts[vcpu].append(host_ts)
+            self.puts[vcpu].append(Put(host_ts, host_ts if ran is None else min(ran, host_ts)))
             self._nputs += 1
         else:
             self.puts_dropped += 1
@@ -385,6 +400,7 @@ class _Cpu:
     p_restored: bool = False  # the restore's last write was the CPU's last timer-0 event
     p_wrote: bool = False
     load_index: int = 0  # the trace line of the load
+    ran: float | None = None  # the host time of the loaded vCPU thread's last line
 
 
 class Builder:
@@ -498,7 +514,7 @@ class Builder:
                         _Parked(c.cval, c.ctl, c.level, c.vcpu, e.host_ts, c.p_cval, c.p_ctl,
                                 c.p_level)
                     )  # fmt: skip
-                    c.current.add_put(c.vcpu, e.host_ts)
+                    c.current.add_put(c.vcpu, e.host_ts, c.ran)
                 c.current = None
             return
         if c.current is None:
@@ -520,9 +536,11 @@ class Builder:
             by_counter = hw == 1 and c.cval is not None and (loaded_first or not c.wrote)
             tick = c.cval + c.offset if by_counter and c.cval is not None else None
             out_since = c.out_since if loaded_first else None
+            main = not loaded_first and not c.wrote
             c.current.add_change(
-                HwChange(hw, e.index, e.next_tick, loaded_first, tick, e.host_ts, c.vcpu, out_since)
-            )
+                HwChange(hw, e.index, e.next_tick, loaded_first, tick, e.host_ts, c.vcpu, out_since,
+                         main)
+            )  # fmt: skip
             c.level = hw
         if c.restoring == 0:
             c.wrote = False
@@ -562,6 +580,7 @@ class Builder:
         c.p_cval, c.p_ctl = (parked.p_cval, parked.p_ctl) if parked else (0, 0)
         c.p_restored = c.p_wrote = False
         c.load_index = e.index
+        c.ran = e.host_ts
         if not self.host_el2:
             current.no_ptimer(_EMULATED)
         c.p_restoring = 0 if current.ptimer_why is not None else 2
@@ -576,9 +595,12 @@ class Builder:
         waited for (no write between) is the counter's, at tick CVAL."""
         vm = c.current
         assert vm is not None
+        writes = ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write")
+        if c.pending_put is None and e.event in writes:
+            c.ran = e.host_ts  # the vCPU thread's line (the guest's, or the load's)
         if vm.ptimer_why is not None or c.pending_put is not None:
             return  # not followed, or KVM's save at the put
-        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
+        if e.event in writes:
             if e.event == "arm_gt_cval_write":
                 c.p_cval = e.value
             elif e.event == "arm_gt_tval_write":
@@ -598,13 +620,18 @@ class Builder:
             by_counter = hw == 1 and c.p_cval is not None and (out or not c.p_wrote)
             tick = c.p_cval if by_counter else None
             since = c.out_since if out else None
-            vm.add_pchange(HwChange(hw, e.index, e.next_tick, out, tick, e.host_ts, c.vcpu, since))
+            main = not out and not c.p_wrote
+            vm.add_pchange(
+                HwChange(hw, e.index, e.next_tick, out, tick, e.host_ts, c.vcpu, since, main)
+            )
             c.p_level = hw
         c.p_wrote = False
 
     @staticmethod
     def _write(c: _Cpu, e: GtEvent, put: bool) -> None:
         assert c.current is not None
+        if not put:
+            c.ran = e.host_ts  # the vCPU thread's line (the guest's, or the load's)
         if c.restoring and e.event != "arm_gt_tval_write":
             c.restoring -= 1
             return

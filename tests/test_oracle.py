@@ -9,12 +9,13 @@ import re
 import zlib
 
 import pytest
-from conftest import console, recorded_vms
+from conftest import DATA, console, recorded_vms
 
 from harness.inputs import guest_spec, revision
-from harness.judge import oracle
+from harness.judge import abicheck, oracle
 from harness.judge.model import FAIL, NOT_JUDGED, PASS, Model
 from harness.traces import qemu_trace, records
+from harness.traces.qemu_trace import HwChange
 from harness.traces.test_trace import TestTrace
 
 RUNS = {
@@ -257,3 +258,94 @@ def test_evaluate_reports_the_mismatch_as_the_test_failure():
     assert (
         res.reasons[0].startswith(f"truthful: exit {e.n} on vcpu 0") and "seq 6" in res.reasons[0]
     )
+
+
+# rearm_n on upstream-every-exit, the guest's first arm and what follows it in QEMU's
+# trace (vCPU thread 4744, main thread 4741): CTL=1 at .998036 (next tick 0x6d651d3),
+# exit 1's put at .998124 and the next load at .998674, the main thread's rise at
+# 118.004160, then a put at 118.004870 (with no exit of its own), a load at .004958
+# and exit 2's put at .005028
+_ARM_CVAL, _ARM_TICK = 0xBE17E, 0x6D651D3
+_OUT = (("117.998124:", "117.998700:"), ("118.004958:", "118.005029:"))  # taken out
+_RISE, _LATER_PUT = "118.004160:", "118.004870:"
+_EARLY = 4_500 * 62_500 // 1000  # the deadline moved 4.5 ms earlier: ~0.5 ms after the arm
+
+
+def _stalled_put(guest_line_before_the_put: bool) -> tuple[TestTrace, HwChange]:
+    """rearm_n with its first exit's put stalled: exit 1 (the guest's MMIO ARM report,
+    level 0) right after the arm, its put held back past the timer's rise. In QEMU's
+    trace in memory: exit 1's put and the next load are taken out (the vCPU stays
+    loaded, the put at 118.004870 becomes exit 1's; the load and put after it, 150 us
+    later, are taken out too, exit 2 shares that put), the deadline moved 4.5 ms
+    earlier, to ~0.5 ms after the arm, and its rise's line to 60 us after it: the
+    put comes ~6.3 ms after the rise, with no vCPU-thread line between the arm and
+    it. With guest_line_before_the_put, the guest writes CTL (unchanged) 0.3 ms before
+    the put: the vCPU ran after the rise. Exit 1's cnt is read 60 us after its put."""
+    run = "upstream-every-exit"
+    lines = (DATA / f"{run}.qemu-trace.log").read_text().splitlines()
+    start = next(i for i, x in enumerate(lines) if _OUT[0][0] in x)
+    for first, last in _OUT:  # the vCPU's lines there (the host's timer 2 stays)
+        a = next(i for i, x in enumerate(lines) if first in x)
+        b = next(i for i, x in enumerate(lines) if last in x)
+        lines[a : b + 1] = [x for x in lines[a : b + 1] if "timer 2 " in x]
+    cval, tick = _ARM_CVAL - _EARLY, _ARM_TICK - _EARLY
+    lines = [
+        x.replace(f"timer 1 value {_ARM_CVAL:#x}", f"timer 1 value {cval:#x}").replace(
+            f"next tick {_ARM_TICK:#x}", f"next tick {tick:#x}"
+        )
+        for x in lines
+    ]
+    rise = next(i for i, x in enumerate(lines) if _RISE in x)
+    later = lines.pop(rise)
+    clock = oracle.host_clock(recorded_vms(run)["rearm_n"])
+    assert clock is not None
+    rise_ts = round(_ts(lines[start - 1]) + 0.0005 + 0.00006, 6)
+    later = later.replace(later.split(":", 1)[0], f"4741@{rise_ts:.6f}")
+    at = next(i for i, x in enumerate(lines) if i >= start and _ts(x) > rise_ts)
+    lines.insert(at, later)
+    put = next(i for i, x in enumerate(lines) if _LATER_PUT in x)
+    if guest_line_before_the_put:
+        ts = _ts(lines[put]) - 0.0003
+        lines.insert(put, f"4744@{ts:.6f}:arm_gt_ctl_write gt_ctl_write: timer 1 value 0x1")
+        put += 1
+    parsed = records.parse(console(f"{run}.console.log"))
+    vms = qemu_trace.timelines(qemu_trace.parse(lines))
+    vm = vms[abicheck.probe_vms(parsed) :][RUNS[run].index("rearm_n")]
+    e1 = next(e for e in _exits(run, "rearm_n") if e.n == 1)
+    assert e1.level == 0 and e1.port == "ARM"
+    cnt = clock.tick(_ts(lines[put]) + 0.00006)
+    parsed = records.parse(_falsify(run, e1.seq, "0", cnt=cnt))
+    tr = TestTrace.from_records("rearm_n", [r for r in parsed.records if r.test == "rearm_n"])
+    tr.hw = vm
+    first = vm.changes[0]
+    assert first.level == 1 and first.tick == tick and first.host_ts == rise_ts
+    return tr, first
+
+
+def _ts(line: str) -> float:
+    return float(line.split("@", 1)[1].split(":", 1)[0])
+
+
+def test_a_rise_before_a_stalled_put_may_go_either_way():
+    """The host deschedules QEMU's vCPU thread between the guest's exit (KVM takes the
+    level, 0) and the put, while QEMU's main thread fires the timer: the rise lies
+    before the put but after the vCPU thread's last line (the guest's arm), so KVM may
+    have taken the level before it (a loaded make test: v6 rearm_n failed so)."""
+    tr, rise = _stalled_put(guest_line_before_the_put=False)
+    clock = oracle.host_clock(tr.hw)
+    puts = tr.hw.puts[0]
+    put = next(p for p in puts if p.at > rise.host_ts)
+    assert clock.tick(put.at) - clock.tick(rise.host_ts) > 6 * 62_500  # 6 ms after the rise
+    assert put.ran < rise.host_ts - 0.0005  # the vCPU thread's last line: the arm
+    res = _truthful(tr)
+    assert res.status == PASS, res.line()
+
+
+def test_a_rise_before_the_vcpu_ran_on_is_certain_at_the_next_put():
+    """The same rise, but the vCPU thread wrote the timer after it (0.3 ms before the
+    put): KVM took the level after that, so an exit showing the old level fails,
+    naming the rise."""
+    tr, rise = _stalled_put(guest_line_before_the_put=True)
+    res = _truthful(tr)
+    assert res.status == FAIL and res.expected.startswith("vtimer 1"), res.line()
+    assert f"the rise at QEMU trace line {rise.index} (by the counter, while loaded" in res.detail

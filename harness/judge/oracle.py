@@ -19,7 +19,10 @@ QEMU's line for one while loaded (KVM reads QEMU's ISTATUS, which QEMU updates
 at its line); its line's counter for a change a write made; and from the put to
 the load for a change seen at a load with no tick. At an exit, the level is that
 after the last change before exit.cnt; a change within the tolerance of
-exit.cnt (BEFORE it, AFTER it) may go either way.
+exit.cnt (BEFORE it, AFTER it) may go either way. KVM took the level it showed
+somewhere between its vCPU thread's last line before the put (the guest's write,
+the load) and the put: a change the counter made in between may go either way,
+one the vCPU thread's line made stays certain (see judge_vcpu).
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ from harness.traces.test_trace import Exit, TestTrace
 
 DEFAULT_FREQ = 62_500_000  # QEMU virt's CNTFRQ
 # Ticks (16 ns) a change may lie from an exit's cnt and go either way.
-# An exit's level was taken at its vCPU's put just before cnt: layer 0 has the
-# puts (see judge_vcpu). The VMM reads cnt 40-100 us after the put on 90% of the
-# exits of the boots measured, but up to 8.6 ms on a loaded host (its thread
-# preempted), so the put, not cnt, bounds the window. BEFORE is for an exit with
-# no put known: a change up to this long before cnt may not show yet.
+# An exit's level was taken before its vCPU's put just before cnt, after the vCPU
+# thread's last line before that put: layer 0 has both (see judge_vcpu). The VMM
+# reads cnt 40-100 us after the put on 90% of the exits of the boots measured, but
+# up to 8.6 ms on a loaded host (its thread preempted), so the put, not cnt, bounds
+# the window; the host may as well deschedule the thread between the guest's exit
+# and the put (11 ms seen in a loaded make test), so a change the counter made
+# after the thread's last line may go either way. BEFORE is for an exit with no put
+# known: a change up to this long before cnt may not show yet.
 BEFORE = DEFAULT_FREQ // 1000
 # IRQ_LAG: KVM learns a rise the counter caused while the vCPU ran from the
 # timer's interrupt, not at the put: on two L1 CPUs under host load an exit's put
@@ -177,28 +183,42 @@ class Mismatch:
 
 
 def judge_vcpu(
-    exits: Sequence[Exit], placed: Sequence[Placed], puts: Sequence[int], bit: int
+    exits: Sequence[Exit],
+    placed: Sequence[Placed],
+    puts: Sequence[tuple[int, int]],
+    bit: int,
 ) -> Mismatch | None:
     """The first exit (in cnt order) whose shown bit is no level the oracle allows.
 
-    KVM took the level just before its put, the VMM read cnt after (on a loaded
-    host up to milliseconds later): a change from the vCPU's last put before cnt
-    (less the clock's error) to cnt may go either way; with no put, from cnt -
-    BEFORE. Three pointers over exits, puts and changes (all in counter order):
-    linear, plus the changes within each exit's window."""
+    puts are (put, ran) in counter order: the put and its vCPU thread's last line
+    before it. KVM took the level between the two (the guest exited after its
+    line; the host may deschedule the thread for milliseconds before the put), the
+    VMM read cnt after the put (on a loaded host up to milliseconds later): a change
+    the counter made (by_main) from ran, or any change from the put (each less the
+    clock's error), to cnt may go either way; a change a vCPU-thread line made
+    before the put stays certain; with no put, from cnt - BEFORE. Three pointers
+    over exits, puts and changes (all in counter order): linear, plus the changes
+    within each exit's window."""
     settled = 0  # changes certainly shown by the exit
     put = 0  # puts up to the exit's cnt
     for e in sorted((e for e in exits if e.cnt is not None and e.level is not None), key=_cnt):
         cnt = _cnt(e)
-        while put < len(puts) and puts[put] <= cnt + AFTER:
+        while put < len(puts) and puts[put][0] <= cnt + AFTER:
             put += 1
-        taken = puts[put - 1] - AFTER if put else cnt - BEFORE
-        while settled < len(placed) and placed[settled].shown_by() < taken:
+        taken, ran = (puts[put - 1][0] - AFTER, puts[put - 1][1] - AFTER) if put else (
+            cnt - BEFORE, cnt - BEFORE)  # fmt: skip
+        while settled < len(placed) and placed[settled].shown_by() < ran:
             settled += 1
         cause = placed[settled - 1] if settled else None
         level = cause.change.level if cause else 0
         allowed = {level}  # the level before the window's changes
         k = settled
+        # after the vCPU thread's last line, before the put: the counter's changes
+        # may go either way, a vCPU-thread line's is certain (KVM took it after)
+        while k < len(placed) and placed[k].shown_by() < taken:
+            cause, level = placed[k], placed[k].change.level
+            allowed = allowed | {level} if placed[k].change.by_main else {level}
+            k += 1
         while k < len(placed) and placed[k].lo <= cnt + AFTER:
             if placed[k].earliest() <= cnt:  # within the tolerance: either way
                 allowed.add(placed[k].change.level)
@@ -267,9 +287,11 @@ def judge(tr: TestTrace, vm: VmTimeline, timer: str = "vtimer") -> Verdict:
         if why:
             return Verdict(None, 0, clock, why)
     judged = sum(1 for e in tr.exits if e.cnt is not None and e.level is not None)
-    puts: dict[int, list[int]] = {v: [] for v in vcpus}
-    for j, ts in enumerate(vm.puts):
-        puts[mapping[j]] = sorted(clock.tick(t) for t in ts) if clock else []
+    puts: dict[int, list[tuple[int, int]]] = {v: [] for v in vcpus}
+    for j, ps in enumerate(vm.puts):
+        puts[mapping[j]] = (
+            sorted((clock.tick(p.at), clock.tick(p.ran)) for p in ps) if clock else []
+        )
     found = [m for v in vcpus if (m := judge_vcpu(tr.by_vcpu()[v], per[v], puts[v], bit))]
     first = min(found, key=lambda m: m.exit.seq) if found else None
     return Verdict(first, judged, clock)
@@ -330,7 +352,7 @@ def _vcpu_map(tr: TestTrace, vm: VmTimeline, clock: HostClock | None) -> dict[in
         return "no clock to tie layer 0's vCPUs to the VMM's"
     out: dict[int, int] = {}
     for j, puts in enumerate(vm.puts):
-        ticks = sorted(clock.tick(ts) for ts in puts)
+        ticks = sorted(clock.tick(p.at) for p in puts)
         score = {v: _matches(ticks, tr.by_vcpu()[v]) for v in vcpus}
         best = max(vcpus, key=lambda v: score[v])
         second = max((score[v] for v in vcpus if v != best), default=0)

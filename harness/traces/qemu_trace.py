@@ -44,8 +44,11 @@ bit is not judged.
 
 For harness/judge/oracle.py, which places the changes on the counter: each change
 keeps its line's host time, its vCPU (numbered by first load) and, seen at a
-load, the time of the put before; each VM keeps its vCPUs' puts (KVM takes the
-level it returns to user space just before one) and the clock's anchors: any
+load, the time of the put before, and whether the counter made it while loaded
+(a main-thread line, no write's recalc); each VM keeps its vCPUs' puts, each with
+the host time of the vCPU thread's last line before it (a guest's timer write, the
+load: KVM takes the level it returns to user space between the two) and the
+clock's anchors: any
 timer's rise at the tick its last recalc waited for, with no write between (a
 write's recalc is not the counter's doing; a CTL write that only toggles IMASK
 keeps QEMU's deadline), as (tick, host time). All bounded, in the one pass.
@@ -55,7 +58,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -107,6 +110,18 @@ class HwChange:
     host_ts: float | None = None  # QEMU's host time of the line (-msg timestamp=on)
     vcpu: int = 0  # the VM's vCPU, numbered in the order of their first loads
     out_since: float | None = None  # while_out: the host time of the put before it
+    # made by the counter while loaded (QEMU's main thread, a timer callback), not by
+    # a line of the vCPU's thread (a write's recalc, a load's)
+    by_main: bool = False
+
+
+class Put(NamedTuple):
+    """A vCPU's put: its host time, and that of its thread's last line before it (a
+    guest's timer write, the load's): KVM took the level it returns to user space
+    between the two (on a loaded host the thread may be descheduled ms in between)."""
+
+    at: float
+    ran: float
 
 
 @dataclass(frozen=True)
@@ -143,10 +158,10 @@ class VmTimeline:
     # host time of each vCPU's first load (the first MAX_PARKED vCPUs), and of the
     # VM's last line seen: layer 0 is complete up to there
     vcpu_starts: list[float | None] = field(default_factory=list)
-    # each vCPU's puts (host times; the VM's first MAX_PUTS): KVM takes the level it
-    # returns to user space just before its put, and that ties layer 0's vCPUs to
-    # the VMM's exits
-    puts: list[list[float]] = field(default_factory=list, repr=False)
+    # each vCPU's puts (the VM's first MAX_PUTS): KVM takes the level it returns to
+    # user space between its thread's last line and its put, and the puts tie layer
+    # 0's vCPUs to the VMM's exits
+    puts: list[list[Put]] = field(default_factory=list, repr=False)
     puts_dropped: int = 0
     _nputs: int = field(default=0, repr=False)
     trace: Progress = field(default_factory=Progress, repr=False)
@@ -185,14 +200,14 @@ class VmTimeline:
         if len(self.anchors) < MAX_ANCHORS:
             self.anchors.append((tick, us))
 
-    def add_put(self, vcpu: int, host_ts: float | None) -> None:
+    def add_put(self, vcpu: int, host_ts: float | None, ran: float | None = None) -> None:
         self.last_ts = host_ts
         if host_ts is None or vcpu >= MAX_PARKED:
             return
         while len(self.puts) <= vcpu:
             self.puts.append([])
         if self._nputs < MAX_PUTS:
-            self.puts[vcpu].append(host_ts)
+            self.puts[vcpu].append(Put(host_ts, host_ts if ran is None else min(ran, host_ts)))
             self._nputs += 1
         else:
             self.puts_dropped += 1
@@ -356,9 +371,12 @@ class _PutScan:
         return self.virt >= 5
 
 
+_WRITES = ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write")
+
+
 @dataclass
 class _Cpu:
-    """What one L1 CPU has loaded (see Builder)."""
+    """What one L1 CPU has loaded (see Builder), and its load and put."""
 
     current: VmTimeline | None = None
     level: int = 0  # the loaded vCPU's line as of its last observation while loaded
@@ -377,7 +395,7 @@ class _Cpu:
     held: list[GtEvent] = field(default_factory=list)
     armed: dict[int, int] = field(default_factory=dict)  # timer -> the tick it waits for
     written: set[int] = field(default_factory=set)  # timers whose next level event a write made
-    # the loaded vCPU's physical timer, when direct (see Builder._phys)
+    # the loaded vCPU's physical timer, when direct (see _PhysTimer)
     p_level: int = 0
     p_cval: int | None = 0
     p_ctl: int = 0
@@ -385,91 +403,158 @@ class _Cpu:
     p_restored: bool = False  # the restore's last write was the CPU's last timer-0 event
     p_wrote: bool = False
     load_index: int = 0  # the trace line of the load
+    ran: float | None = None  # the host time of the loaded vCPU thread's last line
+
+    def load(self, vm: VmTimeline, e: GtEvent, r_cval: int | None, r_ctl: int, el2: bool) -> None:
+        """vm's vCPU loaded by e (its CNTVOFF write), restoring (r_cval, r_ctl): the
+        parked vCPU whose state that is, or a new vCPU; el2: the host runs at EL2."""
+        assert e.value is not None
+        self.current = vm
+        parked = vm.unpark(r_cval, r_ctl)
+        if parked is None:  # a vCPU's first load
+            self.vcpu, self.out_since = vm.vcpus, None
+            vm.vcpus += 1
+            if len(vm.vcpu_starts) < MAX_PARKED:
+                vm.vcpu_starts.append(e.host_ts)
+        else:
+            self.vcpu, self.out_since = parked.vcpu, parked.put_ts
+        vm.last_ts = e.host_ts
+        self.offset, self.wrote, self.restoring, self.pending_put = e.value, False, 2, None
+        self.level = parked.level if parked else 0
+        self.cval, self.ctl = r_cval, r_ctl
+        self.p_level = parked.p_level if parked else 0
+        self.p_cval, self.p_ctl = (parked.p_cval, parked.p_ctl) if parked else (0, 0)
+        self.p_restored = self.p_wrote = False
+        self.load_index = e.index
+        self.ran = e.host_ts
+        if not el2:
+            vm.no_ptimer(_EMULATED)
+        self.p_restoring = 0 if vm.ptimer_why is not None else 2
+
+    def put(self, e: GtEvent) -> None:
+        """KVM's put (e: its CNTVOFF=0 write): park the loaded vCPU's state."""
+        vm = self.current
+        if vm is not None:
+            if self.p_restoring:
+                vm.no_ptimer(_NO_RESTORE.format(self.load_index))
+            vm.park(
+                _Parked(self.cval, self.ctl, self.level, self.vcpu, e.host_ts, self.p_cval,
+                        self.p_ctl, self.p_level)
+            )  # fmt: skip
+            vm.add_put(self.vcpu, e.host_ts, self.ran)
+        self.current = None
 
 
-class Builder:
-    """VM timelines from arm_gt_* events in one pass (see the module docstring).
-
-    feed() takes events in trace order. Where an event's meaning depends on
-    what its CPU does next (a load's restore writes, whether a CTL=0 write is
-    KVM's put), the CPU's events are held until that is known: a bounded
-    look-ahead, so the work is linear in the trace and the memory bounded."""
+class _Anchors:
+    """The clock's anchors. A timer (any of the CPU's) that rises at the tick its last
+    recalc waited for, not in a write's recalc: the counter caused it, at that tick,
+    and the line's host time is when QEMU saw it: an anchor of the host clock to the
+    counter. A CTL write that only toggles IMASK keeps QEMU's deadline."""
 
     def __init__(self) -> None:
-        self.vms: dict[int, VmTimeline] = {}  # by offset (a VM may have had several)
-        self.order: list[VmTimeline] = []  # in the order the VMs first ran
-        self.last: VmTimeline | None = None  # the VM loaded last
-        self._cpus: dict[int, _Cpu] = {}
-        self.progress = Progress()
-        self.host_el2 = False  # a hyp timer seen: the host kernel runs at EL2 (VHE)
-        # the latest clock anchors: a new VM starts with them (the L1 kernel's own
-        # timers tick between tests; a test may have no anchor of its own)
-        self._recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ANCHORS)
+        # the latest anchors: a new VM starts with them (the L1 kernel's own timers
+        # tick between tests; a test may have no anchor of its own)
+        self.recent: deque[tuple[int, int]] = deque(maxlen=RECENT_ANCHORS)
 
-    def feed(self, e: GtEvent) -> None:
-        c = self._cpus.setdefault(e.cpu, _Cpu())
-        if e.host_ts is not None:
-            self.progress.last_ts = e.host_ts
-        if e.timer in HYP_TIMERS:
-            self.host_el2 = True
-        self._anchor(c, e)  # once per event, in trace order
-        self._feed(c, e)
-
-    def _feed(self, c: _Cpu, e: GtEvent) -> None:
-        if c.scan is not None:
-            c.held.append(e)
-            if c.scan.see(e) or len(c.held) >= MAX_HELD:
-                self._resolve(c)
-            return
-        self._handle(c, e, None)
-
-    def _anchor(self, c: _Cpu, e: GtEvent) -> None:
-        """A timer (any of the CPU's) that rises at the tick its last recalc waited
-        for, not in a write's recalc: the counter caused it, at that tick, and the
-        line's host time is when QEMU saw it: an anchor of the host clock to the
-        counter. A CTL write that only toggles IMASK keeps QEMU's deadline."""
-        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
+    def see(self, c: _Cpu, e: GtEvent) -> tuple[int, int] | None:
+        """Each event of the CPU c, once, in trace order: (tick, host us) for an anchor."""
+        if e.event in _WRITES:
             c.written.add(e.timer or 0)
-            return
+            return None
         if e.event == "arm_gt_cntvoff_write":
             c.written.update((VIRT, 4))
-            return
+            return None
         if e.timer is None or e.irqstate is None:
-            return
+            return None
         wrote = e.timer in c.written
         c.written.discard(e.timer)
         if e.event == "arm_gt_imask_toggle":
-            return
+            return None
         if e.irqstate == 0 and e.next_tick is not None and e.next_tick < _NEVER:
             c.armed[e.timer] = e.next_tick
         elif wrote or e.irqstate == 0:
             c.armed.pop(e.timer, None)
         elif e.timer in c.armed and e.host_ts is not None:
-            tick = c.armed.pop(e.timer)
-            us = round(e.host_ts * 1e6)
-            self._recent.append((tick, us))
-            vms = {id(x.current): x.current for x in self._cpus.values() if x.current}
-            if self.last is not None:
-                vms[id(self.last)] = self.last
-            for vm in vms.values():
-                vm.add_anchor(tick, us)
+            anchor = (c.armed.pop(e.timer), round(e.host_ts * 1e6))
+            self.recent.append(anchor)
+            return anchor
+        return None
 
-    def finish(self) -> list[VmTimeline]:
-        """The trace ended: decide what is still held with what is known."""
-        for c in self._cpus.values():
-            while c.scan is not None:
-                self._resolve(c)
-        return self.order
 
-    def _resolve(self, c: _Cpu) -> None:
+class _Vms:
+    """The trace's VMs by offset (a VM may have had several), in the order they first
+    ran: which VM a load's offset is (see the module docstring)."""
+
+    def __init__(self, progress: Progress, recent: Iterable[tuple[int, int]]) -> None:
+        self.by_offset: dict[int, VmTimeline] = {}
+        self.order: list[VmTimeline] = []
+        self.last: VmTimeline | None = None  # the VM loaded last
+        self._progress = progress
+        self._recent = recent
+
+    def of_load(self, offset: int, r_cval: int | None, r_ctl: int) -> VmTimeline:
+        """The VM a load of offset restoring (r_cval, r_ctl) is: a known offset's; the
+        last VM's, its offset set by user space, when it restores a parked, non-reset
+        state of it; else a new VM, which starts with the latest anchors."""
+        vm = self.by_offset.get(offset)
+        if vm is None:
+            last = self.last
+            if (
+                last is not None
+                and (r_cval, r_ctl) != (0, 0)
+                and any(p.cval == r_cval and p.ctl == r_ctl for p in last.parked)
+            ):
+                vm = last  # the same VM, its offset set by user space
+            else:
+                vm = VmTimeline(offset, trace=self._progress)
+                vm.anchors.extend(self._recent)
+                self.order.append(vm)
+            self.by_offset[offset] = vm
+            vm.offsets.append(offset)
+        vm.loads += 1
+        self.last = vm
+        return vm
+
+
+Handle = Callable[[_Cpu, GtEvent, "_RestoreScan | _PutScan | None"], None]
+
+
+class _Lookahead:
+    """Holds a CPU's events while an event's meaning depends on what the CPU does
+    next (a load's restore writes, whether a CTL=0 write is KVM's put), then hands
+    the event, with what was found, and the held ones to handle, in order. Bounded
+    (MAX_HELD): the work stays linear in the trace."""
+
+    def __init__(self, handle: Handle) -> None:
+        self._handle = handle
+
+    def feed(self, c: _Cpu, e: GtEvent) -> None:
+        if c.scan is not None:
+            c.held.append(e)
+            if c.scan.see(e) or len(c.held) >= MAX_HELD:
+                self.resolve(c)
+            return
+        if (scan := self._needs_scan(c, e)) is not None:
+            c.deferred, c.scan = e, scan
+            return
+        self._handle(c, e, None)
+
+    def resolve(self, c: _Cpu) -> None:
         e, scan, held = c.deferred, c.scan, c.held
         c.deferred, c.scan, c.held = None, None, []
         assert e is not None
         self._handle(c, e, scan)
         for later in held:
-            self._feed(c, later)
+            self.feed(c, later)
 
-    def _needs_scan(self, c: _Cpu, e: GtEvent) -> _RestoreScan | _PutScan | None:
+    def finish(self, cpus: Iterable[_Cpu]) -> None:
+        """The trace ended: decide what is still held with what is known."""
+        for c in cpus:
+            while c.scan is not None:
+                self.resolve(c)
+
+    @staticmethod
+    def _needs_scan(c: _Cpu, e: GtEvent) -> _RestoreScan | _PutScan | None:
         if e.event == "arm_gt_cntvoff_write":
             return _RestoreScan() if e.value else None
         if c.current is None or e.timer != VIRT or c.restoring:
@@ -478,40 +563,38 @@ class Builder:
             return _PutScan()
         return None
 
-    def _handle(self, c: _Cpu, e: GtEvent, scan: _RestoreScan | _PutScan | None) -> None:
-        if scan is None and (scan := self._needs_scan(c, e)) is not None:
-            c.deferred, c.scan = e, scan
+
+class _VirtTimer:
+    """The loaded vCPU's virtual timer (QEMU's timer 1): the guest's writes (not KVM's
+    restore and save), and the level changes QEMU computes."""
+
+    @staticmethod
+    def write(c: _Cpu, e: GtEvent, put: bool) -> None:
+        assert c.current is not None
+        if not put:
+            c.ran = e.host_ts  # the vCPU thread's line (the guest's, or the load's)
+        if c.restoring and e.event != "arm_gt_tval_write":
+            c.restoring -= 1
             return
-        loaded_first = not c.recalc_seen  # no level event since this CPU's last load
-        if e.event == "arm_gt_cntvoff_write":
-            c.recalc_seen = False
-        elif e.timer == VIRT and e.irqstate is not None and e.event != "arm_gt_recalc_disabled":
-            c.recalc_seen = True
-        if e.event == "arm_gt_cntvoff_write":
-            if isinstance(scan, _RestoreScan):
-                self._load(c, e, scan.cval, scan.ctl)
-            else:
-                if c.current is not None:  # the put: park the vCPU's state
-                    if c.p_restoring:
-                        c.current.no_ptimer(_NO_RESTORE.format(c.load_index))
-                    c.current.park(
-                        _Parked(c.cval, c.ctl, c.level, c.vcpu, e.host_ts, c.p_cval, c.p_ctl,
-                                c.p_level)
-                    )  # fmt: skip
-                    c.current.add_put(c.vcpu, e.host_ts)
-                c.current = None
+        if c.p_restoring:  # the guest runs: the physical timer's restore never came
+            c.current.no_ptimer(_NO_RESTORE.format(c.load_index))
+        if put:
+            c.pending_put = e  # KVM saving the timer: not a guest change
             return
-        if c.current is None:
-            return
-        c.current.last_ts = e.host_ts
-        if e.timer == PHYS:
-            self._phys(c, e)
-            return
-        if e.timer != VIRT:
-            return
-        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
-            self._write(c, e, isinstance(scan, _PutScan) and scan.put)
-            return
+        if e.event == "arm_gt_cval_write" and e.value is not None:
+            c.current.add_cval_write(e.value)
+            c.cval = e.value
+        elif e.event == "arm_gt_tval_write":
+            c.cval = None
+        elif e.value is not None:
+            c.ctl = e.value & 3
+        c.pending_put = None
+        c.wrote = True
+
+    @staticmethod
+    def level(c: _Cpu, e: GtEvent, loaded_first: bool) -> None:
+        """A level event; loaded_first: the CPU's first since its load."""
+        assert c.current is not None
         if e.irqstate is None or c.pending_put is not None:
             return  # no level, or the recalc of KVM's save write
         hw = e.irqstate
@@ -520,65 +603,33 @@ class Builder:
             by_counter = hw == 1 and c.cval is not None and (loaded_first or not c.wrote)
             tick = c.cval + c.offset if by_counter and c.cval is not None else None
             out_since = c.out_since if loaded_first else None
+            main = not loaded_first and not c.wrote
             c.current.add_change(
-                HwChange(hw, e.index, e.next_tick, loaded_first, tick, e.host_ts, c.vcpu, out_since)
-            )
+                HwChange(hw, e.index, e.next_tick, loaded_first, tick, e.host_ts, c.vcpu, out_since,
+                         main)
+            )  # fmt: skip
             c.level = hw
         if c.restoring == 0:
             c.wrote = False
 
-    def _load(self, c: _Cpu, e: GtEvent, r_cval: int | None, r_ctl: int) -> None:
-        assert e.value is not None
-        current = self.vms.get(e.value)
-        if current is None:
-            last = self.last
-            if (
-                last is not None
-                and (r_cval, r_ctl) != (0, 0)
-                and any(p.cval == r_cval and p.ctl == r_ctl for p in last.parked)
-            ):
-                current = last  # the same VM, its offset set by user space
-            else:
-                current = VmTimeline(e.value, trace=self.progress)
-                current.anchors.extend(self._recent)
-                self.order.append(current)
-            self.vms[e.value] = current
-            current.offsets.append(e.value)
-        current.loads += 1
-        self.last = c.current = current
-        parked = current.unpark(r_cval, r_ctl)
-        if parked is None:  # a vCPU's first load
-            c.vcpu, c.out_since = current.vcpus, None
-            current.vcpus += 1
-            if len(current.vcpu_starts) < MAX_PARKED:
-                current.vcpu_starts.append(e.host_ts)
-        else:
-            c.vcpu, c.out_since = parked.vcpu, parked.put_ts
-        current.last_ts = e.host_ts
-        c.offset, c.wrote, c.restoring, c.pending_put = e.value, False, 2, None
-        c.level = parked.level if parked else 0
-        c.cval, c.ctl = r_cval, r_ctl
-        c.p_level = parked.p_level if parked else 0
-        c.p_cval, c.p_ctl = (parked.p_cval, parked.p_ctl) if parked else (0, 0)
-        c.p_restored = c.p_wrote = False
-        c.load_index = e.index
-        if not self.host_el2:
-            current.no_ptimer(_EMULATED)
-        c.p_restoring = 0 if current.ptimer_why is not None else 2
+
+class _PhysTimer:
+    """The guest's physical timer, direct on a VHE host: KVM restores it right after
+    the virtual one at a load (CNTP_CVAL, CNTP_CTL) and saves it at the put between
+    CNTV_CTL=0 and CNTVOFF=0 (CNTP_CTL=0). It has no offset. As for the virtual
+    timer, the first level after the restore that differs from the one parked at the
+    put is a change while out; a rise at the CVAL the last recalc waited for (no
+    write between) is the counter's, at tick CVAL."""
 
     @staticmethod
-    def _phys(c: _Cpu, e: GtEvent) -> None:
-        """The guest's physical timer, direct on a VHE host: KVM restores it right
-        after the virtual one at a load (CNTP_CVAL, CNTP_CTL) and saves it at the put
-        between CNTV_CTL=0 and CNTVOFF=0 (CNTP_CTL=0). It has no offset. As for the
-        virtual timer, the first level after the restore that differs from the one
-        parked at the put is a change while out; a rise at the CVAL the last recalc
-        waited for (no write between) is the counter's, at tick CVAL."""
+    def see(c: _Cpu, e: GtEvent) -> None:
         vm = c.current
         assert vm is not None
+        if c.pending_put is None and e.event in _WRITES:
+            c.ran = e.host_ts  # the vCPU thread's line (the guest's, or the load's)
         if vm.ptimer_why is not None or c.pending_put is not None:
             return  # not followed, or KVM's save at the put
-        if e.event in ("arm_gt_cval_write", "arm_gt_ctl_write", "arm_gt_tval_write"):
+        if e.event in _WRITES:
             if e.event == "arm_gt_cval_write":
                 c.p_cval = e.value
             elif e.event == "arm_gt_tval_write":
@@ -598,30 +649,93 @@ class Builder:
             by_counter = hw == 1 and c.p_cval is not None and (out or not c.p_wrote)
             tick = c.p_cval if by_counter else None
             since = c.out_since if out else None
-            vm.add_pchange(HwChange(hw, e.index, e.next_tick, out, tick, e.host_ts, c.vcpu, since))
+            main = not out and not c.p_wrote
+            vm.add_pchange(
+                HwChange(hw, e.index, e.next_tick, out, tick, e.host_ts, c.vcpu, since, main)
+            )
             c.p_level = hw
         c.p_wrote = False
 
-    @staticmethod
-    def _write(c: _Cpu, e: GtEvent, put: bool) -> None:
-        assert c.current is not None
-        if c.restoring and e.event != "arm_gt_tval_write":
-            c.restoring -= 1
+
+class Builder:
+    """VM timelines from arm_gt_* events in one pass (see the module docstring).
+
+    feed() takes events in trace order. Where an event's meaning depends on
+    what its CPU does next (a load's restore writes, whether a CTL=0 write is
+    KVM's put), the CPU's events are held until that is known (_Lookahead): a
+    bounded look-ahead, so the work is linear in the trace and the memory
+    bounded. Each event then goes to its CPU's load or put (_Cpu, the VM from
+    _Vms), or to the loaded vCPU's timer (_VirtTimer, _PhysTimer); the clock's
+    anchors (_Anchors) see every event once, as fed."""
+
+    def __init__(self) -> None:
+        self._cpus: dict[int, _Cpu] = {}
+        self.progress = Progress()
+        self.host_el2 = False  # a hyp timer seen: the host kernel runs at EL2 (VHE)
+        self._anchors = _Anchors()
+        self._vms = _Vms(self.progress, self._anchors.recent)
+        self._ahead = _Lookahead(self._handle)
+
+    @property
+    def vms(self) -> dict[int, VmTimeline]:
+        return self._vms.by_offset
+
+    @property
+    def order(self) -> list[VmTimeline]:
+        return self._vms.order
+
+    @property
+    def last(self) -> VmTimeline | None:
+        return self._vms.last
+
+    def feed(self, e: GtEvent) -> None:
+        c = self._cpus.setdefault(e.cpu, _Cpu())
+        if e.host_ts is not None:
+            self.progress.last_ts = e.host_ts
+        if e.timer in HYP_TIMERS:
+            self.host_el2 = True
+        if (anchor := self._anchors.see(c, e)) is not None:  # once per event, in trace order
+            self._add_anchor(anchor)
+        self._ahead.feed(c, e)
+
+    def _add_anchor(self, anchor: tuple[int, int]) -> None:
+        """To every VM loaded on a CPU, and the VM loaded last."""
+        vms = {id(x.current): x.current for x in self._cpus.values() if x.current}
+        if self._vms.last is not None:
+            vms[id(self._vms.last)] = self._vms.last
+        for vm in vms.values():
+            vm.add_anchor(*anchor)
+
+    def finish(self) -> list[VmTimeline]:
+        """The trace ended: decide what is still held with what is known."""
+        self._ahead.finish(self._cpus.values())
+        return self.order
+
+    def _handle(self, c: _Cpu, e: GtEvent, scan: _RestoreScan | _PutScan | None) -> None:
+        """e, its meaning known (scan: what the look-ahead found, if it was needed)."""
+        loaded_first = not c.recalc_seen  # no level event since this CPU's last load
+        if e.event == "arm_gt_cntvoff_write":
+            c.recalc_seen = False
+            if isinstance(scan, _RestoreScan):
+                assert e.value is not None
+                vm = self._vms.of_load(e.value, scan.cval, scan.ctl)
+                c.load(vm, e, scan.cval, scan.ctl, self.host_el2)
+            else:
+                c.put(e)
             return
-        if c.p_restoring:  # the guest runs: the physical timer's restore never came
-            c.current.no_ptimer(_NO_RESTORE.format(c.load_index))
-        if put:
-            c.pending_put = e  # KVM saving the timer: not a guest change
+        if e.timer == VIRT and e.irqstate is not None and e.event != "arm_gt_recalc_disabled":
+            c.recalc_seen = True
+        if c.current is None:
             return
-        if e.event == "arm_gt_cval_write" and e.value is not None:
-            c.current.add_cval_write(e.value)
-            c.cval = e.value
-        elif e.event == "arm_gt_tval_write":
-            c.cval = None
-        elif e.value is not None:
-            c.ctl = e.value & 3
-        c.pending_put = None
-        c.wrote = True
+        c.current.last_ts = e.host_ts
+        if e.timer == PHYS:
+            _PhysTimer.see(c, e)
+        elif e.timer != VIRT:
+            return
+        elif e.event in _WRITES:
+            _VirtTimer.write(c, e, isinstance(scan, _PutScan) and scan.put)
+        else:
+            _VirtTimer.level(c, e, loaded_first)
 
 
 def timelines(events: Iterable[GtEvent]) -> list[VmTimeline]:

@@ -297,3 +297,17 @@ def test_cli_export_then_ingest(tmp_path, capsys):
         ]
     )
     assert code == 0 and "ok 1 rearm_n" in capsys.readouterr().out
+
+
+def test_the_suites_last_records_in_lavas_feedback_are_the_console_too(tmp_path):
+    # on a loaded host the suite's done record (and records before it) reached the
+    # serial after LAVA's test action ended: lava-run logs them as lvl "feedback"
+    name = "upstream-every-exit-smoke-feedback.lava-run.jsonl.gz"
+    entries = _log(name)
+    assert any(e["lvl"] == "feedback" and " done tests=3 " in str(e.get("msg")) for e in entries)
+    out = lava_ingest.ingest(DATA / name, tmp_path, say=lambda s: None)
+    assert out.boot.status == "completed"
+    assert [r.name for r in out.results] == SMOKE_TESTS or {r.name for r in out.results} == set(
+        SMOKE_TESTS
+    )
+    assert {r.status for r in out.results} == {"PASS"}

@@ -39,14 +39,18 @@ def log_entries(text: str) -> list[dict]:
 
 
 def _target_lines(entries: list) -> list[str]:
-    """The console: the lvl 'target' messages. LAVA's dispatcher escapes each '"' of the
-    console as '\\"' (lava_dispatcher/shell.py ShellLogger, "for YAML syntax") and the
-    log keeps it so; every '\\"' of a message is such a '"' (an inserted backslash
-    precedes each '"'), so replacing them all undoes it exactly, and the VMM's records
+    """The console: the lvl 'target' messages, and 'feedback' ones (what the serial
+    said after the test action ended, read while the job finalizes: on a loaded
+    host the suite's last records, its done record among them, come there).
+
+    LAVA's dispatcher escapes each '"' of the console as '\\"'
+    (lava_dispatcher/shell.py ShellLogger, "for YAML syntax") and the log keeps it
+    so; every '\\"' of a message is such a '"' (an inserted backslash precedes
+    each '"'), so replacing them all undoes it exactly, and the VMM's records
     (msg="..." of a kt record) keep their CRC. ('\r' and ESC it drops for good.)"""
     lines = []
     for d in entries:
-        if d.get("lvl") == "target":
+        if d.get("lvl") in ("target", "feedback"):
             msg = d.get("msg", "")
             msg = msg.replace('\\"', '"') if isinstance(msg, str) else str(msg)
             lines += msg.splitlines()

@@ -9,6 +9,7 @@ shows no more VMs than the tests that began and the one running.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ class Hardware:
 
     reader: qemu_trace.Reader | None = None
     off: str = ""  # empty: evaluate() says "no QEMU trace for this test"
+    # live: how long to wait for a test's VM to show in a trace still being written
+    # (QEMU's log is buffered: a short test's lines may not be out when its records
+    # are; the host's tick fills the buffer within milliseconds)
+    wait_s: float = 0.0
 
     def for_test(
         self, parsed: records.Parsed, test: str
@@ -35,7 +40,13 @@ class Hardware:
         vms = self.reader.timelines()
         begin = next((r for r in parsed.of(test) if r.kind == "begin"), None)
         if begin is not None and begin.get("cntvoff"):
-            return _by_offset(vms, int(begin.get("cntvoff"), 16))
+            cntvoff = int(begin.get("cntvoff"), 16)
+            deadline = time.monotonic() + self.wait_s
+            found = _by_offset(vms, cntvoff)
+            while found[0] is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                found = _by_offset(self.reader.timelines(), cntvoff)
+            return found
         # the ABI probe's VM, if it ran, is the first in QEMU's trace
         vms = vms[abicheck.probe_vms(parsed) :]
         n = began.index(test)

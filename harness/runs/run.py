@@ -227,6 +227,7 @@ class Run:
         threads = cpu_threads if self.machine.smp > 1 else None
         if trace_log and (threads is None or len(threads) == self.machine.smp):
             hw.reader = qemu_trace.Reader(trace_log, threads)
+            hw.wait_s = 2.0  # the trace is still being written
         elif trace_log:
             hw.off = "several L1 CPUs share one QEMU thread: layer 0 is not split"
 

@@ -20,7 +20,7 @@ from harness.traces.test_trace import TestTrace
 
 TESTS = ("mmio_spin", "oneshot_wfi", "rearm_n")
 REVS = ("upstream", "v4", "v5", "v6")
-PORTED = ("v5", "v6")  # the revisions with a 6.12 forward-port of their own
+PORTED = ("v4", "v5", "v6")  # the revisions with a 6.12 forward-port of their own
 
 
 def _judge(kernel: str, policy: str, model: str):

@@ -433,6 +433,54 @@ def test_a_series_file_that_is_not_utf8(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "line_of", "message"),
+    [
+        ("[series]", "series:", "key 'series' must map kernel sources (linux-source-6.1, "),
+        ("{}", "series:", "key 'series' must map kernel sources"),
+        ("null", "series:", "key 'series' must map kernel sources"),
+        ("{linux-source-5.10: series}", "series:", "series: unknown kernel source 'linux-source-5"),
+        ("{7: series}", "series:", "series: unknown kernel source 7 (valid: linux-source-6.1, "),
+        ("{linux-source-6.12: [series]}", "series:", "linux-source-6.12 must name a series file"),
+        ("{linux-source-6.12: ../v4/series}", "series:", "(a plain file name) or be null, not '.."),
+        ("{linux-source-6.12: series-9}", "series:", "linux-source-6.12's series file 'series-9'"),
+        ("{linux-source-6.1: null}", "series:", "linux-source-6.1 is the default source and needs"),
+    ],
+)
+def test_a_bad_series_map(tmp_path, value, line_of, message):
+    prof = _revision(tmp_path)
+    prof.write_text(set_key(prof.read_text(), "series", value))
+    err = _revision_error(prof)
+    assert err.startswith(f"{prof}:{_line_of(prof, line_of)}: ") and message in err, err
+
+
+def test_a_bad_entry_names_its_own_line(tmp_path):
+    prof = _revision(tmp_path)
+    text = prof.read_text().replace("  linux-source-6.12: series-6.12", "  linux-source-6.13: x")
+    prof.write_text(text)
+    err = _revision_error(prof)
+    assert err.startswith(f"{prof}:{_line_of(prof, '  linux-source-6.13:')}: "), err
+
+
+def test_a_series_map_naming_a_bad_series_file(tmp_path):
+    prof = _revision(tmp_path)
+    (prof.parent / "series-6.12").write_text("no-such.patch\n")
+    assert _revision_error(prof) == (
+        f"{prof.parent / 'series-6.12'}:1: patch 'no-such.patch' does not exist"
+    )
+
+
+def test_a_source_without_a_series_is_one_line_when_built(tmp_path):
+    prof = _revision(tmp_path)
+    prof.write_text(set_key(prof.read_text(), "series", "{linux-source-6.12: null}"))
+    rev = revision.load(str(prof.parent))
+    assert rev.series_file("linux-source-6.12") is None and rev.series_file("x") == "series"
+    with pytest.raises(InputError) as e:
+        rev.for_source("linux-source-6.12")
+    assert str(e.value) == f"{prof}: revision 'v5' has no series for linux-source-6.12"
+    assert rev.for_source("linux-source-6.1").patches == rev.patches
+
+
 # -- matrix files (matrix/*.yaml) ----------------------------------------------------
 
 

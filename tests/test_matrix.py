@@ -3,6 +3,7 @@ expectations, retries and matrix.json (kernels and boots faked: no QEMU here).""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -43,8 +44,16 @@ def test_shipped_matrices_load_and_cover_what_nightly_promises():
     assert {"virt-gicv2", "virt-gicv3-nvhe", "virt-gicv3-smp2", "virt-gicv3-debian"} <= machines
     assert cells["v6-6.1-virt-gicv3-eintr-only"].expect == "fail"
     assert cells["v4-6.1-virt-gicv3-eintr-only"].expect == "pass"
-    v5 = cells["v5-6.12-virt-gicv3-every-exit"]
-    assert (v5.expect, v5.expect_reason) == ("error", "does not apply")
+    # every revision on both Debian sources, both policies; a 6.1-only negative
+    # control shows on 6.12 that its series does not apply
+    for rev in ("upstream", "v4", "v5", "v6"):
+        for src, policy in itertools.product(("6.1", "6.12"), ("every-exit", "eintr-only")):
+            cell = cells[f"{rev}-{src}-virt-gicv3-{policy}"]
+            want = "fail" if policy == "eintr-only" and rev in ("v6", "upstream") else "pass"
+            assert cell.expect == want, cell.name
+    control = cells["v5-coalesce-6.12-virt-gicv3-every-exit"]
+    assert (control.expect, control.expect_reason) == ("error", "does not apply")
+    assert not revision.load("v5-coalesce").series  # it has no 6.12 series of its own
     deb = cells["upstream-deb6.1.0-56-virt-gicv3-debian-every-exit"]
     assert deb.source == "linux-image-6.1.0-56-arm64" and deb.kernel_key()[0] == "prebuilt"
 

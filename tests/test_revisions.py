@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import shutil
+
 import pytest
 from conftest import console
 
+from harness.build import kernel as kbuild
+from harness.core.errors import HarnessError
 from harness.inputs import guest_spec, revision
 from harness.judge import compare
 from harness.judge.model import Model
@@ -14,6 +20,7 @@ from harness.traces.test_trace import TestTrace
 
 TESTS = ("mmio_spin", "oneshot_wfi", "rearm_n")
 REVS = ("upstream", "v4", "v5", "v6")
+PORTED = ("v4", "v5", "v6")  # the revisions with a 6.12 forward-port of their own
 
 
 def _judge(kernel: str, policy: str, model: str):
@@ -41,6 +48,67 @@ def test_profiles_load_with_their_provenance():
         assert len(rev.patches) == 1 and rev.rules
         assert rev.abi.bits == {"vtimer": 0}
     assert revision.load("v4").abi.exit_reason_value == 64
+
+
+def test_every_revision_has_a_series_for_both_kernel_sources():
+    assert revision.SOURCES == kbuild.SOURCES  # what a profile may name is what is built
+    for r in REVS:
+        rev = revision.load(r)
+        for source in revision.SOURCES:
+            assert rev.for_source(source).patches == rev.patches_for(source)
+        if r not in PORTED:
+            assert rev.patches_for("linux-source-6.12") == rev.patches
+            continue
+        old, new = rev.patches_for("linux-source-6.1"), rev.patches_for("linux-source-6.12")
+        assert old == rev.patches and len(new) == 1 and old != new
+        assert rev.series_file("linux-source-6.12") == "series-6.12"
+        assert new[0].name.endswith(f"-{r}-ABI-6.12.patch")
+        text = new[0].read_text()  # a 6.12 forward-port, saying so
+        assert "Subject: [PATCH] KVM: arm64: Route vtimer events to user space" in text
+        assert f"This is the 6.12 forward-port of the 6.1 patch (kernel_patches/{r}," in text
+
+
+def _cited(patch) -> list[str]:
+    """The seed passages a patch's message cites (its quoted text), in order."""
+    message = patch.read_text().split("\n---\n", 1)[0]
+    return re.findall(r'"([^"]+)"', " ".join(message.split()))
+
+
+@pytest.mark.parametrize("rev", PORTED)
+def test_the_6_12_patch_cites_the_seed_as_the_6_1_patch_does(rev):
+    r = revision.load(rev)
+    (old,), (new,) = r.patches_for("linux-source-6.1"), r.patches_for("linux-source-6.12")
+    assert _cited(old) and _cited(new) == _cited(old)
+
+
+def _unpacked(source: str):
+    """The unpacked source kernel.build patches (build/kernels/src-*), if cached."""
+    try:
+        identity = f"{source} {kbuild.package_version(source)}"
+    except HarnessError:
+        return None
+    top = kbuild.KERNELS / f"src-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+    return top / "linux" if (top / ".unpacked").is_file() else None
+
+
+@pytest.mark.parametrize(
+    ("rev", "source"),
+    [
+        (r, s)
+        for r in REVS
+        for s in revision.SOURCES
+        if s == revision.DEFAULT_SOURCE or r in (*PORTED, "upstream")
+    ],
+)
+def test_each_revision_series_applies_to_its_source(tmp_path, rev, source):
+    tree = _unpacked(source)
+    if tree is None:
+        pytest.skip(f"{source} is not unpacked in {kbuild.KERNELS} (a kernel build does it)")
+    patches = revision.load(rev).patches_for(source)
+    for name in kbuild.touched_files(patches):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tree / name, tmp_path / name)
+    kbuild.apply_patches(tmp_path, patches, tmp_path / "log")  # BuildError if not
 
 
 def test_the_negative_control_is_upstream_with_one_patch():

@@ -377,7 +377,7 @@ def build_dir(
 ) -> Path:
     """Where build() keeps (or will keep) this kernel: its name is content-addressed."""
     source_tarball(source_package)  # a known source
-    return _plan(revision, machine, source_package)[0]
+    return _plan(revision.for_source(source_package), machine, source_package)[0]
 
 
 def build(
@@ -389,12 +389,14 @@ def build(
 ) -> Kernel:
     """Build (or reuse) the kernel Image for revision on machine's config fragments.
 
-    source_package is one of SOURCES; the default keeps its historical cache
+    source_package is one of SOURCES; the revision's profile names the series
+    for it (Revision.patches_for). The default keeps its historical cache
     directory names (<rev>-<key>), another source adds its version
     (<rev>-<X.Y>-<key>).
     """
     jobs = jobs or os.cpu_count() or 2
     tarball = source_tarball(source_package)
+    revision = revision.for_source(source_package)  # the series for this source
     if not tarball.is_file():
         raise HarnessError(tarball, f"missing (install {source_package}: make deps)")
     bdir, source, config, key = _plan(revision, machine, source_package)

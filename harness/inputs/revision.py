@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,12 @@ from harness.core.errors import InputError
 
 # the Debian source package a revision's series applies to unless told otherwise
 DEFAULT_SOURCE = "linux-source-6.1"
+# the sources a profile's `series` map may name (harness/build/kernel.py builds these)
+SOURCES = ("linux-source-6.1", "linux-source-6.12")
+# the default series file of a revision: the series of every source its profile's
+# `series` map does not name
+SERIES = "series"
+_SERIES_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 PROVENANCES = ("seed", "reconstructed", "merged-4.12", "negative-control")
 ABI_NAMES = ("upstream", "v4", "v5", "v6")
 ABI_KEYS = {"name", "level_field", "history_field", "exit_reason", "exit_reason_value", "bits"}
@@ -57,19 +65,43 @@ class Revision:
     coalesce: bool
     eintr_suffices: bool
     rules: tuple[Rule, ...]
-    patches: tuple[Path, ...]
+    patches: tuple[Path, ...]  # the series for DEFAULT_SOURCE
     directory: Path = field(repr=False)
+    # the profile's `series` map: (source, its series file, its patches), None for a
+    # source the revision has no series for; a source not named uses SERIES
+    series: tuple[tuple[str, str | None, tuple[Path, ...] | None], ...] = ()
+    default_series: tuple[Path, ...] | None = None  # the `series` file's (None: `patches`)
 
     def patch_hashes(self) -> dict[str, str]:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.patches}
+
+    def series_file(self, source: str) -> str | None:
+        """The name of source's series file in the revision's directory; None: no series."""
+        return next((name for src, name, _ in self.series if src == source), SERIES)
+
+    def patches_for(self, source: str) -> tuple[Path, ...]:
+        """The series kernel source `source` is patched with (InputError: it has none)."""
+        for src, _, patches in self.series:
+            if src == source:
+                if patches is None:
+                    raise InputError(
+                        self.directory / "profile.yaml",
+                        f"revision '{self.name}' has no series for {source}",
+                    )
+                return patches
+        return self.patches if self.default_series is None else self.default_series
+
+    def for_source(self, source: str) -> Revision:
+        """This revision with `patches` the series for source (what kernel.build builds)."""
+        return dataclasses.replace(self, patches=self.patches_for(source))
 
 
 def available() -> list[str]:
     return sorted(p.parent.name for p in repo.KERNEL_PATCHES.glob("*/profile.yaml"))
 
 
-def _series(directory: Path) -> tuple[Path, ...]:
-    series = directory / "series"
+def _series(directory: Path, name: str = SERIES) -> tuple[Path, ...]:
+    series = directory / name
     if not series.is_file():
         raise InputError(series, "missing series file")
     patches = []
@@ -167,6 +199,51 @@ def _rules(path: Path, data: yamlfile.LineDict) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _series_map(
+    path: Path, data: yamlfile.LineDict
+) -> tuple[tuple[str, str | None, tuple[Path, ...] | None], ...]:
+    """The profile's optional `series`: {source: series file name, or null for none}."""
+    if "series" not in data:
+        return ()
+    where = data.lines["series"]
+    entries = data["series"]
+    if not isinstance(entries, yamlfile.LineDict) or not entries:
+        raise InputError(
+            path,
+            f"key 'series' must map kernel sources ({', '.join(SOURCES)}) to series files",
+            line=where,
+        )
+    out = []
+    for source, name in entries.items():
+        line = entries.lines.get(str(source), where)
+        if source not in SOURCES:
+            raise InputError(
+                path,
+                f"series: unknown kernel source {source!r} (valid: {', '.join(SOURCES)})",
+                line=line,
+            )
+        if name is None:
+            if source == DEFAULT_SOURCE:
+                raise InputError(
+                    path, f"series: {source} is the default source and needs a series", line=line
+                )
+            out.append((source, None, None))
+            continue
+        if not isinstance(name, str) or not _SERIES_NAME.fullmatch(name):
+            raise InputError(
+                path,
+                f"series: {source} must name a series file in {repo.rel(path.parent)} "
+                f"(a plain file name) or be null, not {name!r}",
+                line=line,
+            )
+        if not (path.parent / name).is_file():
+            raise InputError(
+                path, f"series: {source}'s series file '{name}' does not exist", line=line
+            )
+        out.append((source, name, _series(path.parent, name)))
+    return tuple(out)
+
+
 def load(name: str) -> Revision:
     """A revision by name (kernel_patches/<name>/), or by the path of its directory."""
     given = Path(name)
@@ -181,7 +258,10 @@ def load(name: str) -> Revision:
         raise InputError(None, f"unknown revision '{name}' (valid: {', '.join(available())})")
     data = yamlfile.load(path)
     yamlfile.check_keys(
-        path, data, {"revision", "title", "provenance", "model", "abi", "semantics", "rules"}
+        path,
+        data,
+        {"revision", "title", "provenance", "model", "abi", "semantics", "rules"},
+        {"series"},
     )
     if yamlfile.expect_type(path, data, "revision", str) != name:
         raise InputError(
@@ -196,6 +276,8 @@ def load(name: str) -> Revision:
     yamlfile.check_keys(path, sem, {"coalesce", "eintr_suffices"})
     for key in ("coalesce", "eintr_suffices"):
         yamlfile.expect_type(path, sem, key, bool)
+    series = _series_map(path, data)
+    default = _series(directory)
     return Revision(
         name=name,
         title=yamlfile.expect_type(path, data, "title", str),
@@ -205,6 +287,8 @@ def load(name: str) -> Revision:
         coalesce=sem["coalesce"],
         eintr_suffices=sem["eintr_suffices"],
         rules=_rules(path, data),
-        patches=_series(directory),
+        patches=next((p for src, _, p in series if src == DEFAULT_SOURCE and p), default),
         directory=directory,
+        series=series,
+        default_series=default,
     )

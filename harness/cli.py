@@ -11,6 +11,7 @@ from harness.core import signals
 from harness.core.errors import HarnessError
 from harness.inputs import guest_spec, machine, qemu_tests, revision
 from harness.inputs.options import FAULTS, POLICIES, VMMS, RunOptions
+from harness.inputs.revision import DEFAULT_SOURCE
 from harness.judge import compare
 from harness.runs.run import boot_test
 
@@ -46,6 +47,12 @@ def _add_boot_test(sub: argparse._SubParsersAction) -> None:
         help="the VMM under test: ours, or QEMU (kernel-irqchip=off) for guest_tests/qemu/",
     )
     bt.add_argument("--kernel", type=Path, help="boot this prebuilt Image instead of building")
+    bt.add_argument(
+        "--source",
+        default=DEFAULT_SOURCE,
+        help=f"the Debian kernel source package to build (default {DEFAULT_SOURCE}; "
+        "linux-source-6.12: each revision's 6.12 series)",
+    )
     bt.add_argument("--jobs", type=int, help="parallel kernel build jobs")
     bt.add_argument("--fault", choices=FAULTS, help="inject a fault at each test's timer arming")
     bt.add_argument("--results", type=Path, help="base directory for results (default results/)")
@@ -318,6 +325,7 @@ def _command(args: argparse.Namespace) -> int:
             policy=args.policy,
             tests=args.test,
             kernel_image=args.kernel,
+            kernel_source=args.source,
             trace_events=traces,
             jobs=args.jobs,
             fault=args.fault,

@@ -369,7 +369,9 @@ def _cached(done: Path, image: Path, say: Callable[[str], None]) -> Kernel | Non
         say(f"kernel: {e}: rebuilding")
         return None
     fields = {k: info[k] for k in Kernel.__dataclass_fields__ if k in info}
-    return Kernel(**{**fields, "image": image, "cached": True})
+    # where it is now (a cache moved, or filled through another checkout's link)
+    here = repo.rel(done.parent)
+    return Kernel(**{**fields, "image": image, "build_dir": here, "cached": True})
 
 
 def build_dir(

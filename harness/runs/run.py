@@ -8,6 +8,7 @@ session (harness/judge/session.py), and the run's files (harness/outputs/run_fil
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -58,8 +59,15 @@ def git_rev() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def identity(rev: revmod.Revision, mach: machine.Machine, policy: str, vmm: str) -> dict:
-    """What results.json says the run was, before anything is built."""
+def identity(
+    rev: revmod.Revision, mach: machine.Machine, policy: str, vmm: str, source: str
+) -> dict:
+    """What results.json says the run was, before anything is built: the patches
+    are the series for the kernel source built (none where it has none)."""
+    try:
+        rev = rev.for_source(source)
+    except InputError:
+        rev = dataclasses.replace(rev, patches=())
     return {
         "revision": rev.name,
         "provenance": rev.provenance,
@@ -106,7 +114,7 @@ class RunSetup:
         run_dir = resultsfile.new_run_dir(
             f"{rev.name}-{mach.name}-{opts.policy}{vmm.run_suffix}", opts.results_base
         )
-        ident = identity(rev, mach, opts.policy, opts.vmm)
+        ident = identity(rev, mach, opts.policy, opts.vmm, opts.kernel_source)
         files = RunFiles(run_dir, ident, session, extra=vmm.extra_results)
         session.on_result = lambda r: files.save(complete=False)
         return cls(opts, rev, mach, vmm, session, files)

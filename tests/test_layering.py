@@ -76,3 +76,11 @@ def test_the_readme_layout_table_names_every_stage():
     readme = (repo.ROOT / "README.md").read_text()
     for stage in STAGES:
         assert f"`harness/{stage}/`" in readme, stage
+
+
+def test_pyproject_lists_every_package():
+    import tomllib
+
+    listed = tomllib.loads((repo.ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(repo.ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert set(listed["packages"]) == found

@@ -84,6 +84,8 @@ def _source_options(args: argparse.Namespace, rev: str) -> dict:
         raise HarnessError(
             None, "--model names the profile of a --tree or --series (else see compare)"
         )
+    if getattr(args, "kernel", None) and (args.tree or args.series):
+        raise HarnessError(None, "--kernel boots a built Image: not with --tree or --series")
     if args.model and rev not in ("upstream", args.model):
         raise HarnessError(None, f"--rev {rev} and --model {args.model}: give one profile")
     return {

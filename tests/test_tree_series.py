@@ -213,3 +213,9 @@ def test_a_matrix_cell_on_a_tree(tmp_path):
     m.write_text("name: t\ncells:\n  - revision: v5\n    source: tree:nowhere\n")
     with pytest.raises(InputError, match="not a kernel source tree"):
         spec.load(m)
+
+
+def test_kernel_and_tree_do_not_mix(tmp_path):
+    args = cli._parser().parse_args(["boot-test", "--tree", str(tmp_path), "--kernel", "Image"])
+    with pytest.raises(HarnessError, match="--kernel"):
+        cli._source_options(args, args.rev)

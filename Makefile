@@ -6,6 +6,9 @@ MACHINE ?= virt-gicv3
 POLICY ?= every-exit
 VMM ?= ours
 ARGS ?=
+# a developer's kernel: TREE=~/linux (built out of tree), SERIES=an mbox or a patch dir
+TREE ?=
+SERIES ?=
 PYTHON ?= python3
 CROSS ?= aarch64-linux-gnu-
 
@@ -97,7 +100,8 @@ $(BUILD)/qemu-guests/%.elf: guest_tests/qemu/%.c $(QEMU_RT_OBJS) guest_tests/qem
 	@mv -f $@.tmp $@
 
 boot-test: venv artifacts
-	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) --vmm $(VMM) $(ARGS)
+	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) --vmm $(VMM) \
+		$(if $(TREE),--tree $(TREE)) $(if $(SERIES),--series $(SERIES)) $(ARGS)
 
 test: venv artifacts
 	$(VENV)/bin/ruff check $(PY_DIRS)

@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_lava_ingest,
         _add_parse,
         _add_kcidb,
+        _add_bisect,
     ):
         add(sub)
     return p
@@ -56,12 +57,51 @@ def _add_boot_test(sub: argparse._SubParsersAction) -> None:
     bt.add_argument("--jobs", type=int, help="parallel kernel build jobs")
     bt.add_argument("--fault", choices=FAULTS, help="inject a fault at each test's timer arming")
     bt.add_argument("--results", type=Path, help="base directory for results (default results/)")
+    _add_source(bt)
     bt.add_argument(
         "--trace",
         action="append",
         default=None,
         help="QEMU trace event pattern (default arm_gt_*; repeatable, 'none' for none)",
     )
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    """--tree/--series: a developer's kernel, judged by the profile --rev (or --model) names."""
+    g = p.add_argument_group(
+        "a developer's kernel",
+        "--tree builds a local source tree out of tree; --series applies an mbox or a "
+        "directory of format-patch files (onto --tree, else onto Debian's source). The "
+        "kernel is then judged as speaking --rev's ABI, by its model (default upstream: "
+        "'this tree speaks upstream's ABI'); --rev's own series is not applied unless "
+        "--rev-series.",
+    )
+    g.add_argument("--tree", type=Path, help="a kernel source tree (git work tree or unpacked)")
+    g.add_argument("--series", type=Path, help="an mbox or a directory of git format-patch files")
+    g.add_argument(
+        "--model", help="the profile that judges --tree/--series (same as --rev for them)"
+    )
+    g.add_argument(
+        "--rev-series", action="store_true", help="also apply --rev's series onto --tree"
+    )
+
+
+def _source_options(args: argparse.Namespace, rev: str) -> dict:
+    """RunOptions' revision, tree, series and rev_series from --rev/--model/--tree/--series."""
+    if args.model and not (args.tree or args.series):
+        raise HarnessError(
+            None, "--model names the profile of a --tree or --series (else see compare)"
+        )
+    if getattr(args, "kernel", None) and (args.tree or args.series):
+        raise HarnessError(None, "--kernel boots a built Image: not with --tree or --series")
+    if args.model and rev not in ("upstream", args.model):
+        raise HarnessError(None, f"--rev {rev} and --model {args.model}: give one profile")
+    return {
+        "revision": args.model or rev,
+        "tree": args.tree,
+        "series": args.series,
+        "rev_series": args.rev_series,
+    }
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +113,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--machine", default="virt-gicv3")
     cmp.add_argument("--policy", default="every-exit", choices=POLICIES)
     cmp.add_argument("--test", action="append", default=[])
+    _add_source(cmp)
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -186,6 +227,47 @@ def _kcidb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bisect(sub: argparse._SubParsersAction) -> None:
+    bi = sub.add_parser(
+        "bisect",
+        help="git bisect run a kernel tree with boot-test as the predicate",
+        description="Find the first commit of --tree between --good and --bad whose kernel "
+        "fails: each step builds the commit out of tree (incrementally), boots the named "
+        "tests and is good (they pass), bad (FAIL; with --property P: P failed) or skipped "
+        "(125: a build failure, an ERROR). Results: results/bisect-<id>/.",
+    )
+    bi.add_argument("--tree", type=Path, required=True, help="the kernel git work tree")
+    bi.add_argument("--good", required=True, help="a commit known to pass")
+    bi.add_argument("--bad", required=True, help="a commit known to fail")
+    bi.add_argument("--test", action="append", default=[], help="the test(s) to run (repeatable)")
+    bi.add_argument("--property", help="judge by this property only (e.g. wake)")
+    bi.add_argument("--rev", default="upstream", help="the profile whose ABI the tree speaks")
+    bi.add_argument("--machine", default="virt-gicv3")
+    bi.add_argument("--policy", default="every-exit", choices=POLICIES)
+    bi.add_argument("--jobs", type=int, help="parallel kernel build jobs")
+    bi.add_argument("--results", type=Path, help="base directory for results (default results/)")
+
+
+def _bisect(args: argparse.Namespace) -> int:
+    from harness.runs import bisect
+
+    revision.load(args.rev)  # a known profile, before anything runs
+    spec = bisect.BisectSpec(
+        tree=str(args.tree),
+        good=args.good,
+        bad=args.bad,
+        tests=args.test,
+        prop=args.property,
+        revision=args.rev,
+        machine=args.machine,
+        policy=args.policy,
+        jobs=args.jobs,
+    )
+    return bisect.run(spec, lambda line: print(line, flush=True), **(
+        {"base": args.results} if args.results else {}
+    ))  # fmt: skip
+
+
 def _parse(args: argparse.Namespace) -> int:
     from harness.runs import offline
 
@@ -262,11 +344,11 @@ def _lava_ingest(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     against = [m for m in args.against.split(",") if m and m != args.rev]
     opts = RunOptions(
-        revision=args.rev,
         machine=args.machine,
         policy=args.policy,
         tests=args.test,
         models=against,
+        **_source_options(args, args.rev),
     )
     out = boot_test(opts)
     by_model = {args.rev: out.results, **out.by_model}
@@ -316,16 +398,18 @@ def _command(args: argparse.Namespace) -> int:
             return _parse(args)
         if args.command == "kcidb":
             return _kcidb(args)
+        if args.command == "bisect":
+            return _bisect(args)
         traces = tuple(args.trace) if args.trace else ("arm_gt_*",)
         if traces == ("none",):
             traces = ()
         opts = RunOptions(
-            revision=args.rev,
             machine=args.machine,
             policy=args.policy,
             tests=args.test,
             kernel_image=args.kernel,
             kernel_source=args.source,
+            **_source_options(args, args.rev),
             trace_events=traces,
             jobs=args.jobs,
             fault=args.fault,

@@ -46,3 +46,23 @@ class RunOptions:
     jobs: int | None = None
     fault: str | None = None  # one of FAULTS
     vmm: str = "ours"  # one of VMMS
+    # a developer's kernel (harness/build/tree.py, series.py): a source tree built out
+    # of tree, and/or a series applied onto it (or onto kernel_source). Then revision
+    # only names the profile that judges it (its ABI and model): its series is not
+    # applied unless rev_series
+    tree: Path | None = None
+    series: Path | None = None
+    rev_series: bool = False
+
+    def developer_kernel(self) -> bool:
+        return self.tree is not None or self.series is not None
+
+
+TREE_PREFIX = "tree:"  # a matrix cell's source: tree:PATH
+
+
+def tree_source(source: str) -> Path | None:
+    """The tree a kernel source names (tree:PATH, ~ expanded), else None."""
+    if source.startswith(TREE_PREFIX):
+        return Path(source.removeprefix(TREE_PREFIX)).expanduser()
+    return None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness.boot.qemu_runner import BootResult
 from harness.boot.suite import Hooks, SuiteBoot, suite_bound
-from harness.build import kernel
+from harness.build import kernel, series
 from harness.build.artifacts import build_artifacts
 from harness.core import repo, resultsfile, signals
 from harness.core.errors import BuildError, HarnessError, InputError
@@ -188,17 +188,44 @@ class Run:
             ident = {"image": str(self.opts.kernel_image), "prebuilt": True}
             self.identity["kernel"] = ident | (self.opts.kernel_info or {})
             return self.opts.kernel_image
-        k = kernel.build(
-            self.rev,
-            self.machine,
-            jobs=self.opts.jobs,
-            say=lambda m: self.say(f"# {m}"),
-            source_package=self.opts.kernel_source,
-        )
+        if self.opts.developer_kernel():
+            k = self._developer_kernel()
+        else:
+            k = kernel.build(
+                self.rev,
+                self.machine,
+                jobs=self.opts.jobs,
+                say=lambda m: self.say(f"# {m}"),
+                source_package=self.opts.kernel_source,
+            )
         how = "cached" if k.cached else f"built in {k.build_seconds} s"
         self.say(f"# kernel: {k.release} ({how}, {k.build_dir})")
         self.identity["kernel"] = k.identity()
         return k.image
+
+    def _developer_kernel(self) -> kernel.Kernel:
+        """--tree and/or --series: built out of tree; the revision only judges it
+        (its own series applied too with rev_series)."""
+        o = self.opts
+        series_path = o.series or (self.rev.directory if o.rev_series else None)
+        if o.tree and o.series and o.rev_series:
+            raise InputError(None, "--series and --rev-series: give one series")
+        k = series.build(
+            self.rev,
+            self.machine,
+            tree_path=o.tree,
+            series_path=series_path,
+            jobs=o.jobs,
+            say=lambda m: self.say(f"# {m}"),
+            source_package=o.kernel_source,
+        )
+        self.identity["patches"] = k.patches
+        self.identity["source"] = {
+            "tree": str(o.tree.resolve()) if o.tree else None,
+            "series": str(series_path) if series_path else None,
+            "judged_as": self.rev.name,
+        }
+        return k
 
     def _start_ktap(self) -> None:
         header = [

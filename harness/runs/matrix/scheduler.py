@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.boot import qemu_runner
-from harness.build import debkernel, kernel
+from harness.build import debkernel, kernel, tree
 from harness.core import repo, resultsfile, signals
 from harness.core.errors import BuildError, HarnessError
 from harness.core.status import BootStatus, Outcome
@@ -310,6 +310,14 @@ class _Kernels:
         n = self.m.tokens.take(1)
         try:
             with self.m.build_lock:
+                if cell.tree is not None:
+                    return tree.build(
+                        cell.tree,
+                        revision.load(cell.revision),
+                        machmod.load(cell.machine),
+                        jobs=self.m.build_jobs,
+                        say=lambda _: None,
+                    )
                 return kernel.build(
                     revision.load(cell.revision),
                     machmod.load(cell.machine),
@@ -412,7 +420,8 @@ class _CellRun:
             tests=list(cell.tests),
             kernel_image=p.image if cell.prebuilt else None,
             kernel_info=p.info,
-            kernel_source=cell.source if not cell.prebuilt else kernel.DEFAULT_SOURCE,
+            kernel_source=kernel.DEFAULT_SOURCE if cell.prebuilt or cell.tree else cell.source,
+            tree=cell.tree,
             results_base=base,
             jobs=self.m.build_jobs,
         )

@@ -5,8 +5,11 @@ tests (a list of guest tests; default the whole suite), expect (pass, fail or
 error; default pass), expect_reason (a text the cell's reasons must contain),
 name (only for a cell that does not expand). Kernel sources: a Debian
 linux-source-X package (built with the revision's series, see
-harness/build/kernel.py) or a prebuilt linux-image-X-arm64 package
-(harness/build/debkernel.py; revision upstream only).
+harness/build/kernel.py), a prebuilt linux-image-X-arm64 package
+(harness/build/debkernel.py; revision upstream only), or tree:PATH, a local
+kernel tree built out of tree (harness/build/tree.py; PATH relative to the
+matrix file, ~ expanded): there the revision only names the profile that judges
+it, its series is not applied.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from harness.core.errors import InputError
 from harness.core.status import Outcome
 from harness.inputs import guest_spec, revision
 from harness.inputs import machine as machmod
-from harness.inputs.options import POLICIES
+from harness.inputs.options import POLICIES, TREE_PREFIX, tree_source
 
 EXPECTS = (Outcome.PASS, Outcome.FAIL, Outcome.ERROR)
 AXES = ("revision", "source", "machine", "policy")
@@ -45,6 +48,10 @@ class Cell:
     @property
     def prebuilt(self) -> bool:
         return debkernel.is_package(self.source)
+
+    @property
+    def tree(self) -> Path | None:
+        return tree_source(self.source)
 
     def kernel_key(self) -> tuple[str, ...]:
         """Cells with the same key boot the same kernel (prepared once)."""
@@ -99,6 +106,8 @@ def short_source(source: str) -> str:
     """linux-source-6.12 -> 6.12; linux-image-6.1.0-56-arm64 -> deb6.1.0-56."""
     if m := debkernel.PACKAGE.match(source):
         return f"deb{m[1]}"
+    if (t := tree_source(source)) is not None:
+        return f"tree-{t.name}"
     return source.removeprefix("linux-source-")
 
 
@@ -290,10 +299,15 @@ def _check_axis(path: Path, key: str, value: str, line: int | None, base: Path) 
         if value not in POLICIES:
             raise bad(f"unknown policy '{value}' (valid: {', '.join(POLICIES)})")
     elif key == "source":
-        if value not in kernel.SOURCES and not debkernel.is_package(value):
+        if (t := tree_source(value)) is not None:
+            t = t if t.is_absolute() else base / t
+            if not (t / "Makefile").is_file():
+                raise bad(f"'{value}': not a kernel source tree (no {t}/Makefile)")
+            value = TREE_PREFIX + str(t.resolve())
+        elif value not in kernel.SOURCES and not debkernel.is_package(value):
             raise bad(
                 f"unknown kernel source '{value}' (valid: {', '.join(kernel.SOURCES)}, "
-                "or a prebuilt linux-image-X.Y.Z-N-arm64)"
+                "a prebuilt linux-image-X.Y.Z-N-arm64, or tree:PATH)"
             )
     elif key == "machine":
         if value.endswith(".yaml"):

@@ -181,10 +181,12 @@ def test_patch_that_does_not_apply_is_an_error_naming_patch_and_file(tmp_path):
     rev.mkdir()
     for f in ("series", "profile.yaml"):
         (rev / f).write_text((repo.KERNEL_PATCHES / "v5" / f).read_text())
-    (rev / "profile.yaml").write_text(
-        (rev / "profile.yaml").read_text().replace("revision: v5", "revision: broken-rev")
-    )
-    (patch,) = (repo.KERNEL_PATCHES / "v5").glob("*.patch")
+    profile = (rev / "profile.yaml").read_text().replace("revision: v5", "revision: broken-rev")
+    # the 6.1 series only (v5 names a series per source)
+    profile = re.sub(r"^series:\n(  .*\n)+", "", profile, flags=re.M)
+    (rev / "profile.yaml").write_text(profile)
+    (name,) = (repo.KERNEL_PATCHES / "v5" / "series").read_text().split()
+    patch = repo.KERNEL_PATCHES / "v5" / name
     text = patch.read_text().replace(" struct kvm_sync_regs {", " struct kvm_sync_regz {", 1)
     (rev / patch.name).write_text(text)
     out, lines = _run(tmp_path, revision=str(rev), tests=["oneshot_wfi"])

@@ -29,10 +29,10 @@ import yaml
 from jinja2 import FileSystemLoader
 from jinja2.sandbox import SandboxedEnvironment
 
-from harness.build import kernel
 from harness.core import repo
 from harness.core.errors import HarnessError
 from harness.lab.lava import ingest
+from harness.lab.lava import schema as lava_schema
 
 LAVA_SERVER = repo.BUILD / "lava-server"
 _TEMPLATES = Path("usr/share/lava-server/device-types")
@@ -44,23 +44,11 @@ CANCEL_S = 15
 
 def device_types_dir() -> Path:
     """LAVA's device-type templates: Debian's lava-server, downloaded and unpacked once."""
-    top = LAVA_SERVER
-    dtypes = top / "x" / _TEMPLATES
-    with kernel.locked(repo.BUILD / ".lava-server.lock"):
-        if (dtypes / "qemu.jinja2").is_file() and (dtypes / "base.jinja2").is_file():
-            return dtypes
-        shutil.rmtree(top, ignore_errors=True)
-        top.mkdir(parents=True)
-        r = subprocess.run(
-            ["apt-get", "download", "-q", "lava-server"], cwd=top, capture_output=True, text=True
-        )
-        debs = sorted(top.glob("lava-server_*.deb"))
-        if r.returncode or not debs:
-            raise HarnessError(
-                None, f"apt-get download lava-server failed: {r.stderr.strip()[-300:]}"
-            )
-        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(top / "x")], check=True)
-    return dtypes
+
+    def ready(root: Path) -> bool:
+        return all((root / _TEMPLATES / f).is_file() for f in ("qemu.jinja2", "base.jinja2"))
+
+    return lava_schema.unpacked_deb("lava-server", LAVA_SERVER, ready) / _TEMPLATES
 
 
 def device_config(job: dict, device_type: str | None = None) -> str:

@@ -58,13 +58,13 @@ class Console:
         return next((line for line in self.lines if _TAG_LINE in line), "")
 
 
-def cpu_threads_of(results_json: Path) -> dict[int, int]:
-    """boot.cpu_threads of a run's results.json: vCPU thread id -> L1 CPU."""
+def cpu_threads_of(data: dict, results_json: Path) -> dict[int, int]:
+    """boot.cpu_threads of a run's results.json (data, read from results_json): vCPU
+    thread id -> L1 CPU."""
     try:
-        data = json.loads(results_json.read_text())
         raw = (data.get("boot") or {}).get("cpu_threads") or {}
         return {int(t): int(c) for t, c in raw.items()}
-    except (OSError, ValueError, AttributeError) as e:
+    except (ValueError, AttributeError) as e:
         raise InputError(results_json, f"no boot.cpu_threads to read: {e}") from None
 
 
@@ -169,7 +169,7 @@ def parse(
         trace = log.parent / "qemu-trace.log"
     if trace is not None and not trace.is_file():
         raise InputError(trace, "no such QEMU trace log")
-    threads = cpu_threads_of(run_json) if ran and trace is not None else None
+    threads = cpu_threads_of(ran, run_json) if ran and trace is not None else None
     opts = RunOptions(
         revision=rev, machine=machine, policy=policy, tests=names, results_base=results_base
     )

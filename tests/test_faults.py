@@ -209,7 +209,8 @@ def test_config_option_that_does_not_stick_is_listed(tmp_path):
     machine_file = tmp_path / "bogus.yaml"
     machine_file.write_text(
         cfg.replace(
-            "[kvm-minimal.config, trace.config]", "[kvm-minimal.config, bogus.config]"
+            "[kvm-minimal.config, trace.config, records.config]",
+            "[kvm-minimal.config, bogus.config]",
         ).replace("name: virt-gicv3", "name: bogus")
     )
     out, lines = _run(tmp_path, machine=str(machine_file), tests=["oneshot_wfi"])

@@ -166,6 +166,7 @@ def test_a_machine_copy_with_its_own_name_loads(tmp_path):
     assert m.name == "mine" and [f.name for f in m.kernel_fragments] == [
         "kvm-minimal.config",
         "trace.config",
+        "records.config",
     ]
 
 
@@ -200,7 +201,7 @@ def test_kernel_fragments_outside_or_missing(tmp_path, fragments, message):
     path = _machine(
         tmp_path,
         "mine",
-        "kernel_fragments: [kvm-minimal.config, trace.config]",
+        "kernel_fragments: [kvm-minimal.config, trace.config, records.config]",
         f"kernel_fragments: {fragments}",
     )
     assert _machine_error(path).startswith(

@@ -319,7 +319,7 @@ static int parse_test(char *line, struct vt_test *t, const struct vt_abi *abi,
 	return 0;
 }
 
-static int run_suite(const char *path)
+static int run_suite(const char *path, const char *channel)
 {
 	const struct vt_abi *abi = abi_find("upstream");
 	enum vt_policy policy = POLICY_EVERY_EXIT;
@@ -331,9 +331,10 @@ static int run_suite(const char *path)
 
 	uname(&u);
 	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	rec_emit("-", "boot", "release=%s frq=%llu kt=%d kvm=%d user_irq=%d", u.release,
+	rec_emit("-", "boot", "release=%s frq=%llu kt=%d kvm=%d user_irq=%d ch=%s", u.release,
 		 (unsigned long long)read_cntfrq(), kt_available(), kvm >= 0,
-		 kvm >= 0 ? ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_USER_IRQ) : -1);
+		 kvm >= 0 ? ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_ARM_USER_IRQ) : -1,
+		 channel);
 	if (kvm >= 0)
 		close(kvm);
 	run_probe();
@@ -392,7 +393,7 @@ int main(int argc, char **argv)
 	if (pid1)
 		setup_pid1();
 	rec_init();
-	ret = run_suite(argc > 1 ? argv[1] : "/suite/suite.conf");
+	ret = run_suite(argc > 1 ? argv[1] : "/suite/suite.conf", rec_open_channel());
 	if (!pid1)
 		return ret;
 	sync();

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Trace records on the console, one line each:
+ * Trace records, one line each, on the records channel: the virtio-serial
+ * port named vt.records when the machine has one (rec_open_channel()), else
+ * the console:
  *
  *   @VT1 <seq> <test> <t_ns> <kind> key=value ... *<crc32>
  *
@@ -9,6 +11,9 @@
  * before " *". The host parser (harness/traces/records.py) checks both, so a lost
  * or mangled line is detected, never silently skipped.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +27,13 @@
 
 #define REC_VERSION	"@VT1"
 #define BUF_SIZE	VT_REC_BUFFER
+#define PORT_NAME	"vt.records"
+#define PORTS_DIR	"/sys/class/virtio-ports"
+/* how long /init waits for the host to name the port (virtio_console names it from a workqueue) */
+#define PORT_WAIT_MS	500
+
+static int rec_fd = STDOUT_FILENO;
+static const char *channel = "console";
 
 static uint64_t *seq;			/* shared with the test children */
 static char *buf;
@@ -70,13 +82,76 @@ void rec_init(void)
 	}
 }
 
+/* The port of ours among the virtio ports: its /dev name in dev (0 if none named yet). */
+static int find_port(char *dev, size_t size)
+{
+	char path[300], name[32];
+	struct dirent *d;
+	int found = 0;
+	DIR *dir = opendir(PORTS_DIR);
+
+	if (!dir)
+		return -1;	/* no virtio console driver: no port will come */
+	while (!found && (d = readdir(dir))) {
+		FILE *f;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), PORTS_DIR "/%s/name", d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(name, sizeof(name), f) && !strncmp(name, PORT_NAME "\n", sizeof(PORT_NAME))) {
+			snprintf(dev, size, "/dev/%s", d->d_name);
+			found = 1;
+		}
+		fclose(f);
+	}
+	closedir(dir);
+	return found;
+}
+
+/*
+ * Records to the vt.records port if the machine has one. The driver is there
+ * at /init, but the host names its ports a moment later: wait for that
+ * (bounded). Returns the channel's name, for the boot record.
+ */
+const char *rec_open_channel(void)
+{
+	uint64_t end = now_ns() + PORT_WAIT_MS * 1000000ULL;
+	struct timespec tick = { 0, 5000000 };
+	char dev[300];
+	int found, fd;
+
+	while (!(found = find_port(dev, sizeof(dev))) && now_ns() < end)
+		nanosleep(&tick, NULL);
+	if (found <= 0)
+		return channel;
+	fd = open(dev, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "vtvmm: %s: %s: records stay on the console\n", dev,
+			strerror(errno));
+		return channel;
+	}
+	rec_fd = fd;
+	channel = "port";
+	printf("vtvmm: records on %s (" PORT_NAME ")\n", dev);
+	fflush(stdout);
+	return channel;
+}
+
 static void write_all(const char *p, size_t n)
 {
 	while (n) {
-		ssize_t k = write(STDOUT_FILENO, p, n);
+		ssize_t k = write(rec_fd, p, n);
 
-		if (k <= 0)
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			fprintf(stderr, "vtvmm: records write of %zu bytes: %s\n", n,
+				k < 0 ? strerror(errno) : "nothing written");
 			return;
+		}
 		p += k;
 		n -= k;
 	}

@@ -15,6 +15,7 @@
 
 /* --- records (record.c): versioned, sequence-numbered, checksummed --- */
 void rec_init(void);
+const char *rec_open_channel(void);
 void rec_set_buffered(bool buffered);
 void rec_emit(const char *test, const char *kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

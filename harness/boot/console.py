@@ -1,18 +1,20 @@
-"""Following a boot's serial console (pexpect) line by line, to a classified end:
-the suite done, a kernel panic (seen on the line that reports it, not by
-time-out), QEMU gone (EOF), or a hang (a deadline, or silence). It notes when
-/init started, and looks at signals.check() every signals.POLL_S, so a signal
-reaches a boot in any thread.
+"""Following a boot's serial console (pexpect) and its records port line by
+line, to a classified end: the suite done, a kernel panic (seen on the line
+that reports it, not by time-out), QEMU gone (EOF), or a hang (a deadline, or
+silence on both). It notes when /init started, and looks at signals.check()
+every signals.POLL_S, so a signal reaches a boot in any thread.
 """
 
 from __future__ import annotations
 
 import re
+import select
 import time
 from collections.abc import Callable
 
 import pexpect
 
+from harness.boot.channels import RecordsPipe
 from harness.core import signals
 from harness.core.status import BootStatus
 from harness.inputs.options import Timeouts
@@ -20,45 +22,73 @@ from harness.inputs.options import Timeouts
 PANIC = re.compile(r"Kernel panic - not syncing|Internal error: Oops|BUG: ")
 POWER_OFF = "reboot: Power down"
 INIT_STARTED = re.compile(r"Run /init as init process|@VT1 \d+ - \d+ boot ")
+Line = Callable[[str], None]
 
 
 class ConsoleFollower:
-    """The console of one running QEMU (its pexpect child), read in large chunks."""
+    """The console of one running QEMU (its pexpect child), read in large chunks,
+    and its records port (a pipe), read beside it."""
 
-    def __init__(self, child: pexpect.spawn, timeouts: Timeouts) -> None:
+    def __init__(
+        self, child: pexpect.spawn, timeouts: Timeouts, records: RecordsPipe | None = None
+    ) -> None:
         self._child = child
+        self._records = records
         self.timeouts = timeouts
         self.init_s: float | None = None  # follow()'s start to the first line of /init
         self._pending = ""  # a console line not yet complete
 
-    def _lines(self, timeout: float) -> list[str] | None:
-        """The complete console lines that arrive within timeout ([] if none; None at EOF).
+    def _lines(self, timeout: float) -> tuple[list[str], list[str]] | None:
+        """The complete records-port and console lines that arrive within timeout
+        (([], []) if none; None at the console's EOF, QEMU gone).
 
         Reads in large chunks: a console read slowly backs QEMU's serial up and
         slows the guest itself down.
         """
+        fds = [self._child.child_fd]
+        if self._records is not None:
+            fds.append(self._records.fileno())
         try:
-            chunk = self._child.read_nonblocking(1 << 16, timeout=timeout)
+            ready = select.select(fds, [], [], timeout)[0]
+        except InterruptedError:
+            ready = []
+        recs = self._records.lines() if self._records is not None else []
+        if fds[0] not in ready and not self._child.buffer:
+            return recs, []
+        try:
+            chunk = self._child.read_nonblocking(1 << 16, timeout=0)
         except pexpect.TIMEOUT:
-            return []
+            return recs, []
         except pexpect.EOF:
             return None
         text = self._pending + chunk
         lines = text.split("\n")
         self._pending = lines.pop()
-        return [line.rstrip("\r") for line in lines]
+        return recs, [line.rstrip("\r") for line in lines]
+
+    def _last_records(self, on_record: Line) -> None:
+        """QEMU is gone: what its records port wrote last."""
+        if self._records is None:
+            return
+        for line in self._records.lines():
+            on_record(line)
+        if rest := self._records.rest():
+            on_record(rest)
 
     def follow(
         self,
-        on_line: Callable[[str], None],
+        on_line: Line,
         done: Callable[[], bool],
         doing: Callable[[], str] = lambda: "",
+        on_record: Line | None = None,
     ) -> tuple[BootStatus, str]:
-        """Read the console line by line until the suite is done, a panic, EOF or a time-out.
+        """Read the console (to on_line) and the records port (to on_record) line by
+        line until the suite is done, a panic, EOF or a time-out.
 
         Returns (status, reason) with status in completed, panic, hang, qemu-died; a
         hang's reason ends with what doing() says the suite was doing then.
         """
+        on_record = on_record or on_line
         t = self.timeouts
         started = time.monotonic()
         deadline = started + t.boot_s
@@ -75,32 +105,39 @@ class ConsoleFollower:
                 return BootStatus.HANG, f"{phase}: no console output for {t.silence_s:.0f} s{at}"
             signals.check()  # a signal to stop: raised in this thread too
             wait = min(deadline - now, t.silence_s - (now - quiet_since), signals.POLL_S)
-            lines = self._lines(max(0.0, wait))
-            if lines is None:
+            got = self._lines(max(0.0, wait))
+            if got is None:
+                self._last_records(on_record)
                 if self._pending:
                     on_line(self._pending)
                     self._pending = ""
+                if done():  # the suite's last record came with QEMU's end
+                    return BootStatus.COMPLETED, "suite finished"
                 return BootStatus.QEMU_DIED, "QEMU exited before the suite finished"
-            if lines:
+            recs, lines = got
+            if recs or lines:
                 quiet_since = time.monotonic()
-            for line in lines:
+            for source, line in [*((on_record, r) for r in recs), *((on_line, c) for c in lines)]:
                 if not init_seen and INIT_STARTED.search(line):
                     init_seen = True
                     self.init_s = time.monotonic() - started
                     deadline = time.monotonic() + (t.suite_s or 300.0)
-                if PANIC.search(line):
-                    self._drain(2.0, on_line)
+                if source is on_line and PANIC.search(line):
+                    self._drain(2.0, on_line, on_record)
                     return BootStatus.PANIC, line.strip()
-                on_line(line)
+                source(line)
                 if done():
                     return BootStatus.COMPLETED, "suite finished"
 
-    def _drain(self, seconds: float, on_line: Callable[[str], None]) -> None:
+    def _drain(self, seconds: float, on_line: Line, on_record: Line) -> None:
         """Keep reading for a moment (a panic's backtrace) so the log has it."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            lines = self._lines(max(0.05, end - time.monotonic()))
-            if lines is None:
+            got = self._lines(max(0.05, end - time.monotonic()))
+            if got is None:
+                self._last_records(on_record)
                 return
-            for line in lines:
+            for line in got[0]:
+                on_record(line)
+            for line in got[1]:
                 on_line(line)

@@ -3,7 +3,8 @@ stderr, ended with SIGKILL and reaped; end_all kills every one still running.
 
 pexpect runs QEMU on a pty of its own, in a session of its own (so a Ctrl-C at
 the terminal reaches the harness, which ends QEMU itself); QEMU's stderr goes
-to a file, its console to console.log as it is read.
+to a file, its console to console.log as it is read, the records port to a
+named pipe (boot/channels.py) copied to records.log.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import IO
 
 import pexpect
 
+from harness.boot.channels import RecordsPipe
 from harness.inputs.machine import MachineConfig, shell_line
 
 # the QEMUs running now (any thread), so that none outlives the harness (end_all)
@@ -42,7 +44,9 @@ class QemuProcess:
         self.run_dir = run_dir
         self.trace_log = trace_log
         self.console_log = run_dir / "console.log"
+        self.records_log = run_dir / "records.log"
         self.qemu_stderr = run_dir / "qemu.stderr"
+        self.records: RecordsPipe | None = None
         self.argv: list[str] = []
         self.child: pexpect.spawn | None = None
         self._sockdir: str | None = None
@@ -54,12 +58,13 @@ class QemuProcess:
         # AF_UNIX paths are limited to 108 bytes: keep the socket in a short private dir.
         self._sockdir = tempfile.mkdtemp(prefix="vt-")
         sock = Path(self._sockdir) / "qmp.sock"
-        self.argv = self.machine.qemu_argv(kernel, initrd, sock, self.trace_log)
+        self.records = RecordsPipe(Path(self._sockdir) / "records", self.records_log)
+        self.records.open()
+        self.argv = self.machine.qemu_argv(kernel, initrd, sock, self.trace_log, self.records.path)
         by_hand = self.machine.qemu_argv(kernel, initrd, None)
         (self.run_dir / "qemu-cmdline.sh").write_text(
-            "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace)\n"
-            + shell_line(by_hand)
-            + "\n"
+            "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace;"
+            " the records port writes records.log here)\n" + shell_line(by_hand) + "\n"
         )
         self._logf = open(self.console_log, "w", encoding="utf-8", errors="replace")
         self.child = pexpect.spawn(
@@ -76,6 +81,9 @@ class QemuProcess:
         self.child.delayafterread = None  # pexpect's default sleeps 0.1 ms after every read
         self.child.delayafterclose = 0.0
         self.child.delayafterterminate = 0.0
+        # close() is ptyprocess's, which sleeps its own 0.1 s before it looks at QEMU
+        self.child.ptyproc.delayafterclose = 0.0
+        self.child.ptyproc.delayafterterminate = 0.0
         return sock
 
     def alive(self) -> bool:
@@ -129,6 +137,8 @@ class QemuProcess:
         if self._logf is not None:
             self._logf.close()
             self._logf = None
+        if self.records is not None:
+            self.records.close()
         if self._sockdir:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             self._sockdir = None

@@ -198,11 +198,13 @@ class QemuRun:
         on_line: Callable[[str], None],
         done: Callable[[], bool],
         doing: Callable[[], str] = lambda: "",
+        on_record: Callable[[str], None] | None = None,
     ) -> tuple[BootStatus, str]:
-        """Read the console until the suite is done, a panic, EOF or a time-out
-        (ConsoleFollower.follow): (status, reason)."""
-        self._console = ConsoleFollower(self._process.child, self.timeouts)
-        return self._console.follow(on_line, done, doing)
+        """Read the console and the records port until the suite is done, a panic,
+        EOF or a time-out (ConsoleFollower.follow): (status, reason)."""
+        proc = self._process
+        self._console = ConsoleFollower(proc.child, self.timeouts, proc.records)
+        return self._console.follow(on_line, done, doing, on_record)
 
     def save_diagnostics(self) -> Path:
         """On a hang: QMP query-status and the CPU registers, saved next to the log."""

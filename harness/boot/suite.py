@@ -1,9 +1,10 @@
 """One QEMU boot of a suite: QEMU's failures end as a classified boot status.
 
 What the boot meets goes to its hooks: on_start once QEMU runs (its trace log
-and vCPU threads, for layer 0), on_line for every console line (a judge
-session's feed), done and doing to know when the suite ended and what it was
-doing at a hang, armed for the fault injection's moment.
+and vCPU threads, for layer 0), on_line for every console line and on_record
+for every line of the records port (a judge session's feed), done and doing
+to know when the suite ended and what it was doing at a hang, armed for the
+fault injection's moment.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class Hooks:
     done: Callable[[], bool]  # the suite said done
     doing: Callable[[], str]  # what the suite is doing (a hang's reason)
     armed: Callable[[], str | None] = lambda: None  # a test whose timer was just armed
+    on_record: Callable[[str], None] | None = None  # the records port's lines (else on_line)
+    # the suite is done and QEMU powers off (the boot so far): the verdicts' files can
+    # be written meanwhile
+    on_done: Callable[[BootResult], None] = lambda boot: None
 
 
 # /init's grace after a watchdog (STOP_GRACE_MS in vmm/init.c), and the time to write
@@ -88,13 +93,16 @@ class SuiteBoot:
                 version, enabled = q.start()
                 self.cpu_threads = q.cpu_threads
                 hooks.on_start(q.trace_log, q.cpu_threads)
-                on_line = hooks.on_line
-                if fault:
+                on_line, on_record = hooks.on_line, hooks.on_record or hooks.on_line
+                if fault:  # after the record that reports an arming, wherever it comes
                     on_line = faults.injector(fault, q, hooks.armed, on_line, self.say)
-                status, reason = q.follow(on_line, hooks.done, hooks.doing)
+                    on_record = faults.injector(fault, q, hooks.armed, on_record, self.say)
+                status, reason = q.follow(on_line, hooks.done, hooks.doing, on_record)
                 diag = q.save_diagnostics() if status == BootStatus.HANG else None
                 if q.qmp_wedged:
                     reason += f"; {q.qmp_wedged}"
+                if status == BootStatus.COMPLETED:
+                    hooks.on_done(result(status, reason))
                 exit_status = q.wait_exit() if status == BootStatus.COMPLETED else q.stop()
         except InputError:
             raise

@@ -11,6 +11,8 @@ from harness.core.errors import InputError
 
 QEMU_BINARY = "qemu-system-aarch64"
 FRAGMENTS = repo.QEMU_CONFIGS / "fragments"
+# the records channel: a virtio-serial port the VMM finds by this name (vmm/record.c)
+RECORDS_PORT = "vt.records"
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,19 @@ class MachineConfig:
     extra_args: tuple[str, ...] = ()
 
     def qemu_argv(
-        self, kernel: Path, initrd: Path, qmp_socket: Path | None, trace_log: Path | None = None
+        self,
+        kernel: Path,
+        initrd: Path,
+        qmp_socket: Path | None,
+        trace_log: Path | None = None,
+        records: Path | None = None,
     ) -> list[str]:
-        """The QEMU command line, serial on stdio.
+        """The QEMU command line, serial on stdio, the records port into records.
 
         With qmp_socket: QMP on that unix socket and the CPU stopped (-S) until
-        the harness says cont. Without: the same machine to rerun by hand.
+        the harness says cont; records is then a named pipe the harness reads.
+        Without: the same machine to rerun by hand, records to a file
+        (records.log in the current directory unless given).
         """
         machine = f"{self.machine},virtualization={'on' if self.virtualization else 'off'}"
         machine += f",gic-version={self.gic_version}"
@@ -52,6 +61,12 @@ class MachineConfig:
             "-kernel", str(kernel),
             "-initrd", str(initrd),
             "-append", self.kernel_cmdline,
+        ]  # fmt: skip
+        # a file chardev only writes (a pipe chardev would read its own records back)
+        argv += [
+            "-device", "virtio-serial-device",
+            "-chardev", f"file,id=vtrec,path={records or 'records.log'}",
+            "-device", f"virtserialport,chardev=vtrec,name={RECORDS_PORT}",
         ]  # fmt: skip
         if qmp_socket is not None:
             argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off", "-S"]

@@ -38,7 +38,7 @@ def evaluate(spec: QemuTest, recs: list[Record], problems: list[Problem]) -> Tes
         return TestResult(spec.name, MISSED, ["no records: the test did not run"])
     if problems:
         res.status = ERROR
-        res.reasons += [f"console: {p.what} (line {p.line_no})" for p in problems]
+        res.reasons += [f"{p.source}: {p.what} (line {p.line_no})" for p in problems]
     begin = next((r for r in recs if r.kind == "begin"), None)
     end = next((r for r in recs if r.kind == "end"), None)
     if begin is None or end is None:

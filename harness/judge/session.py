@@ -65,9 +65,10 @@ class Session:
         for r in self._results.values():
             self._emit(r)
 
-    def feed(self, line: str) -> list[records.Record]:
-        """One console line; judges a test whose end record it completes."""
-        recs = self.stream.feed(line)
+    def feed(self, line: str, source: str = records.CONSOLE) -> list[records.Record]:
+        """One line of the console or the records port; judges a test whose end
+        record it completes."""
+        recs = self.stream.feed(line, source)
         for rec in recs:
             if rec.kind == "end" and rec.test in self._specs:
                 if self.defer:

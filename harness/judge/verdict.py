@@ -123,7 +123,7 @@ def evaluate(
         return res
     if problems:
         res.status = ERROR
-        res.reasons += [f"console: {p.what} (line {p.line_no})" for p in problems]
+        res.reasons += [f"{p.source}: {p.what} (line {p.line_no})" for p in problems]
     if tr.begin is None:
         res.status = ERROR
         res.reasons.append("no begin record")

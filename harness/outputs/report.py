@@ -74,10 +74,19 @@ def svg(tl: timeline.Timeline) -> Markup:
         y += ROW
     axis = [{"x": x(t), "t": t} for t in _axis_ticks(tl.span_ms)]
     # autoescaped (the one environment escapes .svg.j2), so safe to embed
-    html = templating.ENV.get_template("timeline.svg.j2").render(
-        tl=tl, rows=rows, width=WIDTH, height=y + 14, left=LEFT, axis=axis, top=4, bottom=y
+    html = (
+        templating.env()
+        .get_template("timeline.svg.j2")
+        .render(tl=tl, rows=rows, width=WIDTH, height=y + 14, left=LEFT, axis=axis, top=4, bottom=y)
     )
     return Markup(html)
+
+
+def warm() -> None:
+    """Compile the report's templates ahead (a run does it while its boot goes on),
+    so that the report at the run's end is only rendered."""
+    for name in ("report.html.j2", "timeline.svg.j2"):
+        templating.env().get_template(name)
 
 
 def render(
@@ -107,15 +116,19 @@ def render(
     cmp_rows = None
     if by_model and len(by_model) > 1:
         cmp_rows = compare.rows(by_model)
-    page = templating.ENV.get_template("report.html.j2").render(
-        run_id=data["run_id"],
-        identity=data["identity"],
-        boot=data["boot"],
-        complete=data["complete"],
-        logs=[n for n in data["logs"] if n != "report.html"],
-        tests=tests,
-        props=props,
-        compare=cmp_rows,
+    page = (
+        templating.env()
+        .get_template("report.html.j2")
+        .render(
+            run_id=data["run_id"],
+            identity=data["identity"],
+            boot=data["boot"],
+            complete=data["complete"],
+            logs=[n for n in data["logs"] if n != "report.html"],
+            tests=tests,
+            props=props,
+            compare=cmp_rows,
+        )
     )
     out = run_dir / "report.html"
     resultsfile.write_atomic(out, page)

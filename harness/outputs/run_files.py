@@ -28,6 +28,14 @@ class RunFiles:
     cpu_threads: dict[int, int] = field(default_factory=dict)
     extra: Callable[[], dict] = dict  # keys a VMM adds (its registry hook)
     started: float = field(default_factory=time.monotonic)
+    warm: bool = False  # the report's templates are compiled
+
+    def saved_test(self) -> None:
+        """results.json after a test's verdict; the first one also readies the report."""
+        self.save(complete=False)
+        if not self.warm:
+            report.warm()
+            self.warm = True
 
     def save(self, complete: bool) -> None:
         """results.json as of now."""

@@ -432,19 +432,23 @@ def html(d: Diff, where: Path) -> str:
                 or c.a_outcome != c.b_outcome,
             }
         )
-    return templating.ENV.get_template("diff.html.j2").render(
-        a=repo.rel(d.a),
-        b=repo.rel(d.b),
-        kind=d.kind,
-        summary=text(d)[2].lstrip("# "),
-        regressions=d.regressions,
-        fixes=d.fixes,
-        status_changes=d.status_changes,
-        metric_changes=d.metric_changes,
-        only_a=d.only_a,
-        only_b=d.only_b,
-        cells=cells,
-        noise=NOISE,
+    return (
+        templating.env()
+        .get_template("diff.html.j2")
+        .render(
+            a=repo.rel(d.a),
+            b=repo.rel(d.b),
+            kind=d.kind,
+            summary=text(d)[2].lstrip("# "),
+            regressions=d.regressions,
+            fixes=d.fixes,
+            status_changes=d.status_changes,
+            metric_changes=d.metric_changes,
+            only_a=d.only_a,
+            only_b=d.only_b,
+            cells=cells,
+            noise=NOISE,
+        )
     )
 
 

@@ -4,8 +4,9 @@ like `kunit.py parse`; lava-ingest judges a LAVA job's console the same way).
 The console's lines go through the same judge session a boot feeds; how the
 boot ended is read from the console itself: "completed" once /init said done,
 "panic" at a kernel panic line, else "hang" (the log ends before the suite
-finished). Layer 0 is a saved qemu-trace.log, split per CPU with the vCPU
-threads a results.json kept (boot.cpu_threads).
+finished). The records are on the console, or in the records.log beside it
+(the records port's copy). Layer 0 is a saved qemu-trace.log, split per CPU
+with the vCPU threads a results.json kept (boot.cpu_threads).
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ class Console:
 
     lines: list[str]
     path: Path
+    records: list[str] = field(default_factory=list)  # the records port's lines (records.log)
     began: list[str] = field(default_factory=list)  # the tests, in the order they began
     first_begin: dict[str, str] = field(default_factory=dict)  # the first begin record
     done: bool = False  # /init said done
 
     @classmethod
-    def of(cls, lines: list[str], path: Path) -> Console:
-        c = cls(lines, path)
-        for line in lines:
+    def of(cls, lines: list[str], path: Path, port: Sequence[str] = ()) -> Console:
+        c = cls(lines, path, list(port))
+        for line in [*lines, *port]:
             rec = records.parse_line(line, 0)
             if not isinstance(rec, records.Record):
                 continue
@@ -88,6 +90,8 @@ def judge(
     files.identity.setdefault("kernel", {"release": None, "prebuilt": True})
     saved = run_dir / "console.log"
     saved.write_text("\n".join(console.lines) + "\n")
+    if console.records:
+        (run_dir / "records.log").write_text("\n".join(console.records) + "\n")
     for src, name in copies:
         shutil.copyfile(src, run_dir / name)
     if qemu_trace_log is not None:
@@ -108,9 +112,9 @@ def judge(
     for line in console.lines:
         if PANIC.search(line):
             status, reason = BootStatus.PANIC, line.strip()
-        for rec in session.feed(line):
-            if rec.kind == "boot" and isinstance(files.identity["kernel"], dict):
-                files.identity["kernel"]["release"] = rec.get("release")
+        _feed(session, files, line, records.CONSOLE)
+    for line in console.records:
+        _feed(session, files, line, records.PORT)
     if console.done:
         status, reason = BootStatus.COMPLETED, "suite finished"
     files.boot = BootResult(status, reason, saved, saved, qemu_trace_log, 0.0)
@@ -119,6 +123,12 @@ def judge(
         files.identity["suite_errors"] = session.suite_errors
     files.save(complete=status == BootStatus.COMPLETED)
     return setup.outcome(say)
+
+
+def _feed(session, files, line: str, source: str) -> None:
+    for rec in session.feed(line, source):
+        if rec.kind == "boot" and isinstance(files.identity["kernel"], dict):
+            files.identity["kernel"]["release"] = rec.get("release")
 
 
 def read_lines(path: Path) -> list[str]:
@@ -147,7 +157,8 @@ def parse(
     results/<run-id>/console.log), the run's revision, machine, policy, tests,
     qemu-trace.log and vCPU threads are the defaults; else the console's own
     begin records name the ABI and the policy."""
-    console = Console.of(read_lines(log), log)
+    port = log.parent / "records.log"
+    console = Console.of(read_lines(log), log, read_lines(port) if port.is_file() else ())
     run_json = log.parent / "results.json"
     ran: dict = {}
     if run_json.is_file():

@@ -33,7 +33,7 @@ from harness.outputs import ktap
 from harness.outputs.run_files import RunFiles
 from harness.runs import vmms as vmm_registry
 from harness.runs.vmms.ours import Vmm
-from harness.traces import qemu_trace
+from harness.traces import qemu_trace, records
 
 
 @dataclass
@@ -116,12 +116,14 @@ class RunSetup:
         )
         ident = identity(rev, mach, opts.policy, opts.vmm, opts.kernel_source)
         files = RunFiles(run_dir, ident, session, extra=vmm.extra_results)
-        session.on_result = lambda r: files.save(complete=False)
+        session.on_result = lambda r: files.saved_test()
         return cls(opts, rev, mach, vmm, session, files)
 
-    def outcome(self, say: Callable[[str], None]) -> RunOutcome:
-        """The run's last files, and what it came to."""
-        results, code = self.files.finish(self.rev.name, say)
+    def outcome(
+        self, say: Callable[[str], None], finished: tuple[list[TestResult], int] | None = None
+    ) -> RunOutcome:
+        """The run's last files (unless finished: written already), and what it came to."""
+        results, code = finished or self.files.finish(self.rev.name, say)
         by_model = {m: list(rs.values()) for m, rs in self.session.by_model.items()}
         return RunOutcome(self.files.run_dir, results, self.files.boot, code, by_model)
 
@@ -137,6 +139,7 @@ class Run:
         self.session, self.files = setup.session, setup.files
         self.runnable = self.session.runnable
         self.run_dir, self.identity = self.files.run_dir, self.files.identity
+        self._finished: tuple[list[TestResult], int] | None = None  # _on_done's files
 
     def execute(self) -> RunOutcome:
         try:
@@ -177,11 +180,22 @@ class Run:
         status, reason = self._boot(image, initrd)
         if status != BootStatus.COMPLETED:
             self.say(f"# boot: {status}: {reason}")
+        if self._finished is None:
+            self._close(status, reason)
+        self.files.save(complete=status == BootStatus.COMPLETED)
+        return self.setup.outcome(self.say, self._finished)
+
+    def _close(self, status: BootStatus, reason: str) -> None:
         self.session.close(status, reason)
         if self.session.suite_errors:
             self.identity["suite_errors"] = self.session.suite_errors
-        self.files.save(complete=status == BootStatus.COMPLETED)
-        return self._outcome()
+
+    def _on_done(self, boot: BootResult) -> None:
+        """The suite is done: its verdicts and files while QEMU powers off (the boot
+        as it is now; results.json gets QEMU's exit after it)."""
+        self.files.boot = boot
+        self._close(BootStatus.COMPLETED, "suite finished")
+        self._finished = self.files.finish(self.rev.name, self.say)
 
     def _kernel(self) -> Path:
         if self.opts.kernel_image:
@@ -248,6 +262,8 @@ class Run:
             lambda: self.session.suite_done,
             self.session.doing,
             self._armed,
+            lambda line: self.session.feed(line, records.PORT),
+            self._on_done,
         )
         try:
             boot.run(image, initrd, hooks, self.opts.fault)

@@ -39,14 +39,19 @@ class Record:
         return int(value, base)
 
 
+# where records come from: the console (console.log), or the records port (records.log)
+CONSOLE, PORT = "console", "records"
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A console line that should have been a record and was not, or a lost record."""
+    """A line that should have been a record and was not, or a lost record."""
 
-    line_no: int
+    line_no: int  # in its source's log
     what: str
     seq: int | None = None
     test: str = SUITE  # the test it falls in
+    source: str = CONSOLE
 
 
 # problems kept per test: a garbled console can make one per line; the rest are counted
@@ -89,7 +94,7 @@ class Parsed:
         if self.problems_dropped.get(test):
             n = self.problems_dropped[test]
             what = f"{n} more console problems not listed"
-            kept.append(Problem(kept[-1].line_no, what, None, test))
+            kept.append(Problem(kept[-1].line_no, what, None, test, kept[-1].source))
         return kept
 
 
@@ -132,7 +137,8 @@ def split_line(line: str) -> list[str]:
 
 
 class Stream:
-    """Parses console lines as they come; records and problems collect in .parsed."""
+    """Parses lines as they come from the console and the records port (one seq
+    for both); records and problems collect in .parsed."""
 
     def __init__(self) -> None:
         self.parsed = Parsed()
@@ -140,18 +146,18 @@ class Stream:
         self._pending_dropped = 0
         self._prev: Record | None = None
         self._expected = 0
-        self._line_no = 0
+        self._line_no = {CONSOLE: 0, PORT: 0}
 
-    def _lost(self, item: Record) -> None:
+    def _lost(self, item: Record, source: str) -> None:
         """The records between the one expected and item never arrived."""
         first, last = self._expected, item.seq - 1
         if last - first >= _GAP_DETAIL:
             what = f"records seq {first}..{last} lost or damaged ({last - first + 1} records)"
-            self._pending.append(Problem(item.line_no, what, first))
+            self._pending.append(Problem(item.line_no, what, first, source=source))
             return
         known = {p.seq for p in self._pending}
         self._pending.extend(
-            Problem(item.line_no, f"record seq {s} lost", s)
+            Problem(item.line_no, f"record seq {s} lost", s, source=source)
             for s in range(first, last + 1)
             if s not in known
         )
@@ -166,28 +172,31 @@ class Stream:
             self.parsed.add_problem(replace(p, test=owner))
         self._pending.clear()
 
-    def feed(self, line: str) -> list[Record]:
-        """Take one console line; returns the good records it held."""
-        self._line_no += 1
+    def feed(self, line: str, source: str = CONSOLE) -> list[Record]:
+        """Take one line of source; returns the good records it held."""
+        self._line_no[source] += 1
         got = []
         for part in split_line(line):
-            item = parse_line(part, self._line_no)
+            item = parse_line(part, self._line_no[source])
             if item is None:
                 continue
             if isinstance(item, Problem):
+                if source != CONSOLE:
+                    item = replace(item, source=source)
                 if len(self._pending) < MAX_PROBLEMS:
                     self._pending.append(item)
                 else:
                     self._pending_dropped += 1
                 continue
             if item.seq > self._expected:
-                self._lost(item)
+                self._lost(item, source)
             elif item.seq < self._expected:
                 self._pending.append(
                     Problem(
                         item.line_no,
                         f"record seq {item.seq} out of order (expected {self._expected})",
                         item.seq,
+                        source=source,
                     )
                 )
             self._settle(item)

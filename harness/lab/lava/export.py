@@ -118,25 +118,29 @@ def job_for(
         "vtimer.tests": ",".join(cell.tests) or "all",
         "vtimer.expect": cell.expect,
     }
-    return templating.ENV.get_template("lava-job.yaml.j2").render(
-        matrix=matrix_name,
-        cell=cell,
-        machine=mach,
-        qemu_machine=machine_arg,
-        extra_options=[f"-smp {mach.smp}", "-accel tcg", "-no-reboot", *mach.extra_args],
-        cmdline=f"{mach.kernel_cmdline} {tags}",
-        kernel={"url": kernel_art.url, "sha256": kernel_art.sha256},
-        initrd={"url": initrd_art.url, "sha256": initrd_art.sha256},
-        timeouts={
-            "job": 10 + boot_min + test_min,
-            "action": max(10, test_min),
-            "boot": boot_min,
-            "test": test_min,
-        },
-        metadata=metadata,
-        monitor_name=f"vtimer-{cell.name}",
-        patterns=PATTERNS,
-        fixup=FIXUP,
+    return (
+        templating.env()
+        .get_template("lava-job.yaml.j2")
+        .render(
+            matrix=matrix_name,
+            cell=cell,
+            machine=mach,
+            qemu_machine=machine_arg,
+            extra_options=[f"-smp {mach.smp}", "-accel tcg", "-no-reboot", *mach.extra_args],
+            cmdline=f"{mach.kernel_cmdline} {tags}",
+            kernel={"url": kernel_art.url, "sha256": kernel_art.sha256},
+            initrd={"url": initrd_art.url, "sha256": initrd_art.sha256},
+            timeouts={
+                "job": 10 + boot_min + test_min,
+                "action": max(10, test_min),
+                "boot": boot_min,
+                "test": test_min,
+            },
+            metadata=metadata,
+            monitor_name=f"vtimer-{cell.name}",
+            patterns=PATTERNS,
+            fixup=FIXUP,
+        )
     )
 
 

@@ -38,9 +38,9 @@ class ConsoleFollower:
         self.init_s: float | None = None  # follow()'s start to the first line of /init
         self._pending = ""  # a console line not yet complete
 
-    def _lines(self, timeout: float) -> tuple[list[str], list[str]] | None:
+    def _lines(self, timeout: float) -> tuple[list[str], list[str] | None]:
         """The complete records-port and console lines that arrive within timeout
-        (([], []) if none; None at the console's EOF, QEMU gone).
+        (([], []) if none); the console's are None at its EOF (QEMU gone).
 
         Reads in large chunks: a console read slowly backs QEMU's serial up and
         slows the guest itself down.
@@ -60,7 +60,7 @@ class ConsoleFollower:
         except pexpect.TIMEOUT:
             return recs, []
         except pexpect.EOF:
-            return None
+            return recs, None
         text = self._pending + chunk
         lines = text.split("\n")
         self._pending = lines.pop()
@@ -102,11 +102,14 @@ class ConsoleFollower:
                 bound = t.suite_s if init_seen else t.boot_s
                 return BootStatus.HANG, f"{phase} did not finish within {bound:g} s{at}"
             if now - quiet_since >= t.silence_s:
-                return BootStatus.HANG, f"{phase}: no console output for {t.silence_s:.0f} s{at}"
+                quiet = f"no console or records output for {t.silence_s:.0f} s"
+                return BootStatus.HANG, f"{phase}: {quiet}{at}"
             signals.check()  # a signal to stop: raised in this thread too
             wait = min(deadline - now, t.silence_s - (now - quiet_since), signals.POLL_S)
-            got = self._lines(max(0.0, wait))
-            if got is None:
+            recs, lines = self._lines(max(0.0, wait))
+            if lines is None:
+                for line in recs:
+                    on_record(line)
                 self._last_records(on_record)
                 if self._pending:
                     on_line(self._pending)
@@ -114,7 +117,6 @@ class ConsoleFollower:
                 if done():  # the suite's last record came with QEMU's end
                     return BootStatus.COMPLETED, "suite finished"
                 return BootStatus.QEMU_DIED, "QEMU exited before the suite finished"
-            recs, lines = got
             if recs or lines:
                 quiet_since = time.monotonic()
             for source, line in [*((on_record, r) for r in recs), *((on_line, c) for c in lines)]:
@@ -126,18 +128,18 @@ class ConsoleFollower:
                     self._drain(2.0, on_line, on_record)
                     return BootStatus.PANIC, line.strip()
                 source(line)
-                if done():
-                    return BootStatus.COMPLETED, "suite finished"
+            if done():  # after the whole round: console lines that came with it too
+                return BootStatus.COMPLETED, "suite finished"
 
     def _drain(self, seconds: float, on_line: Line, on_record: Line) -> None:
         """Keep reading for a moment (a panic's backtrace) so the log has it."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            got = self._lines(max(0.05, end - time.monotonic()))
-            if got is None:
+            recs, lines = self._lines(max(0.05, end - time.monotonic()))
+            for line in recs:
+                on_record(line)
+            if lines is None:
                 self._last_records(on_record)
                 return
-            for line in got[0]:
-                on_record(line)
-            for line in got[1]:
+            for line in lines:
                 on_line(line)

@@ -25,7 +25,7 @@ class Timeouts:
     qmp_connect_s: float = 10.0
     boot_s: float = 120.0  # QEMU start to /init
     suite_s: float | None = None  # /init to the end of the suite (None: from the suite)
-    silence_s: float = 60.0  # no console output at all
+    silence_s: float = 60.0  # no console or records output at all
     shutdown_s: float = 15.0
     qmp_s: float = 10.0  # one QMP command's answer
 

@@ -1,0 +1,128 @@
+"""The records port: a named pipe beside the console (boot/channels.py), followed
+with the console (boot/console.py), and a run directory's records.log parsed
+offline as the live run judged it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pexpect
+from conftest import DATA
+
+from harness import cli
+from harness.boot.channels import RecordsPipe
+from harness.boot.console import ConsoleFollower
+from harness.core.status import BootStatus
+from harness.inputs.options import Timeouts
+from harness.traces import records
+
+PORT_RUN = DATA / "port-run"
+
+
+def _pipe(tmp_path) -> tuple[RecordsPipe, int]:
+    pipe = RecordsPipe(tmp_path / "records", tmp_path / "records.log")
+    pipe.open()
+    # QEMU's file chardev opens the pipe for writing only
+    return pipe, os.open(pipe.path, os.O_WRONLY)
+
+
+def test_the_pipe_gives_whole_lines_and_keeps_a_copy(tmp_path):
+    pipe, w = _pipe(tmp_path)
+    assert pipe.lines() == []  # nothing written: no line, no end of file
+    os.write(w, b"@VT1 0 - 1 boot a=1 *0\n@VT1 1 - 2 ab")
+    assert pipe.lines() == ["@VT1 0 - 1 boot a=1 *0"]
+    os.write(w, "c \xe9\n\xff".encode("latin-1"))  # not UTF-8: replaced, not lost
+    assert pipe.lines() == ["@VT1 1 - 2 abc \ufffd"]
+    os.close(w)
+    assert pipe.lines() == [] and pipe.rest() == "\ufffd"
+    pipe.close()
+    text = (tmp_path / "records.log").read_text()
+    assert text.startswith("@VT1 0 - 1 boot a=1 *0\n@VT1 1 - 2 abc") and pipe.bytes == 41
+
+
+def test_the_pipe_holds_more_than_a_default_pipe(tmp_path):
+    """A harness busy judging a test must not hold the guest up: a megabyte fits."""
+    pipe, w = _pipe(tmp_path)
+    line = b"x" * 99 + b"\n"
+    os.set_blocking(w, False)
+    written = sum(os.write(w, line) for _ in range(9000))  # 900 KB, unread
+    assert written == 900_000
+    assert len(pipe.lines()) == 9000
+    pipe.close()
+    os.close(w)
+
+
+def _follow(tmp_path, script: str, done_word: str = "DONE"):
+    """A stand-in for QEMU (sh) that writes console lines and port records, then ends."""
+    pipe, w = _pipe(tmp_path)
+    os.close(w)
+    child = pexpect.spawn(
+        "/bin/sh", ["-c", script.replace("PORT", str(pipe.path))], encoding="utf-8", echo=False
+    )
+    console, port = [], []
+    follower = ConsoleFollower(child, Timeouts(boot_s=20, silence_s=20), pipe)
+    status, reason = follower.follow(
+        console.append, lambda: any(done_word in r for r in port), on_record=port.append
+    )
+    child.close()
+    pipe.close()
+    return status, reason, console, port
+
+
+def test_records_go_to_on_record_and_the_console_to_on_line(tmp_path):
+    script = "echo boot; printf 'rec 1\\nrec 2\\n' >>PORT; echo more; printf 'DONE\\n' >>PORT"
+    status, reason, console, port = _follow(tmp_path, script)
+    assert status == BootStatus.COMPLETED, reason
+    assert console[:2] == ["boot", "more"] and port == ["rec 1", "rec 2", "DONE"]
+
+
+def test_records_written_just_before_qemu_ends_are_not_lost(tmp_path):
+    """The console's EOF may come before the pipe's last records are read."""
+    script = "echo boot; printf 'rec 1\\nrec 2\\nno newline' >>PORT; exit 0"
+    status, _, _, port = _follow(tmp_path, script)
+    assert status == BootStatus.QEMU_DIED and port == ["rec 1", "rec 2", "no newline"]
+
+
+def test_a_done_record_that_comes_with_qemus_end_completes_the_suite(tmp_path):
+    status, _, _, port = _follow(tmp_path, "printf 'rec\\nDONE\\n' >>PORT; exit 0")
+    assert status == BootStatus.COMPLETED and port[-1] == "DONE"
+
+
+def test_a_problem_names_the_port_and_its_own_line():
+    """Line numbers count per source: a damaged record's line is records.log's."""
+    good = records.parse((PORT_RUN / "records.log").read_text().splitlines()).records
+    stream = records.Stream()
+    for line in ["Booting Linux", "console 2", "console 3"]:
+        stream.feed(line)
+    lines = (PORT_RUN / "records.log").read_text().splitlines()
+    lines[4] = lines[4].replace("exit", "exiT", 1)  # the checksum no longer holds
+    for line in lines:
+        stream.feed(line, records.PORT)
+    parsed = stream.close()
+    (problem,) = parsed.problems
+    assert problem.source == records.PORT and problem.line_no == 5
+    assert f"record seq {good[4].seq}" in problem.what
+    assert len(parsed.records) == len(good) - 1
+
+
+def test_parse_judges_a_run_directory_with_its_records_log(tmp_path, capsys):
+    """A run whose records came on the port: parse reads records.log beside the console
+    and gives the live run's verdicts."""
+    run = tmp_path / "run"
+    shutil.copytree(PORT_RUN, run)
+    assert "@VT1" not in (run / "console.log").read_text()  # the records are not there
+    code = cli.main(["parse", str(run / "console.log"), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    live = json.loads((run / "results.json").read_text())
+    parsed = json.loads(next((tmp_path / "out").glob("*/results.json")).read_text())
+    assert code == 0, out
+    assert [(t["name"], t["status"]) for t in parsed["tests"]] == [
+        (t["name"], t["status"]) for t in live["tests"]
+    ]
+    props = {t["name"]: {p["prop"]: p["status"] for p in t["properties"]} for t in parsed["tests"]}
+    assert props == {
+        t["name"]: {p["prop"]: p["status"] for p in t["properties"]} for t in live["tests"]
+    }
+    assert "records.log" in parsed["logs"]

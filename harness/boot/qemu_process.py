@@ -19,7 +19,7 @@ from typing import IO
 
 import pexpect
 
-from harness.boot.channels import RecordsPipe
+from harness.boot.channels import TRACE_COPY_MAX, RecordsPipe, TraceTap
 from harness.inputs.machine import MachineConfig, shell_line
 
 # the QEMUs running now (any thread), so that none outlives the harness (end_all)
@@ -47,6 +47,7 @@ class QemuProcess:
         self.records_log = run_dir / "records.log"
         self.qemu_stderr = run_dir / "qemu.stderr"
         self.records: RecordsPipe | None = None
+        self.trace: TraceTap | None = None  # QEMU's trace log, copied to trace_log
         self.argv: list[str] = []
         self.child: pexpect.spawn | None = None
         self._sockdir: str | None = None
@@ -60,7 +61,12 @@ class QemuProcess:
         sock = Path(self._sockdir) / "qmp.sock"
         self.records = RecordsPipe(Path(self._sockdir) / "records", self.records_log)
         self.records.open()
-        self.argv = self.machine.qemu_argv(kernel, initrd, sock, self.trace_log, self.records.path)
+        trace_pipe = None
+        if self.trace_log is not None:
+            self.trace = TraceTap(Path(self._sockdir) / "trace", self.trace_log, TRACE_COPY_MAX)
+            self.trace.open()
+            trace_pipe = self.trace.path
+        self.argv = self.machine.qemu_argv(kernel, initrd, sock, trace_pipe, self.records.path)
         by_hand = self.machine.qemu_argv(kernel, initrd, None)
         (self.run_dir / "qemu-cmdline.sh").write_text(
             "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace;"
@@ -139,6 +145,8 @@ class QemuProcess:
             self._logf = None
         if self.records is not None:
             self.records.close()
+        if self.trace is not None:
+            self.trace.close()
         if self._sockdir:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             self._sockdir = None

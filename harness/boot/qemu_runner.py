@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.boot.channels import TraceTap
 from harness.boot.console import INIT_STARTED, PANIC, POWER_OFF, ConsoleFollower
 from harness.boot.qemu_process import QemuProcess, end_all
 from harness.boot.qmp import Qmp, QmpChannel, QmpError, QmpTimeout
@@ -63,6 +64,8 @@ class BootResult:
     traces_enabled: list[str] = field(default_factory=list)
     diagnostics: Path | None = None
     init_s: float | None = None  # QEMU start (cont) to the first line of /init
+    # QEMU's trace: bytes in trace_log, and past its bound (boot/channels.py)
+    trace_bytes: tuple[int, int] = (0, 0)
 
 
 def save_diagnostics(qmp: Callable[..., Any], path: Path) -> Path:
@@ -110,6 +113,11 @@ class QemuRun:
     @property
     def argv(self) -> list[str]:
         return self._process.argv
+
+    @property
+    def trace_tap(self) -> TraceTap | None:
+        """QEMU's trace log as it is written (None without trace events)."""
+        return self._process.trace
 
     @property
     def qmp_wedged(self) -> str | None:

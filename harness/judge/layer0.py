@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.judge import abicheck
 from harness.traces import qemu_trace, records
@@ -24,9 +25,25 @@ class Hardware:
     reader: qemu_trace.Reader | None = None
     off: str = ""  # empty: evaluate() says "no QEMU trace for this test"
     # live: how long to wait for a test's VM to show in a trace still being written
-    # (QEMU's log is buffered: a short test's lines may not be out when its records
-    # are; the host's tick fills the buffer within milliseconds)
+    # (the records of a test may come before QEMU's lines of it)
     wait_s: float = 0.0
+
+    def open(
+        self,
+        trace: Path,
+        cpu_threads: dict[int, int] | None,
+        smp: int,
+        growing: qemu_trace.Growing | None = None,
+    ) -> None:
+        """Layer 0 from QEMU's trace log, split per L1 CPU where there are several
+        (each has its own QEMU thread, named by cpu_threads). growing: the log's
+        writer, while the run goes on."""
+        threads = cpu_threads if smp > 1 else None
+        if threads is not None and len(threads) != smp:
+            self.off = "several L1 CPUs share one QEMU thread: layer 0 is not split"
+            return
+        self.reader = qemu_trace.Reader(trace, threads, growing)
+        self.wait_s = 2.0 if growing is not None else 0.0
 
     def for_test(
         self, parsed: records.Parsed, test: str
@@ -43,8 +60,7 @@ class Hardware:
             cntvoff = int(begin.get("cntvoff"), 16)
             deadline = time.monotonic() + self.wait_s
             found = _by_offset(vms, cntvoff)
-            while found[0] is None and time.monotonic() < deadline:
-                time.sleep(0.05)
+            while found[0] is None and self.reader.wait_more(deadline - time.monotonic()):
                 found = _by_offset(self.reader.timelines(), cntvoff)
             return found
         # the ABI probe's VM, if it ran, is the first in QEMU's trace

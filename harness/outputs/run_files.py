@@ -72,6 +72,8 @@ class RunFiles:
             "qemu_exit": b.qemu_exit,
             "qemu_version": b.qemu_version,
             "trace_events": b.traces_enabled,
+            # qemu-trace.log's bytes, and those past its bound (not kept)
+            "trace_bytes": {"kept": b.trace_bytes[0], "dropped": b.trace_bytes[1]},
             # vCPU thread id -> L1 CPU, to split qemu-trace.log per CPU again
             "cpu_threads": {str(t): c for t, c in self.cpu_threads.items()},
         }

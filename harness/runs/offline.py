@@ -25,7 +25,7 @@ from harness.core.status import BootStatus
 from harness.inputs.options import RunOptions
 from harness.outputs import ktap
 from harness.runs.run import RunOutcome, RunSetup
-from harness.traces import qemu_trace, records
+from harness.traces import records
 
 _TAG_LINE = "Kernel command line:"
 
@@ -97,8 +97,7 @@ def judge(
     if qemu_trace_log is not None:
         trace = run_dir / "qemu-trace.log"
         shutil.copyfile(qemu_trace_log, trace)
-        threads = cpu_threads if setup.machine.smp > 1 else None
-        session.hw.reader = qemu_trace.Reader(trace, threads)
+        session.hw.open(trace, cpu_threads, setup.machine.smp)
         files.cpu_threads = cpu_threads or {}
     lines = [
         f"vtimer-harness rev={setup.rev.name} machine={setup.machine.name} "

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from harness.boot.channels import TraceTap
 from harness.boot.qemu_runner import BootResult
 from harness.boot.suite import Hooks, SuiteBoot, suite_bound
 from harness.build import kernel, series
@@ -33,7 +34,7 @@ from harness.outputs import ktap
 from harness.outputs.run_files import RunFiles
 from harness.runs import vmms as vmm_registry
 from harness.runs.vmms.ours import Vmm
-from harness.traces import qemu_trace, records
+from harness.traces import records
 
 
 @dataclass
@@ -271,16 +272,10 @@ class Run:
             self.files.boot, self.files.cpu_threads = boot.result, boot.cpu_threads
         return boot.result.status, boot.result.reason
 
-    def _layer0(self, trace_log: Path | None, cpu_threads: dict[int, int]) -> None:
-        """QEMU's trace as the session's layer 0, split per CPU where there are several."""
-        hw = self.session.hw
-        # several CPUs need a thread each (MTTCG) to be told apart
-        threads = cpu_threads if self.machine.smp > 1 else None
-        if trace_log and (threads is None or len(threads) == self.machine.smp):
-            hw.reader = qemu_trace.Reader(trace_log, threads)
-            hw.wait_s = 2.0  # the trace is still being written
-        elif trace_log:
-            hw.off = "several L1 CPUs share one QEMU thread: layer 0 is not split"
+    def _layer0(self, trace: TraceTap | None, cpu_threads: dict[int, int]) -> None:
+        """QEMU's trace, as it is written, as the session's layer 0."""
+        if trace is not None:
+            self.session.hw.open(trace.copy, cpu_threads, self.machine.smp, trace)
 
     def _armed(self) -> str | None:
         """The test whose timer arming the last record reported (the faults' moment)."""

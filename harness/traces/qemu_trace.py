@@ -61,7 +61,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 PHYS, VIRT = 0, 1
 HYP_TIMERS = (2, 4)  # EL2's own timers: only a host kernel at EL2 (VHE) uses them
@@ -746,22 +746,37 @@ def timelines(events: Iterable[GtEvent]) -> list[VmTimeline]:
     return b.finish()
 
 
+class Growing(Protocol):
+    """A trace log still being written (boot/channels.py's TraceTap)."""
+
+    kept: int  # bytes written so far
+
+    def wait(self, seen: int, timeout: float) -> bool: ...
+
+
 class Reader:
     """Follows a growing trace log: parses only what was appended since the last
-    call, in bounded blocks, and keeps the timelines, not the events."""
+    call, in bounded blocks, and keeps the timelines, not the events. With the log's
+    writer (growing), wait_more() sleeps until more of it is written."""
 
     BLOCK = 4 << 20
 
-    def __init__(self, path: Path, threads: dict[int, int] | None = None) -> None:
+    def __init__(
+        self, path: Path, threads: dict[int, int] | None = None, growing: Growing | None = None
+    ) -> None:
         self.path = path
+        self.growing = growing
         self._cpu_of = CpuOf(threads)
         self._builder = Builder()
         self._pos = 0
         self._partial = ""
+        self._seen = 0  # the writer's byte count when the log was last read
         self.lines = 0  # trace lines read so far
         self.events = 0  # arm_gt_* events among them
 
     def timelines(self) -> list[VmTimeline]:
+        if self.growing is not None:
+            self._seen = self.growing.kept  # all of that is read below
         try:
             with open(self.path, errors="replace") as f:
                 f.seek(self._pos)
@@ -771,6 +786,13 @@ class Reader:
         except OSError:
             pass
         return self._builder.order
+
+    def wait_more(self, timeout: float) -> bool:
+        """Sleep until the log grows past what timelines() read (False: it did not
+        within timeout, or it is complete)."""
+        if self.growing is None:
+            return False
+        return self.growing.wait(self._seen, max(0.0, timeout))
 
     def _take(self, chunk: str) -> None:
         lines = (self._partial + chunk).split("\n")

@@ -1,18 +1,20 @@
-"""The records port: a named pipe beside the console (boot/channels.py), followed
-with the console (boot/console.py), and a run directory's records.log parsed
-offline as the live run judged it."""
+"""The named pipes QEMU writes into (boot/channels.py): the records port, followed
+with the console (boot/console.py), a run directory's records.log parsed offline
+as the live run judged it, and QEMU's trace log drained by a thread, bounded."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import threading
+import time
 
 import pexpect
 from conftest import DATA
 
 from harness import cli
-from harness.boot.channels import RecordsPipe
+from harness.boot.channels import RecordsPipe, TraceTap
 from harness.boot.console import ConsoleFollower
 from harness.core.status import BootStatus
 from harness.inputs.options import Timeouts
@@ -126,3 +128,50 @@ def test_parse_judges_a_run_directory_with_its_records_log(tmp_path, capsys):
         t["name"]: {p["prop"]: p["status"] for p in t["properties"]} for t in live["tests"]
     }
     assert "records.log" in parsed["logs"]
+
+
+def _tap(tmp_path, max_bytes: int = 1 << 20) -> tuple[TraceTap, int]:
+    tap = TraceTap(tmp_path / "trace", tmp_path / "qemu-trace.log", max_bytes)
+    tap.open()
+    return tap, os.open(tap.path, os.O_WRONLY)  # QEMU's -D: fopen(path, "w")
+
+
+def test_the_trace_tap_wakes_a_waiter_when_lines_come(tmp_path):
+    tap, w = _tap(tmp_path)
+    assert not tap.wait(0, 0.05)  # nothing yet: the time runs out
+    threading.Timer(0.1, os.write, (w, b"arm_gt_recalc gt recalc: timer 1 irqstate 1\n")).start()
+    t0 = time.monotonic()
+    assert tap.wait(0, 10.0)  # woken by the write, not by the time-out
+    assert time.monotonic() - t0 < 5.0 and tap.kept == 44
+    os.write(w, b"tail without newline")
+    os.close(w)
+    tap.close()  # QEMU has ended: the rest is drained into the copy
+    assert (tmp_path / "qemu-trace.log").read_bytes().endswith(b"tail without newline")
+    assert not tap.wait(tap.kept, 0.05)  # closed: no waiting
+
+
+def test_the_trace_copy_stops_at_its_bound_and_counts_the_rest(tmp_path):
+    tap, w = _tap(tmp_path, max_bytes=1000)
+    for _ in range(30):
+        os.write(w, b"x" * 99 + b"\n")
+    os.close(w)
+    tap.close()
+    assert (tmp_path / "qemu-trace.log").stat().st_size == 1000
+    assert tap.kept == 1000 and tap.dropped == 2000
+
+
+def test_layer0_reads_a_trace_that_is_still_written(tmp_path):
+    """Reader.wait_more sleeps until the tap has more: a VM whose lines come after
+    the test's records is still found."""
+    from harness.judge.layer0 import Hardware
+
+    tap, w = _tap(tmp_path)
+    hw = Hardware()
+    hw.open(tap.copy, {}, 1, tap)
+    assert hw.reader.timelines() == [] and not hw.reader.wait_more(0.05)
+    lines = (DATA / "upstream-every-exit.qemu-trace.log").read_bytes()
+    threading.Timer(0.1, os.write, (w, lines[: 1 << 16])).start()
+    assert hw.reader.wait_more(10.0)
+    assert hw.reader.lines == 0 and hw.reader.timelines() and hw.reader.lines > 0
+    os.close(w)
+    tap.close()

@@ -53,6 +53,23 @@ def test_initramfs_holds_init_manifest_and_images(tmp_path):
     assert "test rearm_n /suite/rearm_n.bin vcpus=1 timeout_ms=30000" in plan.manifest()
 
 
+def test_initramfs_brings_a_prebuilt_kernels_modules_in_load_order(tmp_path):
+    if not repo.VMM_BIN.is_file():
+        pytest.skip("run make artifacts first")
+    mods = [tmp_path / "virtio_mmio.ko", tmp_path / "virtio_console.ko"]
+    for m in mods:
+        m.write_bytes(m.name.encode())
+    plan = initramfs.SuitePlan("upstream", "every-exit", (), modules=tuple(mods))
+    out = initramfs.build(plan, repo.VMM_BIN, tmp_path / "initrd.gz")
+    listing = subprocess.run(
+        f"gzip -dc {out} | cpio -it", shell=True, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert [n for n in listing if n.startswith("modules/")] == [
+        "modules/0-virtio_mmio.ko",
+        "modules/1-virtio_console.ko",
+    ]
+
+
 def test_patch_that_does_not_apply_names_patch_and_file(tmp_path):
     src = tmp_path / "src"
     (src / "dir").mkdir(parents=True)

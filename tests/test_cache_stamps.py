@@ -109,9 +109,17 @@ def test_stamp_errors_name_the_file(tmp_path):
 PKG = "linux-image-6.1.0-99-arm64"
 
 
-def _fake_apt(tmp_path, monkeypatch, fail: bool = False) -> None:
-    """apt-get download of PKG: a real .deb holding boot/vmlinuz-6.1.0-99-arm64."""
-    deb = cachefakes.deb(tmp_path, PKG, "6.1.999-1", {"boot/vmlinuz-6.1.0-99-arm64": b"Image"})
+MODULES = {
+    "lib/modules/6.1.0-99-arm64/kernel/drivers/virtio/virtio_mmio.ko": b"mmio",
+    "lib/modules/6.1.0-99-arm64/kernel/drivers/char/virtio_console.ko": b"console",
+}
+
+
+def _fake_apt(tmp_path, monkeypatch, fail: bool = False, modules: bool = True) -> None:
+    """apt-get download of PKG: a real .deb holding boot/vmlinuz-6.1.0-99-arm64 (and the
+    records port's modules)."""
+    files = {"boot/vmlinuz-6.1.0-99-arm64": b"Image"} | (MODULES if modules else {})
+    deb = cachefakes.deb(tmp_path, PKG, "6.1.999-1", files)
 
     def download(package: str, dest, say):
         if fail:
@@ -218,3 +226,23 @@ def test_a_corrupt_rootfs_stamp_that_cannot_be_rebuilt_is_one_error(tmp_path, mo
     msg = str(e.value)
     assert msg.startswith(f"{done}: corrupt cache stamp (not JSON: ") and "\n" not in msg
     assert msg.endswith(", and rebuilding it failed: apt-get download -q libc6:arm64=1 ... failed")
+
+
+def test_a_debian_kernels_records_port_modules_are_unpacked_in_load_order(tmp_path, monkeypatch):
+    _fake_apt(tmp_path, monkeypatch)
+    k = debkernel.fetch(PKG, say=lambda m: None)
+    assert [m.name for m in k.modules] == ["virtio_mmio.ko", "virtio_console.ko"]
+    assert [m.read_bytes() for m in k.modules] == [b"mmio", b"console"]
+    again = debkernel.fetch(PKG, say=lambda m: None)
+    assert again.cached and again.modules == k.modules
+    assert again.identity()["modules"] == [str(m) for m in k.modules]
+
+
+def test_a_debian_kernel_without_the_modules_keeps_its_records_on_the_console(
+    tmp_path, monkeypatch
+):
+    _fake_apt(tmp_path, monkeypatch, modules=False)
+    said: list[str] = []
+    k = debkernel.fetch(PKG, say=said.append)
+    assert k.modules == () and k.image.read_bytes() == b"Image"
+    assert any("records stay on the console" in m for m in said)

@@ -18,6 +18,7 @@
  * An unknown key or a bad value rejects the line.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -28,6 +29,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -70,6 +72,40 @@ static void setup_pid1(void)
 		if (fd > 2)
 			close(fd);
 	}
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+/*
+ * The kernel modules the initramfs brings (a prebuilt kernel's records-port
+ * drivers), loaded in the order of their names. One that fails is said on
+ * the console and skipped: the records then stay on the console.
+ */
+static void load_modules(void)
+{
+	struct dirent **names;
+	char path[300];
+	int i, n = scandir("/modules", &names, NULL, by_name);
+
+	for (i = 0; i < n; i++) {
+		int fd;
+
+		if (names[i]->d_name[0] == '.')
+			goto next;
+		snprintf(path, sizeof(path), "/modules/%s", names[i]->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) < 0)
+			fprintf(stderr, "vtvmm: load %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+next:
+		free(names[i]);
+	}
+	if (n >= 0)
+		free(names);
 }
 
 /* Wait for pid up to ms; returns true if it ended (status in *ws). */
@@ -390,8 +426,10 @@ int main(int argc, char **argv)
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
-	if (pid1)
+	if (pid1) {
 		setup_pid1();
+		load_modules();
+	}
 	rec_init();
 	ret = run_suite(argc > 1 ? argv[1] : "/suite/suite.conf", rec_open_channel());
 	if (!pid1)

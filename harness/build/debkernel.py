@@ -1,8 +1,10 @@
 """Prebuilt Debian arm64 kernels (linux-image-<abi>-arm64), fetched with apt, never installed.
 
 `apt-get download <pkg>:arm64` into build/debkernels/<pkg>/, then the
-package's boot/ is unpacked (dpkg-deb --fsys-tarfile, only ./boot: the
-modules are not needed) and boot/vmlinuz-<release> taken: Debian's arm64
+package's boot/ and the two modules of the records port (virtio_mmio and
+virtio_console: Debian builds them as modules, /init loads them) are
+unpacked (dpkg-deb --fsys-tarfile; the other modules are not needed) and
+boot/vmlinuz-<release> taken: Debian's arm64
 vmlinuz is an Image QEMU's -kernel takes as is. The result is cached with a
 kernel.json (package, version, release, sha256 of the .deb); nothing of
 arm64 is ever installed into the host. dpkg needs the arm64 architecture
@@ -26,7 +28,9 @@ from harness.core.errors import HarnessError
 DEBKERNELS = repo.BUILD / "debkernels"
 PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-arm64$")
 DONE = "kernel.json"
-_STAMP_FIELDS = ("package", "version", "release", "image", "deb_sha256")
+_STAMP_FIELDS = ("package", "version", "release", "image", "deb_sha256", "modules")
+# the records port's drivers, in the order /init loads them (vmm/init.c)
+MODULES = ("virtio_mmio.ko", "virtio_console.ko")
 
 
 @dataclass(frozen=True)
@@ -37,11 +41,13 @@ class DebKernel:
     image: Path
     deb_sha256: str
     cached: bool = False
+    modules: tuple[Path, ...] = ()  # MODULES, unpacked
 
     def identity(self) -> dict:
         return {
             "prebuilt": True,
             "image": repo.rel(self.image),
+            "modules": [repo.rel(m) for m in self.modules],
             "release": self.release,
             "source": f"{self.package} {self.version}",
             "package": self.package,
@@ -105,14 +111,17 @@ def _load(done: Path) -> DebKernel | None:
         info = stamps.load(done, _STAMP_FIELDS)
     except FileNotFoundError:
         return None
-    image = done.parent / str(info["image"])
-    if not repo.inside(done.parent, image):
-        raise stamps.Corrupt(repo.rel(done), f"corrupt cache stamp (image {info['image']!r})")
-    if not image.is_file():
+    names = [info["image"], *(info["modules"] if isinstance(info["modules"], list) else [])]
+    for what, name in zip(["image", *(["module"] * len(names))], names, strict=False):
+        if not repo.inside(done.parent, done.parent / str(name)):
+            raise stamps.Corrupt(repo.rel(done), f"corrupt cache stamp ({what} {name!r})")
+    image, *modules = [done.parent / str(n) for n in names]
+    if not all(f.is_file() for f in [image, *modules]):
         return None
     return DebKernel(
-        info["package"], info["version"], info["release"], image, info["deb_sha256"], True
-    )
+        info["package"], info["version"], info["release"], image, info["deb_sha256"],
+        True, tuple(modules),
+    )  # fmt: skip
 
 
 def fetch(package: str, say: Callable[[str], None] = print) -> DebKernel:
@@ -152,22 +161,28 @@ def _fetch(package: str, say: Callable[[str], None]) -> DebKernel:
     digest = hashlib.sha256(deb.read_bytes()).hexdigest()
     x = top / "x"
     x.mkdir()
-    # dpkg-deb -x of only ./boot: the modules are 300 MB we never use
+    # only ./boot and two modules: the others are 300 MB we never use
     tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     untar = subprocess.run(
-        ["tar", "-x", "-C", str(x), "--wildcards", "./boot/*"],
+        ["tar", "-x", "-C", str(x), "--wildcards", "./boot/*", *(f"*/{m}" for m in MODULES)],
         stdin=tar.stdout,
         capture_output=True,
         text=True,
     )
     tar.stdout.close()
-    if tar.wait() or untar.returncode:
-        raise HarnessError(deb, f"unpacking failed: {untar.stderr.strip()[-300:]}")
+    # a package without the modules (built in, say) is no failure: /init looks for
+    # the port's drivers and keeps the records on the console without them
+    errors = [e for e in untar.stderr.splitlines() if not _module_not_found(e)]
+    if tar.wait() or (untar.returncode and errors):
+        raise HarnessError(deb, f"unpacking failed: {' '.join(errors)[-300:]}")
     images = sorted((x / "boot").glob("vmlinuz-*"))
     if len(images) != 1:
         raise HarnessError(deb, f"expected one boot/vmlinuz-*, found {len(images)}")
     image = images[0]
     release = image.name.removeprefix("vmlinuz-")
+    modules = _modules(x / "lib" / "modules" / release)
+    if len(modules) < len(MODULES):
+        say(f"debkernel: {package} has no {' '.join(MODULES)}: its records stay on the console")
     deb.unlink()  # the identity keeps its sha256 and version
     info = {
         "package": package,
@@ -175,7 +190,22 @@ def _fetch(package: str, say: Callable[[str], None]) -> DebKernel:
         "release": release,
         "image": str(image.relative_to(top)),
         "deb_sha256": digest,
+        "modules": [str(m.relative_to(top)) for m in modules],
     }
     stamps.write(done, info)
     say(f"debkernel: {package} {version}: {repo.rel(image)}")
-    return DebKernel(package, version, release, image, digest)
+    return DebKernel(package, version, release, image, digest, modules=modules)
+
+
+def _module_not_found(line: str) -> bool:
+    """tar's words for a module pattern that matched nothing (or its summary)."""
+    return line.endswith("Not found in archive") or "previous errors" in line
+
+
+def _modules(tree: Path) -> tuple[Path, ...]:
+    """MODULES as unpacked under tree (lib/modules/<release>), in their order; none
+    unless all are there."""
+    found = {p.name: p for p in tree.rglob("*.ko")} if tree.is_dir() else {}
+    if any(m not in found for m in MODULES):
+        return ()
+    return tuple(found[m] for m in MODULES)

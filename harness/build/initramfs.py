@@ -1,4 +1,5 @@
-"""The initramfs: our VMM as /init, the suite manifest and the guest images."""
+"""The initramfs: our VMM as /init, the suite manifest, the guest images, and the
+kernel modules /init loads first (a prebuilt kernel's records-port drivers)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class SuitePlan:
     policy: str
     tests: tuple[GuestTest, ...]
     live: bool = False  # records written as they happen, for faults injected mid-test
+    modules: tuple[Path, ...] = ()  # loaded by /init in this order (modules/<n>-<name>)
 
     def manifest(self) -> str:
         lines = [f"abi {self.abi}", f"policy {self.policy}"]
@@ -87,10 +89,12 @@ class CpioWriter:
 def build(plan: SuitePlan, vmm: Path, out: Path) -> Path:
     """Write the gzip'ed initramfs for plan to out."""
     cpio = CpioWriter()
-    for d in ("dev", "proc", "sys", "suite"):
+    for d in ("dev", "proc", "sys", "suite", "modules"):
         cpio.directory(d)
     cpio.char_device("dev/console", 5, 1)
     cpio.file("init", vmm.read_bytes(), executable=True)
+    for i, module in enumerate(plan.modules):
+        cpio.file(f"modules/{i}-{module.name}", module.read_bytes())
     cpio.file(MANIFEST, plan.manifest().encode())
     for t in plan.tests:
         cpio.file(f"suite/{t.name}.bin", t.image.read_bytes())

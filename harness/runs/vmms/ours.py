@@ -66,8 +66,13 @@ class Vmm:
 
     def initrd(self, runnable: list, out: Path, holds: contextlib.ExitStack) -> Path:
         """The suite's initramfs at out (or one it points to)."""
+        info = self.opts.kernel_info or {}
         self.plan = initramfs.SuitePlan(
-            self.rev.abi.name, self.opts.policy, tuple(runnable), live=bool(self.opts.fault)
+            self.rev.abi.name,
+            self.opts.policy,
+            tuple(runnable),
+            live=bool(self.opts.fault),
+            modules=tuple(repo.ROOT / m for m in info.get("modules") or ()),
         )
         return initramfs.build(self.plan, repo.VMM_BIN, out)
 

@@ -16,6 +16,8 @@ BUILD := build
 VENV := .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(BUILD)/.deps-stamp
+# what boot-test needs of them (a first run does not wait for the matrices' packages)
+DEPS_BOOT_STAMP := $(BUILD)/.deps-boot-stamp
 
 GUEST_SRCS := $(wildcard guest_tests/*.c)
 GUEST_BINS := $(patsubst guest_tests/%.c,$(BUILD)/guests/%.bin,$(GUEST_SRCS))
@@ -45,13 +47,22 @@ all: artifacts
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): scripts/install-deps.sh
 	@mkdir -p $(BUILD)
-	sh scripts/install-deps.sh
+	sh scripts/install-deps.sh all
+	@touch $@ $(DEPS_BOOT_STAMP)
+$(DEPS_BOOT_STAMP): scripts/install-deps.sh
+	@mkdir -p $(BUILD)
+	sh scripts/install-deps.sh boot
 	@touch $@
 
+# the venv: the harness's own dependencies for boot-test, the dev extras (pytest,
+# ruff, the schemas' libraries) for make test. Debian 12's pip (23.0) installs an
+# editable pyproject package as it is: no pip upgrade to download first.
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml $(DEPS_STAMP)
+$(VENV)/.stamp: pyproject.toml $(DEPS_BOOT_STAMP)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e .
+	@touch $@
+$(VENV)/.dev-stamp: $(VENV)/.stamp
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
@@ -77,16 +88,16 @@ artifacts: $(BYTECODE_STAMP)
 
 artifacts-unlocked: $(BUILD)/vmm/vtvmm $(GUEST_BINS) $(QEMU_GUEST_ELFS)
 
-$(BUILD)/vmm/vtvmm: $(VMM_SRCS) $(VMM_HDRS) $(DEPS_STAMP)
+$(BUILD)/vmm/vtvmm: $(VMM_SRCS) $(VMM_HDRS) $(DEPS_BOOT_STAMP)
 	@mkdir -p $(dir $@)
 	$(CROSS)gcc $(VMM_CFLAGS) -o $@.tmp $(VMM_SRCS)
 	@mv -f $@.tmp $@
 
-$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.S guest_tests/runtime/vt_ports.h guest_tests/runtime/vectors.h $(DEPS_STAMP)
+$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.S guest_tests/runtime/vt_ports.h guest_tests/runtime/vectors.h $(DEPS_BOOT_STAMP)
 	@mkdir -p $(dir $@)
 	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
 
-$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.c guest_tests/runtime/guest.h guest_tests/runtime/vt_ports.h $(DEPS_STAMP)
+$(BUILD)/guests/runtime/%.o: guest_tests/runtime/%.c guest_tests/runtime/guest.h guest_tests/runtime/vt_ports.h $(DEPS_BOOT_STAMP)
 	@mkdir -p $(dir $@)
 	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
 
@@ -97,11 +108,11 @@ $(BUILD)/guests/%.bin: $(BUILD)/guests/%.elf
 	$(CROSS)objcopy -O binary $< $@.tmp
 	@mv -f $@.tmp $@
 
-$(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.S guest_tests/runtime/vectors.h $(DEPS_STAMP)
+$(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.S guest_tests/runtime/vectors.h $(DEPS_BOOT_STAMP)
 	@mkdir -p $(dir $@)
 	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
 
-$(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.c $(QEMU_RT_HDRS) $(DEPS_STAMP)
+$(BUILD)/qemu-guests/rt/%.o: guest_tests/qemu/%.c $(QEMU_RT_HDRS) $(DEPS_BOOT_STAMP)
 	@mkdir -p $(dir $@)
 	$(CROSS)gcc $(GUEST_CFLAGS) -c -o $@ $<
 
@@ -113,16 +124,16 @@ boot-test: venv $(BYTECODE_STAMP) artifacts
 	$(PY) -m harness boot-test --rev $(REV) --machine $(MACHINE) --policy $(POLICY) --vmm $(VMM) \
 		$(if $(TREE),--tree $(TREE)) $(if $(SERIES),--series $(SERIES)) $(ARGS)
 
-test: venv $(BYTECODE_STAMP) artifacts
+test: $(DEPS_STAMP) $(VENV)/.dev-stamp $(BYTECODE_STAMP) artifacts
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
 	$(VENV)/bin/pytest -q $(ARGS)
 
-lint: venv
+lint: $(VENV)/.dev-stamp
 	$(VENV)/bin/ruff check $(PY_DIRS)
 	$(VENV)/bin/ruff format --check $(PY_DIRS)
 
-format: venv
+format: $(VENV)/.dev-stamp
 	$(VENV)/bin/ruff format $(PY_DIRS)
 
 clean:

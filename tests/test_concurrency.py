@@ -70,7 +70,8 @@ def _small_tree(dest: Path) -> Path:
     for name in ("oneshot_wfi.c", "rearm_n.c"):
         shutil.copy2(repo.GUEST_TESTS / name, dest / "guest_tests" / name)
     (dest / "build").mkdir()
-    (dest / "build" / ".deps-stamp").touch()  # the host's packages are there (make deps)
+    for stamp in (".deps-stamp", ".deps-boot-stamp"):  # the host's packages are there
+        (dest / "build" / stamp).touch()
     return dest
 
 

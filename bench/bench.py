@@ -1,10 +1,18 @@
 """How fast the harness gets a verdict: figures and ratios on this machine.
 
-    .venv/bin/python bench/bench.py [--runs N] [--cold]
+    .venv/bin/python bench/bench.py [--runs N] [--nightly] [--first-run] [--cold]
 
-Medians of N runs (min-max in brackets). Kernel builds go through the same
-code as boot-test (harness.kernel); --cold also times a build with an empty
-ccache and no cached trees (minutes).
+Medians of N runs (min-max in brackets). The three boots of each round run
+back to back, so their ratios are taken pair by pair:
+  ours          `python -m harness boot-test` (kernel cached), whole process
+  bare          the run's own qemu-cmdline.sh (same Image, initramfs and
+                machine; console and records port to /dev/null): no harness,
+                no QMP, no trace
+  bare+trace    the same with the run's trace events on (-trace enable=...,
+                -D to a file, -msg timestamp=on): QEMU's own tracing cost
+--nightly runs matrix/nightly.yaml once (its wall time and slot utilisation);
+--first-run times bench/first_run.py (a fresh clone, empty ccache: minutes);
+--cold times a kernel build with an empty ccache and no cached trees.
 """
 
 from __future__ import annotations
@@ -33,33 +41,60 @@ def fig(values: list[float]) -> str:
     return f"{med:8.2f}  [{min(values):.2f}-{max(values):.2f}]"
 
 
-def time_cmd(argv: list[str], **kw) -> float:
+def timed(argv: list[str], **kw) -> float:
     t0 = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
     return time.monotonic() - t0
 
 
-def boot_runs(runs: int, results: Path) -> list[dict]:
-    """`python -m harness boot-test` end to end (kernel cached), N times."""
-    out = []
-    for _ in range(runs):
-        t0 = time.monotonic()
-        subprocess.run(
-            [sys.executable, "-m", "harness", "boot-test", "--results", str(results)],
-            cwd=ROOT, check=False, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        wall = time.monotonic() - t0
-        run_dir = max(results.iterdir(), key=lambda p: p.stat().st_mtime)
-        data = json.loads((run_dir / "results.json").read_text())
-        out.append({"wall": wall, "data": data, "dir": run_dir})
+def ours(results: Path) -> tuple[float, dict, Path]:
+    """One boot-test, whole process: wall, results.json, run dir."""
+    argv = [sys.executable, "-m", "harness", "boot-test", "--results", str(results)]
+    wall = timed(argv, cwd=ROOT)
+    run_dir = max(results.iterdir(), key=lambda p: p.stat().st_mtime)
+    return wall, json.loads((run_dir / "results.json").read_text()), run_dir
+
+
+def bare_lines(run_dir: Path, events: list[str], scratch: Path) -> tuple[str, str]:
+    """The run's machine by hand: bare, and bare with the run's trace events on."""
+    line = (run_dir / "qemu-cmdline.sh").read_text().splitlines()[-1]
+    line = line.replace("-serial stdio", "-serial file:/dev/null")
+    line = line.replace("path=records.log", "path=/dev/null")
+    trace = " ".join(f"-trace enable={e}" for e in events)
+    traced = f"{line} -msg timestamp=on -D {scratch / 'trace.log'} {trace}"
+    return line, traced
+
+
+def ratio_rounds(runs: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {k: [] for k in ("ours", "qemu", "init", "bare", "traced")}
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        results = scratch / "results"
+        results.mkdir()
+        ours(results)  # a warm-up: the page cache, the kernel's cache stamp
+        for _ in range(runs):
+            wall, data, run_dir = ours(results)
+            bare, traced = bare_lines(run_dir, data["boot"]["trace_events"], scratch)
+            out["ours"].append(wall)
+            out["qemu"].append(data["boot"]["wall_s"])
+            out["init"].append(data["boot"]["init_s"] or 0.0)
+            out["bare"].append(timed(["sh", "-c", bare + " </dev/null"]))
+            out["traced"].append(timed(["sh", "-c", traced + " </dev/null"]))
     return out
 
 
-def bare_runs(run_dir: Path, runs: int) -> list[float]:
-    """The same Image and initramfs in QEMU by hand: no harness, no QMP, no trace."""
-    script = (run_dir / "qemu-cmdline.sh").read_text().splitlines()[-1]
-    script = script.replace("-serial stdio", "-serial file:/dev/null")
-    return [time_cmd(["sh", "-c", script + " </dev/null"]) for _ in range(runs)]
+def print_ratios(r: dict[str, list[float]]) -> None:
+    pairs = list(zip(r["ours"], r["bare"], r["traced"], strict=True))
+    print(f"warm boot-test, whole process (kernel cached)   {fig(r['ours'])}")
+    print(f"  QEMU's part (start to exit)                   {fig(r['qemu'])}")
+    print(f"  QEMU start to /init                           {fig(r['init'])}")
+    print(f"bare QEMU, same Image, initramfs and machine    {fig(r['bare'])}")
+    print(f"bare QEMU with the same trace events on         {fig(r['traced'])}")
+    print(f"ratio ours / bare                 (target 1.10) {fig([o / b for o, b, _ in pairs])}")
+    print(f"ratio bare+trace / bare (QEMU's tracing cost)   {fig([t / b for _, b, t in pairs])}")
+    print(f"ratio ours / bare+trace (the harness's cost)    {fig([o / t for o, _, t in pairs])}")
+    share = [(o - q) / o * 100 for o, q in zip(r["ours"], r["qemu"], strict=True)]
+    print(f"harness outside QEMU, % of our wall time        {fig(share)}")
 
 
 def patch_rebuilds(runs: int) -> list[float]:
@@ -73,7 +108,7 @@ def patch_rebuilds(runs: int) -> list[float]:
             shutil.copytree(repo.KERNEL_PATCHES / "v6", rev_dir)
             prof = rev_dir / "profile.yaml"
             prof.write_text(prof.read_text().replace("revision: v6", f"revision: benchrev{i}"))
-            (patch,) = rev_dir.glob("*.patch")
+            patch = sorted(rev_dir.glob("*.patch"))[0]
             marker = "+ * Reflect the vtimer output level into the kvm_run structure"
             text = patch.read_text()
             assert marker in text, "bench: the v6 patch changed; pick another line"
@@ -90,51 +125,47 @@ def patch_rebuilds(runs: int) -> list[float]:
     return times
 
 
-def cold_build() -> float:
+def cold_build() -> kernel.Kernel:
     with tempfile.TemporaryDirectory(dir=repo.BUILD) as tmp:
         kernel.KERNELS = Path(tmp) / "kernels"
         kernel.CCACHE_DIR = Path(tmp) / "ccache"
+        return kernel.build(revision.load("upstream"), machine.load("virt-gicv3"), say=print)
+
+
+def nightly() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        kernel.build(revision.load("upstream"), machine.load("virt-gicv3"), say=lambda m: None)
-        return time.monotonic() - t0
+        argv = [sys.executable, "-m", "harness", "matrix", "matrix/nightly.yaml"]
+        timed([*argv, "--results", tmp], cwd=ROOT)
+        wall = time.monotonic() - t0
+        (mdir,) = Path(tmp).glob("*/matrix.json")
+        m = json.loads(mdir.read_text())
+    ok = sum(c.get("as_expected", False) for c in m["cells"])
+    print(f"nightly matrix, {len(m['cells'])} cells, {m['slots']} slots  (target 60 s) {wall:8.1f}")
+    print(f"  cells as expected: {ok} of {len(m['cells'])}; utilisation {m.get('utilisation')}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--nightly", action="store_true", help="also time the nightly matrix")
+    ap.add_argument("--first-run", action="store_true", help="also time a fresh clone's first run")
     ap.add_argument("--cold", action="store_true", help="also time a cold kernel build")
     args = ap.parse_args()
     subprocess.run(["make", "-s", "artifacts"], cwd=ROOT, check=True)
     kernel.build(revision.load("upstream"), machine.load("virt-gicv3"), say=lambda m: None)
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = boot_runs(args.runs, Path(tmp))
-        bare = bare_runs(ours[-1]["dir"], args.runs)
-    walls = [r["wall"] for r in ours]
-    qemu = [r["data"]["boot"]["wall_s"] for r in ours]
-    init = [r["data"]["boot"]["init_s"] for r in ours if r["data"]["boot"].get("init_s")]
-    overhead = [w - q for w, q in zip(walls, qemu, strict=True)]
-    print(f"machine: {os.cpu_count()} CPUs; {args.runs} runs each; seconds, median [min-max]")
-    print(f"warm make boot-test equivalent (kernel cached)   {fig(walls)}")
-    print(f"  QEMU run (cont to exit), whole suite, one boot  {fig(qemu)}")
-    print(f"  QEMU start to /init                             {fig(init)}")
-    print(f"  harness overhead (wall - QEMU)                  {fig(overhead)}")
-    print(f"bare QEMU, same Image + initramfs, no harness     {fig(bare)}")
-    ratio = [w / b for w, b in zip(walls, bare, strict=True)]
-    print(f"ratio ours / bare                                 {fig(ratio)}")
-    share = [o / w * 100 for o, w in zip(overhead, walls, strict=True)]
-    print(f"harness overhead, % of our wall time              {fig(share)}")
-    tests = ours[-1]["data"]["tests"]
-    print(f"per test (last run): {'test':<16} exits  exits/s  exits/edge")
-    for t in tests:
-        m = t["metrics"]
-        print(f"  {'':18}{t['name']:<16} {m.get('exits', 0):5}  {m.get('exits_per_s') or 0:7}  "
-              f"{m.get('exits_per_edge') or '-'}")  # fmt: skip
+    print(f"machine: {os.cpu_count()} CPUs; {args.runs} rounds; seconds, median [min-max]")
+    print_ratios(ratio_rounds(args.runs))
     rebuild = patch_rebuilds(max(2, args.runs // 2))
     print(f"incremental rebuild after a one-file patch change  {fig(rebuild)}")
+    if args.nightly:
+        nightly()
+    if args.first_run:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "first_run.py")], check=False)
     if args.cold:
-        print(
-            f"cold kernel build (empty ccache, -j{os.cpu_count()})          {fig([cold_build()])}"
-        )
+        k = cold_build()
+        jobs = os.cpu_count()
+        print(f"cold kernel build (empty ccache, -j{jobs})  {k.build_seconds} s: {k.phases}")
     return 0
 
 

@@ -59,9 +59,8 @@ def main() -> int:
     for name, secs in times.items():
         print(f"  {name:<32} {secs:7.1f}")
     phases = ", ".join(f"{p} {s:.1f}" for p, s in (k.get("phases") or {}).items())
-    print(
-        f"  of which the kernel: {k.get('build_seconds')} s ({phases}); boot {data['boot']['wall_s']} s"
-    )
+    boot = data["boot"]["wall_s"]
+    print(f"  of which the kernel: {k.get('build_seconds')} s ({phases}); boot {boot} s")
     if args.keep:
         print(f"  clone kept: {clone}")
     else:

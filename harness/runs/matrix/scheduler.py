@@ -424,6 +424,7 @@ class _CellRun:
             tree=cell.tree,
             results_base=base,
             jobs=self.m.build_jobs,
+            test_timeout_s=cell.timeout_s,
         )
 
     def _retry(self, run_dir: Path) -> None:

@@ -7,6 +7,10 @@ takes one token per L1 CPU of its machine, a kernel build one (it runs with
 run directory is <matrix dir>/<cell>/<run-id>/; matrix.json sums it up after
 every cell. A cell whose QEMU died before the kernel ran is an infrastructure
 failure and runs once more (RETRIES).
+
+The boot threads take the pending cell whose kernel is prepared that comes first
+in the order of harness/runs/matrix/history.py (the longest expected first, by
+earlier runs of the matrix); the kernel thread prepares in that order too.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from harness.core.status import BootStatus, Outcome
 from harness.inputs import machine as machmod
 from harness.inputs import revision
 from harness.inputs.options import RunOptions
-from harness.runs.matrix import outcome, spec
+from harness.runs.matrix import history, outcome, spec
 from harness.runs.matrix.display import Display
 from harness.runs.matrix.outcome import CellResult
 from harness.runs.run import boot_test
@@ -138,16 +142,19 @@ class Runner:
         self.build_jobs = build_jobs
         self.out = out
         self._boot = boot
+        self.started = time.monotonic()
         self.tokens = Tokens(self.slots)
         self.lock = threading.Lock()
         self.build_lock = threading.Lock()  # one kernel build at a time
         self.changed = threading.Condition(self.lock)
         self.stop = threading.Event()
+        walls = history.expected_walls(results_base, matrix.name)  # before our own dir
+        self.timed = sum(history.base_name(c.name) in walls for c in matrix.cells)
+        self.order = history.order(matrix.cells, walls)  # the cells, longest expected first
         self.dir = resultsfile.new_run_dir(f"matrix-{matrix.name}", results_base)
         self.results = [CellResult(c) for c in matrix.cells]
         self.keys = [c.kernel_key() for c in matrix.cells]  # cells with one key share a kernel
         self.prepared: dict[tuple[str, ...], _Prepared] = {}
-        self.started = time.monotonic()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.interrupted: signals.Interrupted | None = None
         self.threads = _Threads(self.changed)  # those of run()
@@ -170,7 +177,8 @@ class Runner:
         m = self.matrix
         self.say(
             f"# matrix {m.name}: {len(m.cells)} cells, {self.slots} CPU tokens for boots; "
-            f"results: {repo.rel(self.dir)}"
+            f"results: {repo.rel(self.dir)}; longest first, {self.timed} of {len(m.cells)} "
+            "cells timed by earlier runs"
         )
         self.save()
         self.display.start()
@@ -255,8 +263,8 @@ class Runner:
 
 
 class _Kernels:
-    """The kernel-preparing thread: kernels one at a time, in cell order; two cells
-    with one kernel share it."""
+    """The kernel-preparing thread: kernels one at a time, in the boots' order (the
+    longest expected cell's first); two cells with one kernel share it."""
 
     def __init__(self, runner: Runner) -> None:
         self.m = runner
@@ -271,12 +279,12 @@ class _Kernels:
 
     def _prepare_each(self) -> None:
         m = self.m
-        for i, r in enumerate(m.results):
+        for i in m.order:
             if m.stop.is_set():
                 break
             key = m.keys[i]
             if key not in m.prepared:
-                p = self._prepare(i, r.cell)
+                p = self._prepare(i, m.results[i].cell)
                 with m.changed:
                     m.prepared[key] = p
                     m.changed.notify_all()
@@ -330,19 +338,21 @@ class _Kernels:
 
 
 class _Boots:
-    """The boot threads' work: the next cell whose kernel is ready, run, until none is left."""
+    """The boot threads' work: the next cell whose kernel is ready (in the runner's
+    order), run, until none is left."""
 
     def __init__(self, runner: Runner) -> None:
         self.m = runner
 
     def next(self) -> int | None:
-        """The first pending cell whose kernel is ready (waits); None when none is left."""
+        """The first pending cell in the runner's order whose kernel is ready (waits);
+        None when none is left."""
         m = self.m
         with m.changed:
             while True:
                 if m.stop.is_set():
                     return None
-                pending = [i for i, r in enumerate(m.results) if r.outcome == Outcome.PENDING]
+                pending = [i for i in m.order if m.results[i].outcome == Outcome.PENDING]
                 if not pending:
                     return None
                 for i in pending:

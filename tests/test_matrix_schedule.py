@@ -1,5 +1,6 @@
-"""The matrix's order (longest expected first, by earlier runs' matrix.json); kernels
-and boots faked, no QEMU here."""
+"""The matrix's order (longest expected first, by earlier runs' matrix.json) and its
+utilisation (token-seconds held, kernel prepare time beside boots); kernels and
+boots faked, no QEMU here."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from test_matrix import FakeBoots, fake_kernels, write  # noqa: F401  (fake_kernels: a fixture)
 
+from harness.build import kernel
 from harness.runs.matrix import history, scheduler, spec
+from harness.runs.matrix.utilisation import Meter
 
 A, B, C, D = (f"{r}-6.1-virt-gicv3-every-exit" for r in ("upstream", "v4", "v5", "v6"))
 
@@ -139,3 +143,73 @@ def test_the_next_run_is_ordered_by_this_one(tmp_path, fake_kernels):  # noqa: F
         )
         assert runner.run() == 0
     assert runs == ["upstream", "v4", "v4", "upstream"]
+
+
+# -- utilisation ----------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_meter_integrates_tokens_boots_and_prepares():
+    clock = _Clock()
+    m = Meter(clock.now, clock)
+    m.tokens(2)  # t=0: a two-CPU boot
+    m.boot(1)
+    clock.now += 3
+    with m.preparing():  # t=3..7: a kernel prepared, a boot running until t=5
+        clock.now += 2
+        m.boot(-1)
+        m.tokens(-2)
+        clock.now += 2
+    clock.now += 1  # t=8: idle
+    got = m.to_json(slots=2)
+    assert got == {
+        "slots": 2,
+        "busy_s": 10.0,  # 2 tokens x 5 s
+        "wall_s": 8.0,
+        "ratio": round(10 / 16, 3),
+        "prepare_s": 4.0,
+        "prepare_during_boots_s": 2.0,
+    }
+    assert Meter(clock.now, clock).to_json(slots=1)["ratio"] is None  # no time yet
+
+
+def test_matrix_json_says_how_busy_the_tokens_were(tmp_path, fake_kernels, monkeypatch):  # noqa: F811
+    p = write(
+        tmp_path,
+        "name: fake\ncells:\n"
+        "  - {revision: upstream, machine: virt-gicv3-smp2}\n"  # two tokens
+        "  - revision: [v4, v5]\n",
+    )
+    build = kernel.build
+
+    def slow(rev, mach, **kw):  # v4's kernel takes a while, beside upstream's boot
+        if rev.name == "v4":
+            time.sleep(0.3)
+        return build(rev, mach, **kw)
+
+    monkeypatch.setattr(kernel, "build", slow)
+    boots = FakeBoots({})
+
+    def boot(opts, say):
+        time.sleep(0.4)
+        return boots(opts, say)
+
+    lines: list[str] = []
+    m = spec.load(p)
+    runner = scheduler.Runner(m, tmp_path / "res", slots=3, out=lines.append, boot=boot)
+    assert runner.run() == 0, "\n".join(lines)
+    u = json.loads((runner.dir / "matrix.json").read_text())["utilisation"]
+    assert u["slots"] == 3 and u["wall_s"] > 0
+    assert u["busy_s"] >= 2 * 0.4 + 0.4 + 0.4 + 0.3  # boots' tokens and v4's build token
+    assert u["ratio"] == pytest.approx(u["busy_s"] / (3 * u["wall_s"]), rel=0.15)  # rounded
+    assert 0 < u["ratio"] <= 1
+    assert u["prepare_s"] >= 0.3 and u["prepare_during_boots_s"] >= 0.2
+    assert u["prepare_during_boots_s"] <= u["prepare_s"]
+    assert f"utilisation {u['ratio']:.0%}" in lines[-1]

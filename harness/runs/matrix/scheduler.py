@@ -11,6 +11,8 @@ failure and runs once more (RETRIES).
 The boot threads take the pending cell whose kernel is prepared that comes first
 in the order of harness/runs/matrix/history.py (the longest expected first, by
 earlier runs of the matrix); the kernel thread prepares in that order too.
+matrix.json's "utilisation" (harness/runs/matrix/utilisation.py) says how busy the
+tokens were, and the last line its ratio.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from harness.inputs.options import RunOptions
 from harness.runs.matrix import history, outcome, spec
 from harness.runs.matrix.display import Display
 from harness.runs.matrix.outcome import CellResult
+from harness.runs.matrix.utilisation import Meter
 from harness.runs.run import boot_test
 
 FORMAT = "vtimer-harness-matrix/1"
@@ -67,13 +70,15 @@ class _Prepared:
 
 class Tokens:
     """Counting CPU tokens: a boot takes one per L1 CPU, a kernel build one. First come,
-    first served: a two-CPU boot is not overtaken by one-CPU boots while it waits."""
+    first served: a two-CPU boot is not overtaken by one-CPU boots while it waits.
+    on_change(n) hears of every take (n) and give (-n)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, on_change: Callable[[int], None] | None = None) -> None:
         self.total = max(1, total)
         self.free = self.total
         self.cond = threading.Condition()
         self.queue: collections.deque[object] = collections.deque()
+        self.on_change = on_change or (lambda n: None)
 
     def take(self, n: int) -> int:
         n = max(1, min(n, self.total))
@@ -83,12 +88,14 @@ class Tokens:
             self.cond.wait_for(lambda: self.queue[0] is me and self.free >= n)
             self.queue.popleft()
             self.free -= n
+            self.on_change(n)
             self.cond.notify_all()
         return n
 
     def give(self, n: int) -> None:
         with self.cond:
             self.free += n
+            self.on_change(-n)
             self.cond.notify_all()
 
 
@@ -143,7 +150,8 @@ class Runner:
         self.out = out
         self._boot = boot
         self.started = time.monotonic()
-        self.tokens = Tokens(self.slots)
+        self.meter = Meter(self.started)
+        self.tokens = Tokens(self.slots, self.meter.tokens)
         self.lock = threading.Lock()
         self.build_lock = threading.Lock()  # one kernel build at a time
         self.changed = threading.Condition(self.lock)
@@ -207,9 +215,10 @@ class Runner:
         ok = all(r.as_expected for r in self.results)
         bad = sum(not r.as_expected for r in self.results)
         verdict = "all cells as expected" if ok else f"{bad} cell(s) NOT as expected"
+        ratio = self.meter.to_json(self.slots)["ratio"] or 0.0
         self.say(
-            f"# matrix {m.name}: {verdict}; {time.monotonic() - self.started:.0f} s; "
-            f"{repo.rel(self.dir)}/matrix.json"
+            f"# matrix {m.name}: {verdict}; {time.monotonic() - self.started:.0f} s, "
+            f"utilisation {ratio:.0%}; {repo.rel(self.dir)}/matrix.json"
         )
         return 0 if ok else 1
 
@@ -252,6 +261,7 @@ class Runner:
                 "started": self.started_at,
                 "wall_s": round(time.monotonic() - self.started, 1),
                 "slots": self.slots,
+                "utilisation": self.meter.to_json(self.slots),
                 "complete": not self.interrupted and len(done) == len(self.results),
                 "interrupted": self.interrupted.name if self.interrupted else None,
                 "ok": len(done) == len(self.results) and all(r.as_expected for r in done),
@@ -284,7 +294,8 @@ class _Kernels:
                 break
             key = m.keys[i]
             if key not in m.prepared:
-                p = self._prepare(i, m.results[i].cell)
+                with m.meter.preparing():
+                    p = self._prepare(i, m.results[i].cell)
                 with m.changed:
                     m.prepared[key] = p
                     m.changed.notify_all()
@@ -408,6 +419,7 @@ class _CellRun:
         # a kernel that failed to build fails again inside the run, which records it;
         # that retry is a build too, so it waits for the build lock
         serial = m.build_lock if p.build_error else contextlib.nullcontext()
+        m.meter.boot(1)
         try:
             with serial, open(base / "output.log", "w") as log:
 
@@ -417,6 +429,7 @@ class _CellRun:
 
                 _attempts(m._boot, opts, r, say, self._retry)
         finally:
+            m.meter.boot(-1)
             m.tokens.give(n)
         r.wall_s = round(time.monotonic() - start, 1)
         self._report_end()

@@ -57,6 +57,12 @@ def _add_boot_test(sub: argparse._SubParsersAction) -> None:
     bt.add_argument("--jobs", type=int, help="parallel kernel build jobs")
     bt.add_argument("--fault", choices=FAULTS, help="inject a fault at each test's timer arming")
     bt.add_argument("--results", type=Path, help="base directory for results (default results/)")
+    bt.add_argument(
+        "--test-timeout",
+        type=_test_timeout,
+        metavar="S",
+        help="every test's watchdog, in seconds, instead of its own timeout_s",
+    )
     _add_source(bt)
     bt.add_argument(
         "--trace",
@@ -64,6 +70,17 @@ def _add_boot_test(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="QEMU trace event pattern (default arm_gt_*; repeatable, 'none' for none)",
     )
+
+
+def _test_timeout(text: str) -> float:
+    """--test-timeout's seconds: what /init's watchdog takes (guest_spec.timeout_problem)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if (why := guest_spec.timeout_problem(value)) is not None:
+        raise argparse.ArgumentTypeError(why)
+    return value
 
 
 def _add_source(p: argparse.ArgumentParser) -> None:
@@ -291,7 +308,8 @@ def _matrix(args: argparse.Namespace) -> int:
         for c in m.cells:
             extra = f" expect {c.expect}" + (f" ({c.expect_reason})" if c.expect_reason else "")
             tests = f" tests {','.join(c.tests)}" if c.tests else ""
-            print(f"{c.name}:{extra}{tests}")
+            watchdog = f" timeout_s {c.timeout_s:g}" if c.timeout_s is not None else ""
+            print(f"{c.name}:{extra}{tests}{watchdog}")
         return 0
     code, _ = scheduler.run(
         args.file,
@@ -414,6 +432,7 @@ def _command(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             fault=args.fault,
             vmm=args.vmm,
+            test_timeout_s=args.test_timeout,
             **({"results_base": args.results} if args.results else {}),
         )
         return boot_test(opts).exit_code

@@ -51,6 +51,11 @@ def test_shipped_matrices_load_and_cover_what_nightly_promises():
             cell = cells[f"{rev}-{src}-virt-gicv3-{policy}"]
             want = "fail" if policy == "eintr-only" and rev in ("v6", "upstream") else "pass"
             assert cell.expect == want, cell.name
+            # the failing eintr-only cells run a few tests that fail at once (the rest
+            # of the suite fails too, mostly after a guest time-out)
+            if want == "fail":
+                assert {"oneshot_tval", "mmio_spin"} <= set(cell.tests), cell.name
+                assert cell.expect_reason == "visible:" and len(cell.tests) <= 5
     control = cells["v5-coalesce-6.12-virt-gicv3-every-exit"]
     assert (control.expect, control.expect_reason) == ("error", "does not apply")
     assert not revision.load("v5-coalesce").series  # it has no 6.12 series of its own

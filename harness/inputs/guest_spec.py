@@ -167,16 +167,22 @@ def _check_name(path: Path, data: yamlfile.LineDict, name: str) -> None:
         )
 
 
-def _timeout(path: Path, data: yamlfile.LineDict) -> float:
-    """timeout_s, within what /init's watchdog takes (whole ms, VT_TIMEOUT_MS_MAX)."""
-    value = yamlfile.expect_type(path, data, "timeout_s", (int, float))
+def timeout_problem(value: object) -> str | None:
+    """Why value is not a test watchdog /init takes (whole ms, VT_TIMEOUT_MS_MAX), or
+    None: the one rule for a spec's timeout_s, a matrix cell's and --test-timeout."""
     most = limits.get("VT_TIMEOUT_MS_MAX") / 1000
-    if isinstance(value, bool) or not 0.001 <= value <= most:
-        raise InputError(
-            path,
-            f"key 'timeout_s' must be in 0.001..{most:g} seconds, not {value}",
-            line=data.lines.get("timeout_s"),
-        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number of seconds, not {value!r}"
+    if not 0.001 <= value <= most:  # NaN fails the comparison too
+        return f"must be in 0.001..{most:g} seconds, not {value}"
+    return None
+
+
+def check_timeout(path: Path, data: yamlfile.LineDict) -> float:
+    """data's timeout_s, within what /init's watchdog takes (timeout_problem)."""
+    value = yamlfile.expect_type(path, data, "timeout_s", (int, float))
+    if (why := timeout_problem(value)) is not None:
+        raise InputError(path, f"key 'timeout_s' {why}", line=data.lines.get("timeout_s"))
     return float(value)
 
 
@@ -218,7 +224,7 @@ def load(path: Path) -> GuestTest:
     if not isinstance(expect, yamlfile.LineDict):
         raise InputError(path, "key 'expect' must be a mapping", line=data.lines["expect"])
     if "timeout_s" in data:
-        _timeout(path, data)
+        check_timeout(path, data)
     if "vcpus" in data:
         _count(path, data, "vcpus", 1, limits.get("VT_MAX_VCPUS"))
     vmm = VmmOptions()

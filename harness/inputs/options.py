@@ -46,6 +46,9 @@ class RunOptions:
     jobs: int | None = None
     fault: str | None = None  # one of FAULTS
     vmm: str = "ours"  # one of VMMS
+    # every test's watchdog, instead of its spec's timeout_s (None: the tests' own);
+    # guest_spec.timeout_problem says what /init takes
+    test_timeout_s: float | None = None
     # a developer's kernel (harness/build/tree.py, series.py): a source tree built out
     # of tree, and/or a series applied onto it (or onto kernel_source). Then revision
     # only names the profile that judges it (its ABI and model): its series is not

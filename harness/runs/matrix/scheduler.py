@@ -7,6 +7,12 @@ takes one token per L1 CPU of its machine, a kernel build one (it runs with
 run directory is <matrix dir>/<cell>/<run-id>/; matrix.json sums it up after
 every cell. A cell whose QEMU died before the kernel ran is an infrastructure
 failure and runs once more (RETRIES).
+
+The boot threads take the pending cell whose kernel is prepared that comes first
+in the order of harness/runs/matrix/history.py (the longest expected first, by
+earlier runs of the matrix); the kernel thread prepares in that order too.
+matrix.json's "utilisation" (harness/runs/matrix/utilisation.py) says how busy the
+tokens were, and the last line its ratio.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from harness.core.status import BootStatus, Outcome
 from harness.inputs import machine as machmod
 from harness.inputs import revision
 from harness.inputs.options import RunOptions
-from harness.runs.matrix import outcome, spec
+from harness.runs.matrix import history, outcome, spec
 from harness.runs.matrix.display import Display
 from harness.runs.matrix.outcome import CellResult
+from harness.runs.matrix.utilisation import Meter
 from harness.runs.run import boot_test
 
 FORMAT = "vtimer-harness-matrix/1"
@@ -63,13 +70,15 @@ class _Prepared:
 
 class Tokens:
     """Counting CPU tokens: a boot takes one per L1 CPU, a kernel build one. First come,
-    first served: a two-CPU boot is not overtaken by one-CPU boots while it waits."""
+    first served: a two-CPU boot is not overtaken by one-CPU boots while it waits.
+    on_change(n) hears of every take (n) and give (-n)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, on_change: Callable[[int], None] | None = None) -> None:
         self.total = max(1, total)
         self.free = self.total
         self.cond = threading.Condition()
         self.queue: collections.deque[object] = collections.deque()
+        self.on_change = on_change or (lambda n: None)
 
     def take(self, n: int) -> int:
         n = max(1, min(n, self.total))
@@ -79,12 +88,14 @@ class Tokens:
             self.cond.wait_for(lambda: self.queue[0] is me and self.free >= n)
             self.queue.popleft()
             self.free -= n
+            self.on_change(n)
             self.cond.notify_all()
         return n
 
     def give(self, n: int) -> None:
         with self.cond:
             self.free += n
+            self.on_change(-n)
             self.cond.notify_all()
 
 
@@ -138,16 +149,20 @@ class Runner:
         self.build_jobs = build_jobs
         self.out = out
         self._boot = boot
-        self.tokens = Tokens(self.slots)
+        self.started = time.monotonic()
+        self.meter = Meter(self.started)
+        self.tokens = Tokens(self.slots, self.meter.tokens)
         self.lock = threading.Lock()
         self.build_lock = threading.Lock()  # one kernel build at a time
         self.changed = threading.Condition(self.lock)
         self.stop = threading.Event()
+        walls = history.expected_walls(results_base, matrix.name)  # before our own dir
+        self.timed = sum(history.base_name(c.name) in walls for c in matrix.cells)
+        self.order = history.order(matrix.cells, walls)  # the cells, longest expected first
         self.dir = resultsfile.new_run_dir(f"matrix-{matrix.name}", results_base)
         self.results = [CellResult(c) for c in matrix.cells]
         self.keys = [c.kernel_key() for c in matrix.cells]  # cells with one key share a kernel
         self.prepared: dict[tuple[str, ...], _Prepared] = {}
-        self.started = time.monotonic()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.interrupted: signals.Interrupted | None = None
         self.threads = _Threads(self.changed)  # those of run()
@@ -170,7 +185,8 @@ class Runner:
         m = self.matrix
         self.say(
             f"# matrix {m.name}: {len(m.cells)} cells, {self.slots} CPU tokens for boots; "
-            f"results: {repo.rel(self.dir)}"
+            f"results: {repo.rel(self.dir)}; longest first, {self.timed} of {len(m.cells)} "
+            "cells timed by earlier runs"
         )
         self.save()
         self.display.start()
@@ -199,9 +215,10 @@ class Runner:
         ok = all(r.as_expected for r in self.results)
         bad = sum(not r.as_expected for r in self.results)
         verdict = "all cells as expected" if ok else f"{bad} cell(s) NOT as expected"
+        ratio = self.meter.to_json(self.slots)["ratio"] or 0.0
         self.say(
-            f"# matrix {m.name}: {verdict}; {time.monotonic() - self.started:.0f} s; "
-            f"{repo.rel(self.dir)}/matrix.json"
+            f"# matrix {m.name}: {verdict}; {time.monotonic() - self.started:.0f} s, "
+            f"utilisation {ratio:.0%}; {repo.rel(self.dir)}/matrix.json"
         )
         return 0 if ok else 1
 
@@ -244,6 +261,7 @@ class Runner:
                 "started": self.started_at,
                 "wall_s": round(time.monotonic() - self.started, 1),
                 "slots": self.slots,
+                "utilisation": self.meter.to_json(self.slots),
                 "complete": not self.interrupted and len(done) == len(self.results),
                 "interrupted": self.interrupted.name if self.interrupted else None,
                 "ok": len(done) == len(self.results) and all(r.as_expected for r in done),
@@ -255,8 +273,8 @@ class Runner:
 
 
 class _Kernels:
-    """The kernel-preparing thread: kernels one at a time, in cell order; two cells
-    with one kernel share it."""
+    """The kernel-preparing thread: kernels one at a time, in the boots' order (the
+    longest expected cell's first); two cells with one kernel share it."""
 
     def __init__(self, runner: Runner) -> None:
         self.m = runner
@@ -271,12 +289,13 @@ class _Kernels:
 
     def _prepare_each(self) -> None:
         m = self.m
-        for i, r in enumerate(m.results):
+        for i in m.order:
             if m.stop.is_set():
                 break
             key = m.keys[i]
             if key not in m.prepared:
-                p = self._prepare(i, r.cell)
+                with m.meter.preparing():
+                    p = self._prepare(i, m.results[i].cell)
                 with m.changed:
                     m.prepared[key] = p
                     m.changed.notify_all()
@@ -330,19 +349,21 @@ class _Kernels:
 
 
 class _Boots:
-    """The boot threads' work: the next cell whose kernel is ready, run, until none is left."""
+    """The boot threads' work: the next cell whose kernel is ready (in the runner's
+    order), run, until none is left."""
 
     def __init__(self, runner: Runner) -> None:
         self.m = runner
 
     def next(self) -> int | None:
-        """The first pending cell whose kernel is ready (waits); None when none is left."""
+        """The first pending cell in the runner's order whose kernel is ready (waits);
+        None when none is left."""
         m = self.m
         with m.changed:
             while True:
                 if m.stop.is_set():
                     return None
-                pending = [i for i, r in enumerate(m.results) if r.outcome == Outcome.PENDING]
+                pending = [i for i in m.order if m.results[i].outcome == Outcome.PENDING]
                 if not pending:
                     return None
                 for i in pending:
@@ -398,6 +419,7 @@ class _CellRun:
         # a kernel that failed to build fails again inside the run, which records it;
         # that retry is a build too, so it waits for the build lock
         serial = m.build_lock if p.build_error else contextlib.nullcontext()
+        m.meter.boot(1)
         try:
             with serial, open(base / "output.log", "w") as log:
 
@@ -407,6 +429,7 @@ class _CellRun:
 
                 _attempts(m._boot, opts, r, say, self._retry)
         finally:
+            m.meter.boot(-1)
             m.tokens.give(n)
         r.wall_s = round(time.monotonic() - start, 1)
         self._report_end()
@@ -424,6 +447,7 @@ class _CellRun:
             tree=cell.tree,
             results_base=base,
             jobs=self.m.build_jobs,
+            test_timeout_s=cell.timeout_s,
         )
 
     def _retry(self, run_dir: Path) -> None:

@@ -3,7 +3,9 @@
 A cell's keys: revision, source, machine, policy (each a value or a list),
 tests (a list of guest tests; default the whole suite), expect (pass, fail or
 error; default pass), expect_reason (a text the cell's reasons must contain),
-name (only for a cell that does not expand). Kernel sources: a Debian
+timeout_s (every test's watchdog in the cell instead of the test's own timeout_s,
+within what a guest spec's timeout_s may be), name (only for a cell that does
+not expand). Kernel sources: a Debian
 linux-source-X package (built with the revision's series, see
 harness/build/kernel.py), a prebuilt linux-image-X-arm64 package
 (harness/build/debkernel.py; revision upstream only), or tree:PATH, a local
@@ -29,7 +31,7 @@ from harness.inputs.options import POLICIES, TREE_PREFIX, tree_source
 
 EXPECTS = (Outcome.PASS, Outcome.FAIL, Outcome.ERROR)
 AXES = ("revision", "source", "machine", "policy")
-CELL_KEYS = {*AXES, "tests", "expect", "expect_reason", "name"}
+CELL_KEYS = {*AXES, "tests", "expect", "expect_reason", "timeout_s", "name"}
 DEFAULT_KEYS = {"source", "machine", "policy", "tests"}
 
 
@@ -44,6 +46,7 @@ class Cell:
     expect: Outcome = Outcome.PASS
     expect_reason: str | None = None
     line: int | None = None  # in the matrix file
+    timeout_s: float | None = None  # every test's watchdog (None: each test's own)
 
     @property
     def prebuilt(self) -> bool:
@@ -70,6 +73,7 @@ class Cell:
             "tests": list(self.tests),
             "expect": self.expect,
             "expect_reason": self.expect_reason,
+            "timeout_s": self.timeout_s,
         }
 
 
@@ -188,13 +192,14 @@ def _item_cells(
     axes = _axes(path, item, defaults)
     tests = _tests(path, item, known_tests) if "tests" in item else defaults["tests"]
     expect, reason = _expectation(path, item)
+    timeout = guest_spec.check_timeout(path, item) if "timeout_s" in item else None
     combos = list(itertools.product(*(axes[k] for k in AXES)))
     if "name" in item:
         _check_name(path, item, len(combos))
     for rev, source, mach, policy in combos:
         _check_combination(path, item, rev, source, mach)
         name = item["name"] if "name" in item else cell_name(rev, source, mach, policy)
-        yield Cell(name, rev, source, mach, policy, tests, expect, reason, item.line)
+        yield Cell(name, rev, source, mach, policy, tests, expect, reason, item.line, timeout)
 
 
 def _axes(path: Path, item: yamlfile.LineDict, defaults: dict) -> dict[str, list[str]]:

@@ -431,7 +431,11 @@ int main(int argc, char **argv)
 		load_modules();
 	}
 	rec_init();
-	ret = run_suite(argc > 1 ? argv[1] : "/suite/suite.conf", rec_open_channel());
+	/*
+	 * As PID 1, argv holds the kernel command line's words it did not know (a
+	 * "nokaslr" the early boot code took): the manifest is always our own.
+	 */
+	ret = run_suite(argc > 1 && !pid1 ? argv[1] : "/suite/suite.conf", rec_open_channel());
 	if (!pid1)
 		return ret;
 	sync();

@@ -250,6 +250,7 @@ def fake_kernels(monkeypatch):
         return K()
 
     monkeypatch.setattr(kernel, "build", build)
+    monkeypatch.setattr(kernel, "cached", lambda *a, **k: None)  # every kernel is "built"
     monkeypatch.setattr(
         debkernel,
         "fetch",

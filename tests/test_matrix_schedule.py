@@ -195,6 +195,7 @@ def test_matrix_json_says_how_busy_the_tokens_were(tmp_path, fake_kernels, monke
         return build(rev, mach, **kw)
 
     monkeypatch.setattr(kernel, "build", slow)
+    monkeypatch.setattr(kernel, "cached", lambda *a, **k: None)
     boots = FakeBoots({})
 
     def boot(opts, say):
@@ -213,3 +214,15 @@ def test_matrix_json_says_how_busy_the_tokens_were(tmp_path, fake_kernels, monke
     assert u["prepare_s"] >= 0.3 and u["prepare_during_boots_s"] >= 0.2
     assert u["prepare_during_boots_s"] <= u["prepare_s"]
     assert f"utilisation {u['ratio']:.0%}" in lines[-1]
+
+
+def test_a_cached_kernel_is_taken_without_waiting_for_a_cpu(tmp_path, monkeypatch):
+    """A kernel in the cache is ready at once: no token, no build lock, no build."""
+    p = write(tmp_path, "name: fake\ncells:\n  - {revision: v4}\n")
+    runner = scheduler.Runner(spec.load(p), tmp_path / "res", slots=1, out=lambda _: None)
+    ready = object()
+    monkeypatch.setattr(kernel, "cached", lambda rev, mach, source: ready)
+    monkeypatch.setattr(kernel, "build", lambda *a, **k: pytest.fail("built"))
+    runner.tokens.take(1)  # every CPU busy: a build would wait for ever
+    with runner.build_lock:
+        assert scheduler._Kernels(runner)._build(runner.results[0].cell) is ready

@@ -378,6 +378,17 @@ def _cached(done: Path, image: Path, say: Callable[[str], None]) -> Kernel | Non
     return Kernel(**{**fields, "image": image, "build_dir": here, "cached": True})
 
 
+def cached(
+    revision: Revision, machine: MachineConfig, source_package: str = DEFAULT_SOURCE
+) -> Kernel | None:
+    """The finished build of this kernel if there is one (no lock, nothing built:
+    a scheduler's quick look before it gives a build a CPU)."""
+    revision = revision.for_source(source_package)
+    bdir = _plan(revision, machine, source_package)[0]
+    image = bdir / "linux" / "out" / "arch" / "arm64" / "boot" / "Image"
+    return _cached(bdir / DONE, image, lambda m: None)
+
+
 def build_dir(
     revision: Revision, machine: MachineConfig, source_package: str = DEFAULT_SOURCE
 ) -> Path:

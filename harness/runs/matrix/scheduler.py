@@ -325,7 +325,13 @@ class _Kernels:
         return p
 
     def _build(self, cell: spec.Cell):
-        """The cell's kernel, built (or cached) under one CPU token and the build lock."""
+        """The cell's kernel, built (or cached) under one CPU token and the build lock;
+        a kernel in the cache is taken at once, without waiting for a token."""
+        if cell.tree is None:
+            with contextlib.suppress(HarnessError):
+                rev, mach = revision.load(cell.revision), machmod.load(cell.machine)
+                if (k := kernel.cached(rev, mach, cell.source)) is not None:
+                    return k
         n = self.m.tokens.take(1)
         try:
             with self.m.build_lock:

@@ -356,7 +356,9 @@ def _plan(
 
 # the fields a kernel.json must hold to be a cache hit
 _STAMP_FIELDS = tuple(
-    f for f in Kernel.__dataclass_fields__ if f not in ("image", "build_seconds", "cached")
+    f
+    for f in Kernel.__dataclass_fields__
+    if f not in ("image", "build_seconds", "cached", "phases")  # phases: newer than most stamps
 )
 
 

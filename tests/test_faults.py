@@ -275,8 +275,10 @@ def test_hang_crash_and_garbled_console_are_classified_and_the_suite_goes_on(tmp
     assert any("checksum mismatch" in r for r in garbled.reasons)
     assert any("lost" in r for r in garbled.reasons)
     assert res["oneshot_wfi"].status == "PASS"  # the suite went on after all of them
-    log = (out.run_dir / "console.log").read_text()
+    log = (out.run_dir / "records.log").read_text()  # the records port's copy
     assert "status=watchdog" in log and "status=vmm-crash signal=11" in log
+    assert "@VT1" not in (out.run_dir / "console.log").read_text()
+    assert any("(line " in r and r.startswith("records: ") for r in garbled.reasons)
 
 
 def test_fault_tests_run_only_when_named():

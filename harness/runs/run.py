@@ -204,7 +204,7 @@ class Run:
             self.identity["kernel"] = ident | (self.opts.kernel_info or {})
             return self.opts.kernel_image
         if self.opts.developer_kernel():
-            k = self._developer_kernel()
+            k = developer_kernel(self.opts, self.rev, self.machine, self.say, self.identity)
         else:
             k = kernel.build(
                 self.rev,
@@ -217,30 +217,6 @@ class Run:
         self.say(f"# kernel: {k.release} ({how}, {k.build_dir})")
         self.identity["kernel"] = k.identity()
         return k.image
-
-    def _developer_kernel(self) -> kernel.Kernel:
-        """--tree and/or --series: built out of tree; the revision only judges it
-        (its own series applied too with rev_series)."""
-        o = self.opts
-        series_path = o.series or (self.rev.directory if o.rev_series else None)
-        if o.tree and o.series and o.rev_series:
-            raise InputError(None, "--series and --rev-series: give one series")
-        k = series.build(
-            self.rev,
-            self.machine,
-            tree_path=o.tree,
-            series_path=series_path,
-            jobs=o.jobs,
-            say=lambda m: self.say(f"# {m}"),
-            source_package=o.kernel_source,
-        )
-        self.identity["patches"] = k.patches
-        self.identity["source"] = {
-            "tree": str(o.tree.resolve()) if o.tree else None,
-            "series": str(series_path) if series_path else None,
-            "judged_as": self.rev.name,
-        }
-        return k
 
     def _start_ktap(self) -> None:
         header = [
@@ -295,6 +271,36 @@ class Run:
 
     def _outcome(self) -> RunOutcome:
         return self.setup.outcome(self.say)
+
+
+def developer_kernel(
+    o: RunOptions,
+    rev: revmod.Revision,
+    mach: machine.MachineConfig,
+    say: Callable[[str], None],
+    identity: dict,
+) -> kernel.Kernel:
+    """--tree and/or --series: built out of tree; the revision only judges it (its
+    own series applied too with rev_series). identity gets where it came from."""
+    series_path = o.series or (rev.directory if o.rev_series else None)
+    if o.tree and o.series and o.rev_series:
+        raise InputError(None, "--series and --rev-series: give one series")
+    k = series.build(
+        rev,
+        mach,
+        tree_path=o.tree,
+        series_path=series_path,
+        jobs=o.jobs,
+        say=lambda m: say(f"# {m}"),
+        source_package=o.kernel_source,
+    )
+    identity["patches"] = k.patches
+    identity["source"] = {
+        "tree": str(o.tree.resolve()) if o.tree else None,
+        "series": str(series_path) if series_path else None,
+        "judged_as": rev.name,
+    }
+    return k
 
 
 def boot_test(opts: RunOptions, say: Callable[[str], None] | None = None) -> RunOutcome:

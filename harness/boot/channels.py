@@ -29,6 +29,18 @@ _READ_MAX = 4 << 20
 TRACE_COPY_MAX = 512 << 20
 
 
+def open_pipe(path: Path) -> int:
+    """A named pipe made at path, held open read-write (no end of file while its
+    writer comes and goes), not blocking, its buffer enlarged."""
+    os.mkfifo(path, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # a smaller buffer only makes a slow harness slow the guest down
+    return fd
+
+
 class RecordsPipe:
     """The named pipe at path (created here), copied to copy as it is read."""
 
@@ -42,12 +54,7 @@ class RecordsPipe:
         self._pending = ""
 
     def open(self) -> None:
-        os.mkfifo(self.path, 0o600)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        except OSError:
-            pass  # a smaller buffer only makes a slow harness slow the guest down
+        self.fd = open_pipe(self.path)
         self._log = open(self.copy, "w", encoding="utf-8")
 
     def fileno(self) -> int:
@@ -108,12 +115,7 @@ class TraceTap:
         self._thread: threading.Thread | None = None
 
     def open(self) -> None:
-        os.mkfifo(self.path, 0o600)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        except OSError:
-            pass
+        self.fd = open_pipe(self.path)
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         out = open(self.copy, "wb")
         self._thread = threading.Thread(target=self._drain, args=(out,), daemon=True)

@@ -206,7 +206,7 @@ class Runner:
     def _finish(self) -> int:
         """matrix.json, the table and the verdict, once every thread has finished."""
         m = self.matrix
-        self.save()
+        saved = self.save()
         for line in self.table():
             self.say(line)
         if m.repeat > 1:
@@ -215,9 +215,9 @@ class Runner:
         ok = all(r.as_expected for r in self.results)
         bad = sum(not r.as_expected for r in self.results)
         verdict = "all cells as expected" if ok else f"{bad} cell(s) NOT as expected"
-        ratio = self.meter.to_json(self.slots)["ratio"] or 0.0
+        ratio = saved["utilisation"]["ratio"] or 0.0  # the figures matrix.json holds
         self.say(
-            f"# matrix {m.name}: {verdict}; {time.monotonic() - self.started:.0f} s, "
+            f"# matrix {m.name}: {verdict}; {saved['wall_s']:.0f} s, "
             f"utilisation {ratio:.0%}; {repo.rel(self.dir)}/matrix.json"
         )
         return 0 if ok else 1
@@ -248,7 +248,8 @@ class Runner:
         return sig.exit_code
 
     # -- outputs -------------------------------------------------------------
-    def save(self) -> None:
+    def save(self) -> dict:
+        """matrix.json as of now (and what it holds)."""
         with self.lock:
             done = [r for r in self.results if r.finished]
             data = {
@@ -270,6 +271,7 @@ class Runner:
                 "unstable": outcome.unstable([r for r in done if r.outcome != Outcome.INTERRUPTED]),
             }
             resultsfile.write_json(self.dir / "matrix.json", data)
+        return data
 
 
 class _Kernels:

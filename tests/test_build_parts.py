@@ -91,3 +91,38 @@ def test_patch_that_applies(tmp_path: Path):
     patch.write_text("--- a/f.c\n+++ b/f.c\n@@ -1 +1 @@\n-int a;\n+int z;\n")
     kernel.apply_patches(src, (patch,), tmp_path / "log")
     assert (src / "f.c").read_text() == "int z;\n"
+
+
+def test_initramfs_of_the_same_contents_comes_from_the_cache(tmp_path, monkeypatch):
+    if not repo.VMM_BIN.is_file():
+        pytest.skip("run make artifacts first")
+    tests = tuple(guest_spec.load_all().values())[:2]
+    plan = initramfs.SuitePlan("upstream", "every-exit", tests)
+    cache = tmp_path / "cache"
+    first = initramfs.build(plan, repo.VMM_BIN, tmp_path / "a.gz", cache=cache).read_bytes()
+    monkeypatch.setattr(initramfs.gzip, "compress", lambda *a, **k: pytest.fail("made again"))
+    again = initramfs.build(plan, repo.VMM_BIN, tmp_path / "b.gz", cache=cache).read_bytes()
+    assert again == first and len(list(cache.glob("*.cpio.gz"))) == 1
+    other = initramfs.SuitePlan("upstream", "eintr-only", tests)  # another manifest
+    with pytest.raises(pytest.fail.Exception, match="made again"):
+        initramfs.build(other, repo.VMM_BIN, tmp_path / "c.gz", cache=cache)
+
+
+def test_a_package_version_is_asked_of_dpkg_once_while_its_status_is_unchanged(
+    tmp_path, monkeypatch
+):
+    status = tmp_path / "status"
+    status.write_text("Package: x\n")
+    monkeypatch.setattr(kernel, "DPKG_STATUS", status)
+    monkeypatch.setattr(kernel, "KERNELS", tmp_path / "kernels")
+    asked: list[list[str]] = []
+
+    def dpkg(argv, **kw):
+        asked.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=f"1.{len(asked)}", stderr="")
+
+    monkeypatch.setattr(kernel.subprocess, "run", dpkg)
+    assert kernel.package_version("linux-source-6.1") == "1.1"
+    assert kernel.package_version("linux-source-6.1") == "1.1" and len(asked) == 1
+    status.write_text("Package: x\nVersion: 2\n")  # dpkg installed something
+    assert kernel.package_version("linux-source-6.1") == "1.2" and len(asked) == 2

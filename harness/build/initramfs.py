@@ -4,7 +4,10 @@ kernel modules /init loads first (a prebuilt kernel's records-port drivers)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,17 +89,50 @@ class CpioWriter:
         return self._out.getvalue()
 
 
-def build(plan: SuitePlan, vmm: Path, out: Path) -> Path:
-    """Write the gzip'ed initramfs for plan to out."""
+def build(plan: SuitePlan, vmm: Path, out: Path, cache: Path | None = None) -> Path:
+    """Write the gzip'ed initramfs for plan to out. With cache (a directory), the
+    image of the same contents made before is copied instead (gzip is most of the
+    time a boot-test spends before QEMU starts)."""
+    files = _files(plan, vmm)
+    if cache is not None:
+        h = hashlib.sha256()
+        for name, data, _ in files:
+            h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        kept = cache / f"{h.hexdigest()[:20]}.cpio.gz"
+        if kept.is_file():
+            shutil.copyfile(kept, out)
+            return out
     cpio = CpioWriter()
     for d in ("dev", "proc", "sys", "suite", "modules"):
         cpio.directory(d)
     cpio.char_device("dev/console", 5, 1)
-    cpio.file("init", vmm.read_bytes(), executable=True)
-    for i, module in enumerate(plan.modules):
-        cpio.file(f"modules/{i}-{module.name}", module.read_bytes())
-    cpio.file(MANIFEST, plan.manifest().encode())
-    for t in plan.tests:
-        cpio.file(f"suite/{t.name}.bin", t.image.read_bytes())
+    for name, data, executable in files:
+        cpio.file(name, data, executable)
     out.write_bytes(gzip.compress(cpio.finish(), compresslevel=1, mtime=0))
+    if cache is not None:
+        _keep(out, kept)
     return out
+
+
+# the images a cache keeps (the newest; ~0.4 MB each)
+CACHE_KEEP = 32
+
+
+def _keep(image: Path, kept: Path) -> None:
+    """image into the cache as kept (whole or not at all), the oldest beyond
+    CACHE_KEEP removed."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tmp = kept.with_name(f".{kept.name}.{os.getpid()}")
+    shutil.copyfile(image, tmp)
+    os.replace(tmp, kept)
+    images = sorted(kept.parent.glob("*.cpio.gz"), key=lambda p: p.stat().st_mtime)
+    for old in images[:-CACHE_KEEP]:
+        old.unlink(missing_ok=True)
+
+
+def _files(plan: SuitePlan, vmm: Path) -> list[tuple[str, bytes, bool]]:
+    """The initramfs's files in order: (name, contents, executable)."""
+    files = [("init", vmm.read_bytes(), True), (MANIFEST, plan.manifest().encode(), False)]
+    files += [(f"modules/{i}-{m.name}", m.read_bytes(), False) for i, m in enumerate(plan.modules)]
+    files += [(f"suite/{t.name}.bin", t.image.read_bytes(), False) for t in plan.tests]
+    return files

@@ -76,7 +76,7 @@ class Vmm:
             live=bool(self.opts.fault),
             modules=tuple(repo.ROOT / m for m in info.get("modules") or ()),
         )
-        return initramfs.build(self.plan, repo.VMM_BIN, out)
+        return initramfs.build(self.plan, repo.VMM_BIN, out, cache=repo.BUILD / "initramfs")
 
     def judge(self, session: Session, spec: object) -> tuple[TestResult, list[str]] | None:
         """A verdict of the VMM's own for spec, with diagnostics; None: the model's."""

@@ -47,6 +47,13 @@ def test_upstream_suite_passes_for_real(tmp_path):
     ):
         assert (out.run_dir / name).is_file(), name
     assert "gt_recalc" in (out.run_dir / "qemu-trace.log").read_text()
+    # the records came on their own port; the report, written while QEMU powered off,
+    # knows how the boot went
+    assert "@VT1" not in (out.run_dir / "console.log").read_text()
+    assert " done tests=" in (out.run_dir / "records.log").read_text()
+    report = (out.run_dir / "report.html").read_text()
+    assert "boot: completed (suite finished" in report and "QEMU 7." in report
+    assert data["boot"]["trace_bytes"]["kept"] > 0 and data["boot"]["trace_bytes"]["dropped"] == 0
     for t in data["tests"]:  # all three layers saw the same edges, in every test
         m = t["metrics"]
         assert m["vtimer_edges"] == m["hw_vtimer_edges"] == m["kt_vtimer_edges"], t["name"]

@@ -196,6 +196,7 @@ class Run:
         as it is now; results.json gets QEMU's exit after it)."""
         self.files.boot = boot
         self._close(BootStatus.COMPLETED, "suite finished")
+        self.files.save(complete=True)  # what the report reads of the boot
         self._finished = self.files.finish(self.rev.name, self.say)
 
     def _kernel(self) -> Path:

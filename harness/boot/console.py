@@ -66,8 +66,10 @@ class ConsoleFollower:
         self._pending = lines.pop()
         return recs, [line.rstrip("\r") for line in lines]
 
-    def _last_records(self, on_record: Line) -> None:
-        """QEMU is gone: what its records port wrote last."""
+    def _last_records(self, on_record: Line, recs: list[str]) -> None:
+        """QEMU is gone: recs (read with its end), then what its records port wrote last."""
+        for line in recs:
+            on_record(line)
         if self._records is None:
             return
         for line in self._records.lines():
@@ -108,9 +110,7 @@ class ConsoleFollower:
             wait = min(deadline - now, t.silence_s - (now - quiet_since), signals.POLL_S)
             recs, lines = self._lines(max(0.0, wait))
             if lines is None:
-                for line in recs:
-                    on_record(line)
-                self._last_records(on_record)
+                self._last_records(on_record, recs)
                 if self._pending:
                     on_line(self._pending)
                     self._pending = ""
@@ -136,10 +136,10 @@ class ConsoleFollower:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             recs, lines = self._lines(max(0.05, end - time.monotonic()))
+            if lines is None:
+                self._last_records(on_record, recs)
+                return
             for line in recs:
                 on_record(line)
-            if lines is None:
-                self._last_records(on_record)
-                return
             for line in lines:
                 on_line(line)

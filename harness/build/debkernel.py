@@ -111,11 +111,11 @@ def _load(done: Path) -> DebKernel | None:
         info = stamps.load(done, _STAMP_FIELDS)
     except FileNotFoundError:
         return None
-    names = [info["image"], *(info["modules"] if isinstance(info["modules"], list) else [])]
-    for what, name in zip(["image", *(["module"] * len(names))], names, strict=False):
+    listed = info["modules"] if isinstance(info["modules"], list) else []
+    for what, name in [("image", info["image"]), *(("module", m) for m in listed)]:
         if not repo.inside(done.parent, done.parent / str(name)):
             raise stamps.Corrupt(repo.rel(done), f"corrupt cache stamp ({what} {name!r})")
-    image, *modules = [done.parent / str(n) for n in names]
+    image, *modules = [done.parent / str(n) for n in [info["image"], *listed]]
     if not all(f.is_file() for f in [image, *modules]):
         return None
     return DebKernel(

@@ -417,8 +417,12 @@ def cached(
     a scheduler's quick look before it gives a build a CPU)."""
     revision = revision.for_source(source_package)
     bdir = _plan(revision, machine, source_package)[0]
-    image = bdir / "linux" / "out" / "arch" / "arm64" / "boot" / "Image"
-    return _cached(bdir / DONE, image, lambda m: None)
+    return _cached(bdir / DONE, _image(bdir / "linux"), lambda m: None)
+
+
+def _image(src: Path) -> Path:
+    """Where a build tree's Image is (out of tree, in out/)."""
+    return src / "out" / "arch" / "arm64" / "boot" / "Image"
 
 
 def build_dir(
@@ -451,7 +455,7 @@ def build(
     bdir, source, config, key = _plan(revision, machine, source_package)
     patches = revision.patch_hashes()
     src = bdir / "linux"
-    image = src / "out" / "arch" / "arm64" / "boot" / "Image"
+    image = _image(src)
     log = bdir / "build.log"
 
     def waiting(message: str) -> None:

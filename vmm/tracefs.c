@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Layer 1: the L1 kernel's kvm_* tracepoints, from tracefs. Switched on
- * before each test (trace_clock "mono", so its times are the records'
+ * once, before the first test (trace_clock "mono", so its times are the records'
  * CLOCK_MONOTONIC), drained after it and written as "kt" records:
  *
  *   @VT1 <seq> <test> <t_ns> kt ts=<sec.usec> tid=<task's pid> cpu=<CPU> ev=<event> msg="<its text>"
@@ -12,7 +12,8 @@
  * "thread" record (vm.c), so the harness splits the events per vCPU. -1 when
  * the line has no task column it can read.
  *
- * Reads of "trace" return about a page at a time: read until EOF. A kernel
+ * Reads of "trace_pipe" return about a page at a time and consume what they
+ * return: read until it has no more (EAGAIN, non-blocking). A kernel
  * without tracefs still runs; the boot record says kt=0.
  */
 #include <errno.h>
@@ -56,13 +57,18 @@ bool kt_available(void)
 /* irq_handler_entry is on (for the timers' own interrupts): its ktsum then always comes */
 static bool irq_traced;
 
-void kt_start(void)
+/*
+ * Switched on once, before the first test: each of these writes costs the
+ * kernel an RCU grace period or more (a new clock and a truncated "trace"
+ * reset the buffer, a new filter waits for the old one's readers), about
+ * 70 ms a test on a TCG vCPU. Between tests only tracing_on changes, and
+ * kt_drain() empties the buffer by consuming it.
+ */
+static void kt_setup(void)
 {
 	char file[128];
 	size_t i;
 
-	if (!kt_available())
-		return;
 	put("tracing_on", "0");
 	put("trace_clock", "mono");
 	put("buffer_size_kb", "4096");
@@ -78,6 +84,18 @@ void kt_start(void)
 	 */
 	irq_traced = !put("events/irq/irq_handler_entry/filter", "name ~ \"kvm guest*\"") &&
 		     !put("events/irq/irq_handler_entry/enable", "1");
+}
+
+void kt_start(void)
+{
+	static bool set_up;
+
+	if (!kt_available())
+		return;
+	if (!set_up) {
+		kt_setup();
+		set_up = true;
+	}
 	put("tracing_on", "1");
 }
 
@@ -170,7 +188,8 @@ void kt_drain(const char *test)
 	if (!kt_available())
 		return;
 	put("tracing_on", "0");
-	fd = open(TRACEFS "/trace", O_RDONLY);
+	/* a consuming read: what it returns leaves the buffer, which ends empty */
+	fd = open(TRACEFS "/trace_pipe", O_RDONLY | O_NONBLOCK);
 	if (fd < 0)
 		return;
 	while ((n = read(fd, buf, sizeof(buf))) > 0) {
@@ -189,7 +208,6 @@ void kt_drain(const char *test)
 		}
 	}
 	close(fd);
-	put("trace", "");
 	if (lines > KT_MAX_LINES)
 		rec_emit(test, "ktdrop", "n=%lu kept=%d", lines - KT_MAX_LINES, KT_MAX_LINES);
 	for (i = 0; i < KT_COUNTS && counts[i].name[0]; i++)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 from harness.build import kconfig
 from harness.build.progress import BuildProgress
@@ -150,28 +151,7 @@ def apply_patches(src: Path, patches: tuple[Path, ...], log: Path) -> None:
     """Apply the series with patch -p1; a failure names the patch and the file."""
     with open(log, "a") as out:
         for patch in patches:
-            dry = subprocess.run(
-                ["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(patch)],
-                cwd=src,
-                capture_output=True,
-                text=True,
-            )
-            out.write(f"$ patch -p1 --dry-run -i {repo.rel(patch)}\n{dry.stdout}{dry.stderr}")
-            if dry.returncode != 0:
-                current = "?"
-                failed = None
-                for line in dry.stdout.splitlines():
-                    if m := _FAILED_FILE.match(line):
-                        current = m[1]
-                    elif "FAILED" in line or "can't find file" in line or "malformed" in line:
-                        failed = failed or current
-                    if "can't find file to patch" in line:
-                        failed = failed or "(file not in tree)"
-                raise BuildError(
-                    repo.rel(patch),
-                    f"does not apply: fails on {failed or current}",
-                    log_tail=dry.stdout[-2000:],
-                )
+            dry_run(src, patch, out)
             subprocess.run(
                 ["patch", "-p1", "--batch", "--forward", "-i", str(patch)],
                 cwd=src,
@@ -179,6 +159,34 @@ def apply_patches(src: Path, patches: tuple[Path, ...], log: Path) -> None:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+
+
+def dry_run(src: Path, patch: Path, out: IO[str]) -> None:
+    """patch --dry-run of one patch on src (nothing written there); its output to out.
+    A patch that does not apply is a BuildError naming it and the file it fails on."""
+    dry = subprocess.run(
+        ["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(patch)],
+        cwd=src,
+        capture_output=True,
+        text=True,
+    )
+    out.write(f"$ patch -p1 --dry-run -i {repo.rel(patch)}\n{dry.stdout}{dry.stderr}")
+    if dry.returncode == 0:
+        return
+    current = "?"
+    failed = None
+    for line in dry.stdout.splitlines():
+        if m := _FAILED_FILE.match(line):
+            current = m[1]
+        elif "FAILED" in line or "can't find file" in line or "malformed" in line:
+            failed = failed or current
+        if "can't find file to patch" in line:
+            failed = failed or "(file not in tree)"
+    raise BuildError(
+        repo.rel(patch),
+        f"does not apply: fails on {failed or current}",
+        log_tail=dry.stdout[-2000:],
+    )
 
 
 def touched_files(patches: tuple[Path, ...]) -> list[str]:
@@ -526,6 +534,9 @@ def _patch_tree(
     src = bdir / "linux"
     shutil.rmtree(src, ignore_errors=True)
     pristine = _pristine(source, tarball, say)
+    if revision.patches:  # a series that fails at once does so before the tree's copy
+        with open(bdir / "build.log", "a") as out:
+            dry_run(pristine, revision.patches[0], out)
     subprocess.run(["cp", "-al", str(pristine), str(src)], check=True)
     _break_links(src, touched)
     say(f"kernel: applying {len(revision.patches)} patch(es) of {revision.name}")

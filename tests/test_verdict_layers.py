@@ -165,3 +165,45 @@ def test_a_rise_whose_run_ended_otherwise_as_it_fired_is_prompt():
     # without layer 0 the race cannot be told from a held notice: not judged, not FAIL
     p = _prop(evaluate(spec, recs, [], UPSTREAM), "prompt")
     assert p.status == NOT_JUDGED and "cannot be ruled out" in p.detail, p.detail
+
+
+# a nightly's v5 late_inject (records.log, the test's records): with two QEMUs on two
+# CPUs, the host stalled this one 36 ms while the line was held high, so the guest beat
+# twice where it beats every 5 ms; layer 1 shows the guest run with no host tick in it
+STALLED = "v5-stalled-late_inject.records.log"
+V5 = Model.of(revision.load("v5"))
+
+
+def _stalled(edit=lambda recs: recs):
+    recs = [r for r in records.parse(console(STALLED)).records if r.test == "late_inject"]
+    return evaluate(guest_spec.load_all()["late_inject"], edit(recs), [], V5)
+
+
+def test_too_few_heartbeats_in_a_host_stall_are_not_judged():
+    res = _stalled()
+    progress = _prop(res, "progress")
+    assert progress.status == NOT_JUDGED and res.status == PASSED
+    assert "one guest run in it lasted 36 ms with no host tick" in progress.detail
+
+
+def _ticks(recs: list[Record]) -> list[Record]:
+    """Host ticks inside the stalled run: the guest ran, and still beat twice."""
+    at = next(i for i, r in enumerate(recs) if r.get("ts") == "1.145500")
+    tick = [
+        Record(recs[at].seq, "late_inject", 0, "kt", recs[at].fields | {"ts": ts, "ev": ev}, 0)
+        for t in ("1.118000", "1.130000")
+        for ts, ev in ((t, "kvm_exit"), (t, "kvm_entry"))
+    ]
+    return recs[:at] + tick + recs[at:]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [_ticks, lambda recs: [r for r in recs if r.kind != "kt"]],
+    ids=["host-ticks-in-the-run", "no-layer-1"],
+)
+def test_too_few_heartbeats_fail_when_the_machine_ran(edit):
+    res = _stalled(edit)
+    progress = _prop(res, "progress")
+    assert progress.status == FAIL and res.status == FAILED
+    assert progress.detail == "the line never stayed high across the guest's heartbeats"

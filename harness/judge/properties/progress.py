@@ -116,6 +116,40 @@ def _kernel_storm(m: Model, tr: TestTrace) -> PropertyResult | None:
 
 _MAX_IDLE = 2  # exits the guest did not cause, per high interval
 _MIN_BEATS = 3  # heartbeats in the longest high interval
+# a guest run this long with no exit had no host tick (HZ=250: one each 4 ms) in it:
+# the L1 CPU itself stood still, QEMU's vCPU thread stalled by the host
+_STALL_NS = 25_000_000
+
+
+def _longest_run(evs: list[kernel_trace.KernelEvent], a: int, b: int) -> int:
+    """The longest guest run (kvm_entry to the next kvm_exit) of one vCPU's kernel
+    events that overlaps [a, b], in ns; 0 without one."""
+    longest, entered = 0, None
+    for e in evs:
+        if e.event == "kvm_entry":
+            entered = e.t_ns
+        elif e.event == "kvm_exit" and entered is not None:
+            if e.t_ns >= a and entered <= b:
+                longest = max(longest, e.t_ns - entered)
+            entered = None
+    return longest
+
+
+def _stalled(tr: TestTrace, spans: list[tuple[int, Exit, Exit]]) -> str | None:
+    """Why too few heartbeats say nothing: a high interval held a guest run with no
+    host tick in it (layer 1), so the machine, not the guest, stood still."""
+    split = tr.kernel_by_vcpu if tr.kernel_events else None
+    if not isinstance(split, dict):
+        return None
+    for vcpu, first, end in spans:
+        run = _longest_run(split.get(vcpu, []), first.t_ns, end.t_ns)
+        if run >= _STALL_NS:
+            return (
+                f"the line was high {(end.t_ns - first.t_ns) / 1e6:.0f} ms on vcpu {vcpu}, "
+                f"but one guest run in it lasted {run / 1e6:.0f} ms with no host tick: the "
+                "host stalled QEMU, so too few heartbeats to judge"
+            )
+    return None
 
 
 def progress(m: Model, tr: TestTrace) -> PropertyResult:
@@ -126,17 +160,21 @@ def progress(m: Model, tr: TestTrace) -> PropertyResult:
     if tr.storm is not None:
         return _storm(tr.storm)
     best: tuple[int, str] | None = None
+    spans: list[tuple[int, Exit, Exit]] = []
     for vcpu, exits in tr.by_vcpu().items():
         for first, span, end in _high_spans(exits):
             judged = _high_span(vcpu, first, span, end)
             if isinstance(judged, PropertyResult):
                 return judged
+            spans.append((vcpu, first, end))
             if best is None or judged[0] > best[0]:
                 best = judged
     storm = _kernel_storm(m, tr)
     if storm is not None:
         return storm
     if best is None or best[0] < _MIN_BEATS:
+        if stalled := _stalled(tr, spans):
+            return PropertyResult("progress", NOT_JUDGED, stalled)
         return PropertyResult(
             "progress",
             FAIL,

@@ -71,14 +71,24 @@ def test_unknown_revision_and_machine_list_valid_ones():
 
 def test_machine_argv_renders_the_config():
     m = machine.load("virt-gicv3")
-    argv = m.qemu_argv(Path("Image"), Path("initrd"), Path("/tmp/x/qmp.sock"))
+    trace = ("arm_gt_*", "gic_set_irq")
+    argv = m.qemu_argv(
+        Path("Image"), Path("initrd"), Path("/tmp/x/qmp.sock"), Path("t"), None, trace
+    )
     assert argv[0] == "qemu-system-aarch64"
     assert argv[argv.index("-M") + 1] == "virt,virtualization=on,gic-version=3"
+    assert argv[argv.index("-cpu") + 1] == "max,pauth-impdef=on"
     assert argv[argv.index("-append") + 1] == m.kernel_cmdline
-    assert "-S" in argv and "unix:/tmp/x/qmp.sock,server=on,wait=off" in argv
+    # the machine runs at once (no -S), its trace events on from the command line
+    assert "-S" not in argv and "unix:/tmp/x/qmp.sock,server=on,wait=off" in argv
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-trace"] == [
+        "enable=arm_gt_*",
+        "enable=gic_set_irq",
+    ]
+    assert argv[argv.index("-D") + 1] == "t"
     assert argv[argv.index("-nic") + 1] == "none"
     by_hand = m.qemu_argv(Path("Image"), Path("initrd"), None)
-    assert "-S" not in by_hand and "-qmp" not in by_hand
+    assert "-qmp" not in by_hand and "-trace" not in by_hand and "-D" not in by_hand
 
 
 def test_machine_bad_gic_version(tmp_path):

@@ -39,10 +39,17 @@ def end_all() -> int:
 class QemuProcess:
     """One qemu-system-aarch64 process, from its argv to its reaping."""
 
-    def __init__(self, machine: MachineConfig, run_dir: Path, trace_log: Path | None) -> None:
+    def __init__(
+        self,
+        machine: MachineConfig,
+        run_dir: Path,
+        trace_log: Path | None,
+        trace_events: tuple[str, ...] = (),
+    ) -> None:
         self.machine = machine
         self.run_dir = run_dir
         self.trace_log = trace_log
+        self.trace_events = trace_events
         self.console_log = run_dir / "console.log"
         self.records_log = run_dir / "records.log"
         self.qemu_stderr = run_dir / "qemu.stderr"
@@ -66,7 +73,9 @@ class QemuProcess:
             self.trace = TraceTap(Path(self._sockdir) / "trace", self.trace_log, TRACE_COPY_MAX)
             self.trace.open()
             trace_pipe = self.trace.path
-        self.argv = self.machine.qemu_argv(kernel, initrd, sock, trace_pipe, self.records.path)
+        self.argv = self.machine.qemu_argv(
+            kernel, initrd, sock, trace_pipe, self.records.path, self.trace_events
+        )
         by_hand = self.machine.qemu_argv(kernel, initrd, None)
         (self.run_dir / "qemu-cmdline.sh").write_text(
             "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace;"

@@ -1,9 +1,10 @@
 """Run QEMU: QMP on a private unix socket, the serial console through pexpect.
 
-QEMUMachine-style: a context manager that starts QEMU stopped (-S), switches
-trace events on over QMP, lets it run, and always ends it (a soft QMP quit,
-then a hard kill). Every wait is bounded; a kernel panic is seen on the
-console line that reports it, not by time-out.
+QEMUMachine-style: a context manager that starts QEMU running, its trace
+events on from the command line (no -S: the guest does not wait for the QMP
+handshake), asks QMP which events are on and which thread is which vCPU, and
+always ends it (a soft QMP quit, then a hard kill). Every wait is bounded; a
+kernel panic is seen on the console line that reports it, not by time-out.
 
 QemuRun puts together the parts, one job each: the process (qemu_process:
 argv, start, kill, exit status, stderr; end_all), QMP with deadlines (qmp: a
@@ -22,7 +23,7 @@ from typing import Any
 from harness.boot.channels import TraceTap
 from harness.boot.console import INIT_STARTED, PANIC, POWER_OFF, ConsoleFollower
 from harness.boot.qemu_process import QemuProcess, end_all
-from harness.boot.qmp import Qmp, QmpChannel, QmpError, QmpTimeout
+from harness.boot.qmp import Qmp, QmpError, QmpTimeout
 from harness.core import signals
 from harness.core.errors import HarnessError, InputError
 from harness.core.status import BootStatus
@@ -36,7 +37,6 @@ __all__ = [
     "TRACE_EVENTS_SMP",
     "BootResult",
     "QemuRun",
-    "QmpChannel",
     "QmpError",
     "QmpTimeout",
     "Timeouts",
@@ -63,7 +63,7 @@ class BootResult:
     qemu_version: str = ""
     traces_enabled: list[str] = field(default_factory=list)
     diagnostics: Path | None = None
-    init_s: float | None = None  # QEMU start (cont) to the first line of /init
+    init_s: float | None = None  # QEMU start to the first line of /init
     # QEMU's trace: bytes in trace_log, and past its bound (boot/channels.py)
     trace_bytes: tuple[int, int] = (0, 0)
 
@@ -103,7 +103,7 @@ class QemuRun:
         self.trace_events = trace_events
         self.timeouts = timeouts or Timeouts()
         self.trace_log = run_dir / "qemu-trace.log" if trace_events else None
-        self._process = QemuProcess(machine, run_dir, self.trace_log)
+        self._process = QemuProcess(machine, run_dir, self.trace_log, trace_events)
         self.console_log = self._process.console_log
         self.qemu_stderr = self._process.qemu_stderr
         self._qmp = Qmp(self.timeouts)
@@ -175,31 +175,31 @@ class QemuRun:
 
     # -- running -----------------------------------------------------------
     def start(self) -> tuple[str, list[str]]:
-        """Switch the trace events on, then let the machine run. Returns (version, events)."""
+        """What runs: QEMU's version and the trace events on (every pattern must match
+        one); the vCPU threads. Returns (version, events)."""
         v = self.qmp("query-version")
         version = "{major}.{minor}.{micro}".format(**v["qemu"])
         if v.get("package"):
             version += f" ({v['package'].strip()})"
         enabled: list[str] = []
         for pattern in self.trace_events:
-            enabled += self._enable_trace(pattern)
+            enabled += self._enabled(pattern)
         self.cpu_threads = {
             int(c["thread-id"]): int(c["cpu-index"]) for c in self.qmp("query-cpus-fast")
         }
-        self.qmp("cont")
         return version, enabled
 
-    def _enable_trace(self, pattern: str) -> list[str]:
-        """Switch the trace events pattern matches on; the names now enabled."""
+    def _enabled(self, pattern: str) -> list[str]:
+        """The trace events pattern switched on (-trace enable=); none is the user's
+        error (QEMU only warns of a name it does not know)."""
         try:
-            self.qmp("trace-event-set-state", name=pattern, enable=True)
+            states = self.qmp("trace-event-get-state", name=pattern)
         except QmpError as e:  # e.g. unknown event "no_such_event": the user's input
             raise InputError(None, f"trace event pattern '{pattern}': {e}") from None
-        return [
-            ev["name"]
-            for ev in self.qmp("trace-event-get-state", name=pattern)
-            if ev["state"] == "enabled"
-        ]
+        enabled = [ev["name"] for ev in states if ev["state"] == "enabled"]
+        if not enabled:
+            raise InputError(None, f"trace event pattern '{pattern}': matches no event")
+        return enabled
 
     def follow(
         self,

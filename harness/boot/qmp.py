@@ -1,5 +1,6 @@
-"""QMP with deadlines: qemu.qmp's client on a private event loop, and the one
-connection of a boot (connect, one command at a time, the wedged state, quit).
+"""QMP with deadlines: the one connection of a boot (connect, one command at a
+time, the wedged state, quit) over qemu.qmp's client (harness/boot/qmp_channel.py,
+imported at the first connection).
 
 Every QMP exchange (connect, each command, disconnect) has a deadline: a
 wedged QEMU (stopped, say, so that QMP never answers) ends as QmpTimeout,
@@ -9,22 +10,16 @@ QmpError naming the command and QEMU's message.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-from qemu.qmp import ExecuteError, QMPClient, QMPError
+from typing import TYPE_CHECKING, Any
 
 from harness.core.errors import HarnessError
 from harness.inputs.options import Timeouts
 
-_T = TypeVar("_T")
-# qemu.qmp logs the failures it raises (a cancelled negotiation, a lost connection);
-# the harness reports them itself, as a boot status
-logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+if TYPE_CHECKING:
+    from harness.boot.qmp_channel import QmpChannel
 
 
 class QmpTimeout(HarnessError):
@@ -33,46 +28,6 @@ class QmpTimeout(HarnessError):
 
 class QmpError(HarnessError):
     """QEMU answered a QMP command with an error, or the QMP connection broke."""
-
-
-class QmpChannel:
-    """qemu.qmp's QMPClient driven synchronously on a private event loop; every call
-    has a deadline (the legacy QEMUMonitorProtocol can wait forever to connect or close)."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._client = QMPClient()
-
-    def _run(self, aw: Awaitable[_T], timeout_s: float) -> _T:
-        return self._loop.run_until_complete(asyncio.wait_for(aw, timeout_s))
-
-    def connect(self, sock: Path, timeout_s: float) -> None:
-        self._run(self._client.connect(str(sock)), timeout_s)
-
-    def execute(self, command: str, args: dict[str, object], timeout_s: float) -> Any:
-        return self._run(self._client.execute(command, args or None), timeout_s)
-
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Disconnect (bounded; its errors do not matter any more) and free the loop."""
-        try:
-            self._run(self._client.disconnect(), timeout_s)
-        except (QMPError, OSError, EOFError, TimeoutError):
-            pass
-        finally:
-            self._cancel_tasks(timeout_s)
-            self._loop.close()
-
-    def _cancel_tasks(self, timeout_s: float) -> None:
-        """End what a command cut short by a signal's exception left in the loop, and
-        read their errors, so that asyncio does not log them when they are collected."""
-        tasks = asyncio.all_tasks(self._loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            self._loop.run_until_complete(asyncio.wait(tasks, timeout=timeout_s))
-        for task in tasks:
-            if task.done() and not task.cancelled():
-                task.exception()
 
 
 class Qmp:
@@ -93,6 +48,8 @@ class Qmp:
         listens on it, so a refused connection is retried until the deadline; a QEMU
         that accepts but never greets times out (QmpTimeout). alive() says whether
         QEMU still runs (its stderr is named when it does not)."""
+        from harness.boot.qmp_channel import QmpChannel, QMPError
+
         limit = self.timeouts.qmp_connect_s
         deadline = time.monotonic() + limit
         while True:
@@ -123,6 +80,8 @@ class Qmp:
             raise QmpTimeout(None, f"not sent: {self.wedged}")
         if self._channel is None:
             raise HarnessError(None, "QMP is not connected")
+        from harness.boot.qmp_channel import ExecuteError, QMPError
+
         limit = self.timeouts.qmp_s
         try:
             return self._channel.execute(command, args, limit)

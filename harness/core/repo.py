@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # harness/core/repo.py
@@ -30,3 +31,13 @@ def inside(base: Path, path: Path) -> bool:
     except (ValueError, RuntimeError):  # resolve(): RuntimeError for a symlink loop
         return False
     return True
+
+
+def git_describe() -> str:
+    """The harness's own version: git describe of the tree ("unknown" outside git)."""
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() or "unknown"

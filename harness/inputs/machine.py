@@ -36,13 +36,15 @@ class MachineConfig:
         qmp_socket: Path | None,
         trace_log: Path | None = None,
         records: Path | None = None,
+        trace_events: tuple[str, ...] = (),
     ) -> list[str]:
         """The QEMU command line, serial on stdio, the records port into records.
 
-        With qmp_socket: QMP on that unix socket and the CPU stopped (-S) until
-        the harness says cont; records is then a named pipe the harness reads.
-        Without: the same machine to rerun by hand, records to a file
-        (records.log in the current directory unless given).
+        With qmp_socket: QMP on that unix socket (the machine runs at once; the
+        harness asks QMP what it needs meanwhile), records a named pipe the
+        harness reads, and with trace_log the trace_events patterns on from the
+        first instruction (-trace enable=). Without: the same machine to rerun by
+        hand, records to a file (records.log in the current directory unless given).
         """
         machine = f"{self.machine},virtualization={'on' if self.virtualization else 'off'}"
         machine += f",gic-version={self.gic_version}"
@@ -69,10 +71,12 @@ class MachineConfig:
             "-device", f"virtserialport,chardev=vtrec,name={RECORDS_PORT}",
         ]  # fmt: skip
         if qmp_socket is not None:
-            argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off", "-S"]
+            argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
         if trace_log is not None:
             # timestamp=on prefixes each trace line with the thread id: the L1 CPU
             argv += ["-D", str(trace_log), "-msg", "timestamp=on"]
+            for pattern in trace_events:
+                argv += ["-trace", f"enable={pattern}"]
         return argv + list(self.extra_args)
 
 

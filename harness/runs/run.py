@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +31,7 @@ from harness.judge.session import Session
 from harness.judge.verdict import TestResult
 from harness.outputs import ktap
 from harness.outputs.run_files import RunFiles
+from harness.runs import prefetch
 from harness.runs import vmms as vmm_registry
 from harness.runs.vmms.ours import Vmm
 from harness.traces import records
@@ -49,15 +49,6 @@ class RunOutcome:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def git_rev() -> str:
-    out = subprocess.run(
-        ["git", "-C", str(repo.ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip() or "unknown"
 
 
 def identity(
@@ -78,7 +69,7 @@ def identity(
         | {"kernel_fragments": [repo.rel(f) for f in mach.kernel_fragments]},
         "policy": policy,
         "vmm": vmm,
-        "harness": git_rev(),
+        "harness": prefetch.take("git", repo.git_describe),
     }
 
 
@@ -162,7 +153,7 @@ class Run:
         return replace(self._outcome(), exit_code=sig.exit_code, interrupted=sig.name)
 
     def _execute(self, holds: contextlib.ExitStack) -> RunOutcome:
-        build_artifacts()
+        prefetch.take("artifacts", build_artifacts)
         self.identity["vmm_sha256"] = _sha256(repo.VMM_BIN)
         self.identity["guest_images"] = {s.name: _sha256(s.image) for s in self.runnable}
         try:

@@ -541,3 +541,21 @@ def test_a_source_that_is_a_symlink_loop_or_holds_a_nul_is_refused(tmp_path):
     for source in ("loop.c", '"a\\0b.c"'):
         path = _spec(tmp_path, "source: oneshot_wfi.c", f"source: {source}")
         assert "lies outside" in _spec_error(path)
+
+
+@pytest.mark.parametrize("command", [["boot-test"], ["matrix", "matrix/smoke.yaml"]])
+def test_a_results_base_that_is_a_file_is_one_line_exit_2(tmp_path, command):
+    """--results naming a file (or a path under one): one line, exit 2, nothing run."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory\n")
+    for base, why in ((taken, "File exists"), (taken / "sub", "Not a directory")):
+        out = subprocess.run(
+            [sys.executable, "-m", "harness", *command, "--results", str(base)],
+            cwd=repo.ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.stderr == f"error: {base}: cannot keep results here: {why}\n"
+    assert taken.read_text() == "not a directory\n"

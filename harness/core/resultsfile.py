@@ -10,13 +10,20 @@ import time
 from pathlib import Path
 
 from harness.core import repo
+from harness.core.errors import InputError
 
 FORMAT = "vtimer-harness-results/1"
 
 
 def new_run_dir(label: str, base: Path = repo.RESULTS) -> Path:
-    """A fresh directory no other run shares (mkdir is the lock)."""
-    base.mkdir(parents=True, exist_ok=True)
+    """A fresh directory no other run shares (mkdir is the lock). A base that cannot
+    hold it (a file there, no permission) is an InputError naming it."""
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if not base.is_dir():
+            raise NotADirectoryError(f"'{base}' is not a directory")
+    except OSError as e:
+        raise InputError(base, f"cannot keep results here: {e.strerror or e}") from None
     while True:
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(2)}"
         path = base / run_id

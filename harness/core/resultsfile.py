@@ -34,21 +34,26 @@ def new_run_dir(label: str, base: Path = repo.RESULTS) -> Path:
             continue
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, durable: bool = True) -> None:
     """Write via a temp file in the same directory, fsync and rename: a reader (or a
-    crash) never sees half a file, only the old one or the new one."""
+    crash) never sees half a file, only the old one or the new one. Not durable: no
+    fsync (a killed process loses nothing; only a machine's crash could)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide a cache from others
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
+def write_json(path: Path, data: dict, durable: bool = True) -> None:
+    """data as JSON at path; durable (the last save of a file): fsynced and indented
+    for readers, else one line (json's C encoder: indenting takes its Python one)."""
+    text = json.dumps(data, indent=1) if durable else json.dumps(data, separators=(",", ":"))
+    write_atomic(path, text + "\n", durable)

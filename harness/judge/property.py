@@ -32,6 +32,16 @@ class PropertyResult:
     expected: str | None = None
     observed: str | None = None
 
+    def to_json(self) -> dict:
+        return {
+            "prop": self.prop,
+            "status": self.status,
+            "detail": self.detail,
+            "seq": self.seq,
+            "expected": self.expected,
+            "observed": self.observed,
+        }
+
     def line(self) -> str:
         where = f" (record seq {self.seq})" if self.seq is not None else ""
         if self.status == NOT_JUDGED:

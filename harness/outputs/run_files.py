@@ -32,13 +32,14 @@ class RunFiles:
 
     def saved_test(self) -> None:
         """results.json after a test's verdict; the first one also readies the report."""
-        self.save(complete=False)
+        self.save(complete=False, durable=False)
         if not self.warm:
             report.warm()
             self.warm = True
 
-    def save(self, complete: bool) -> None:
-        """results.json as of now."""
+    def save(self, complete: bool, durable: bool = True) -> None:
+        """results.json as of now (durable: through a machine's crash too; the saves
+        after each test are not, a killed harness loses nothing of them)."""
         s = self.session
         results = s.results()
         counts = {
@@ -58,7 +59,7 @@ class RunFiles:
             "logs": sorted(p.name for p in self.run_dir.iterdir() if not p.name.startswith(".")),
         }
         data |= self.extra()
-        resultsfile.write_json(self.run_dir / "results.json", data)
+        resultsfile.write_json(self.run_dir / "results.json", data, durable)
 
     def _boot(self) -> dict | None:
         b = self.boot

@@ -4,10 +4,13 @@ boot-test --test-timeout); kernels and boots faked, no QEMU here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from test_matrix import FakeBoots, fake_kernels, write  # noqa: F401  (fake_kernels: a fixture)
 
 from harness import cli
@@ -130,3 +133,41 @@ def test_the_nightly_controls_that_wait_for_a_watchdog_wait_2_s():
     for name in ("upstream-nowake", "upstream-irqstorm"):
         assert cells[f"{name}-6.1-virt-gicv3-every-exit"].timeout_s == 2.0
     assert sum(c.timeout_s is not None for c in cells.values()) == 2
+
+
+def test_the_qemu_vmm_and_its_peers_take_the_watchdog_too():
+    from harness.runs.vmms.qemu_vmm import QemuVmm
+
+    def suite(timeout_s):
+        opts = RunOptions(vmm="qemu", test_timeout_s=timeout_s)
+        return QemuVmm(opts, revision.load("upstream"), lambda line: None).suite()
+
+    own = {t.name: t.timeout_s for t in suite(None).specs}
+    assert own["vtimer_gic"] == 60.0 and own["rearm_n"] == 30.0
+    assert {t.name: t.timeout_s for t in suite(4.0).specs} == dict.fromkeys(own, 4.0)
+
+
+def test_a_cells_timeout_s_reaches_its_lava_job():
+    from harness.lab.lava import export
+
+    m = spec.load(repo.ROOT / "matrix" / "nightly.yaml")
+    (cell,) = [c for c in m.cells if c.name == "upstream-nowake-6.1-virt-gicv3-every-exit"]
+    assert cell.timeout_s == 2.0
+    assert [s.timeout_s for s in export._specs(cell)] == [2.0, 2.0]
+    plain = dataclasses.replace(cell, timeout_s=None)
+    assert [s.timeout_s for s in export._specs(plain)] == [20.0, 30.0]
+    # the job's initramfs tells /init so, and the job still renders
+    manifest = initramfs.SuitePlan("upstream", "every-exit", tuple(export._specs(cell))).manifest()
+    assert re.findall(r"timeout_ms=(\d+)", manifest) == ["2000", "2000"], manifest
+    art = export.Artifact("k", "file:///k", "0" * 64, "kernel")
+    job = yaml.safe_load(export.job_for(cell, "nightly", art, art))
+    assert job["metadata"]["vtimer.cell"] == cell.name
+
+
+def test_the_watchdog_is_in_the_runs_identity(tmp_path):
+    from harness.runs.run import RunSetup
+
+    opts = RunOptions(tests=["oneshot_wfi"], test_timeout_s=3.0, results_base=tmp_path)
+    assert RunSetup.of(opts, lambda line: None).files.identity["test_timeout_s"] == 3.0
+    opts = dataclasses.replace(opts, test_timeout_s=None)
+    assert "test_timeout_s" not in RunSetup.of(opts, lambda line: None).files.identity

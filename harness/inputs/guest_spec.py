@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
 from harness.core import repo, yamlfile
 from harness.core.errors import InputError
 from harness.inputs import limits
+
+_T = TypeVar("_T")  # a spec with a timeout_s: a guest test's or a QEMU test's
 
 PROPERTIES = (
     "visible", "truthful", "coalesce", "eintr-suffices", "progress", "wake", "once", "prompt",
@@ -249,6 +253,14 @@ def load(path: Path) -> GuestTest:
 
 def load_all(directory: Path = repo.GUEST_TESTS) -> dict[str, GuestTest]:
     return {p.stem: load(p) for p in sorted(directory.glob("*.yaml"))}
+
+
+def with_timeout(specs: list[_T], timeout_s: float | None) -> list[_T]:
+    """specs, each with timeout_s as its watchdog (a matrix cell's timeout_s, boot-test's
+    --test-timeout); unchanged when it is None."""
+    if timeout_s is None:
+        return list(specs)
+    return [dataclasses.replace(s, timeout_s=timeout_s) for s in specs]
 
 
 def select(tests: dict[str, GuestTest], names: list[str] | None) -> list[GuestTest]:

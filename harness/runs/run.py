@@ -107,6 +107,8 @@ class RunSetup:
             f"{rev.name}-{mach.name}-{opts.policy}{vmm.run_suffix}", opts.results_base
         )
         ident = identity(rev, mach, opts.policy, opts.vmm, opts.kernel_source)
+        if opts.test_timeout_s is not None:  # every test's watchdog, not its own
+            ident["test_timeout_s"] = opts.test_timeout_s
         files = RunFiles(run_dir, ident, session, extra=vmm.extra_results)
         session.on_result = lambda r: files.saved_test()
         return cls(opts, rev, mach, vmm, session, files)

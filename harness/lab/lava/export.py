@@ -77,9 +77,15 @@ def _kernel_artifact(cell: matrix_spec.Cell, out: Path, base_url: str, copy: boo
     return Artifact(rel, f"{base_url}/{rel}", sha, what)
 
 
+def _specs(cell: matrix_spec.Cell) -> list:
+    """The cell's guest tests, each with the cell's timeout_s when it has one."""
+    specs = guest_spec.select(guest_spec.load_all(), list(cell.tests))
+    return guest_spec.with_timeout(specs, cell.timeout_s)
+
+
 def _initrd_artifact(cell: matrix_spec.Cell, out: Path, base_url: str) -> Artifact:
     rev = revmod.load(cell.revision)
-    specs = guest_spec.select(guest_spec.load_all(), list(cell.tests))
+    specs = _specs(cell)
     runnable = tuple(s for s in specs if rev.abi.name in s.abis)
     plan = initramfs.SuitePlan(rev.abi.name, cell.policy, runnable)
     tmp = out / "artifacts" / "initramfs" / f".{cell.name}.tmp"
@@ -98,7 +104,7 @@ def job_for(
     """The LAVA job definition (YAML text) of one cell."""
     mach = machmod.load(cell.machine)
     rev = revmod.load(cell.revision)
-    specs = guest_spec.select(guest_spec.load_all(), list(cell.tests))
+    specs = _specs(cell)
     suite_s = suite_bound([s for s in specs if rev.abi.name in s.abis])
     boot_min = 5 if cell.prebuilt else 3
     test_min = max(5, math.ceil((suite_s + 120) / 60))

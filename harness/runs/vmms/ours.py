@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,8 +56,7 @@ class Vmm:
 
     def suite(self) -> Suite:
         specs = guest_spec.select(guest_spec.load_all(), self.opts.tests)
-        if self.opts.test_timeout_s is not None:  # one watchdog for every test
-            specs = [replace(s, timeout_s=self.opts.test_timeout_s) for s in specs]
+        specs = guest_spec.with_timeout(specs, self.opts.test_timeout_s)
         runnable = [s for s in specs if self.rev.abi.name in s.abis]
         why = f"the {self.rev.abi.name} ABI cannot express it"
         return Suite(specs, runnable, {s.name: skipped(s, why) for s in specs if s not in runnable})

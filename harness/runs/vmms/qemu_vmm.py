@@ -54,9 +54,12 @@ class QemuVmm(Vmm):
                 )
             tests = [names[n] for n in self.opts.tests]
         abi = self.rev.abi.name
+        # one watchdog for every test (--test-timeout, a cell's timeout_s), QEMU's run too
+        tests = guest_spec.with_timeout(tests, self.opts.test_timeout_s)
         self.qemu_tests = [t for t in tests if abi in t.abis]
         guests = guest_spec.load_all()
         peers = [guests[p] for p in dict.fromkeys(p for t in self.qemu_tests for p in t.peers)]
+        peers = guest_spec.with_timeout(peers, self.opts.test_timeout_s)
         specs = [*peers, *tests]
         runnable = [*(p for p in peers if abi in p.abis), *self.qemu_tests]
         skipped = {

@@ -135,6 +135,30 @@ def test_a_rise_that_waits_for_another_exit_fails_prompt(late, test):
     assert _prop(res, "visible").status == PASS  # every change still reached user space
 
 
+def _stretched(recs: list[Record], ms: int) -> list[Record]:
+    """recs with every guest run ms longer: each kvm_entry ms earlier, as when the host
+    stalls QEMU with no host tick coming in the run."""
+    out = []
+    for r in recs:
+        if r.kind == "kt" and r.get("ev") == "kvm_entry":
+            sec, frac = r.get("ts").split(".")
+            t_us = int(sec) * 1_000_000 + int(frac) - ms * 1000
+            ts = f"{t_us // 1_000_000}.{t_us % 1_000_000:06d}"
+            r = Record(r.seq, r.test, r.t_ns, r.kind, r.fields | {"ts": ts}, r.line_no)
+        out.append(r)
+    return out
+
+
+def test_a_late_rise_after_a_host_stall_is_not_judged(late):
+    """upstream-late's sigalrm with its guest runs 30 ms longer: a run that long had no
+    host tick in it, so the machine stood still and lateness says nothing; 20 ms is
+    within what the host's tick (4 ms) explains, and still fails."""
+    recs = late.of("sigalrm")
+    p = _prop(_judge("sigalrm", _stretched(recs, 30)), "prompt")
+    assert p.status == NOT_JUDGED and "the host stalled QEMU" in p.detail
+    assert _prop(_judge("sigalrm", _stretched(recs, 20)), "prompt").status == FAIL
+
+
 def test_a_vcpu_woken_from_wfi_by_its_timer_is_prompt_there_too(late):
     assert _prop(_judge("oneshot_wfi", late.of("oneshot_wfi")), "prompt").status == PASS
 

@@ -187,6 +187,17 @@ class NoticeCause:
     timer: str
     cause: str  # "timer" (its own interrupt or background timer), "no-run", "other"
     ended_by: str  # the last kvm_exit of that run, as the kernel printed it
+    run_ns: int = 0  # how long that last guest run lasted (kvm_entry to kvm_exit)
+
+    @property
+    def stalled(self) -> bool:
+        """The run outlasted STALL_NS: no host tick came in it, the host stalled QEMU."""
+        return self.run_ns >= STALL_NS
+
+
+# a guest run this long with no exit had no host tick (HZ=250: one each 4 ms) in it:
+# the L1 CPU itself stood still, QEMU's vCPU thread stalled by the host
+STALL_NS = 25_000_000
 
 
 def notice_causes(
@@ -211,12 +222,13 @@ def notice_causes(
     ran = False
     seen: set[str] = set()  # timers whose interrupt came during the current run
     last_exit = ""
+    entered, run_ns = 0, 0
     k = 0
     for e in evs:
         if e.event == "kvm_entry":
-            ran, seen, last_exit = True, set(), ""
+            ran, seen, last_exit, entered = True, set(), "", e.t_ns
         elif e.event == "kvm_exit":
-            last_exit = e.text
+            last_exit, run_ns = e.text, e.t_ns - entered if ran else 0
         elif e.event == "irq_handler_entry":
             seen |= {t for t in timers if e.text.endswith(f"name={_TIMER_IRQ_NAMES[t]}")}
         elif e.event in ("kvm_timer_hrtimer_expire", "kvm_vcpu_wakeup"):
@@ -228,8 +240,8 @@ def notice_causes(
                     level = (bitmap >> TIMER_BITS[t]) & 1
                     if level and not prev[t]:
                         cause = "timer" if t in seen else ("other" if ran else "no-run")
-                        out.append(NoticeCause(k, t, cause, last_exit))
+                        out.append(NoticeCause(k, t, cause, last_exit, run_ns))
                     prev[t] = level
             k += 1
-            ran, seen = False, set()
+            ran, seen, run_ns = False, set(), 0
     return out

@@ -116,9 +116,6 @@ def _kernel_storm(m: Model, tr: TestTrace) -> PropertyResult | None:
 
 _MAX_IDLE = 2  # exits the guest did not cause, per high interval
 _MIN_BEATS = 3  # heartbeats in the longest high interval
-# a guest run this long with no exit had no host tick (HZ=250: one each 4 ms) in it:
-# the L1 CPU itself stood still, QEMU's vCPU thread stalled by the host
-_STALL_NS = 25_000_000
 
 
 def _longest_run(evs: list[kernel_trace.KernelEvent], a: int, b: int) -> int:
@@ -143,7 +140,7 @@ def _stalled(tr: TestTrace, spans: list[tuple[int, Exit, Exit]]) -> str | None:
         return None
     for vcpu, first, end in spans:
         run = _longest_run(split.get(vcpu, []), first.t_ns, end.t_ns)
-        if run >= _STALL_NS:
+        if run >= kernel_trace.STALL_NS:
             return (
                 f"the line was high {(end.t_ns - first.t_ns) / 1e6:.0f} ms on vcpu {vcpu}, "
                 f"but one guest run in it lasted {run / 1e6:.0f} ms with no host tick: the "

@@ -30,12 +30,19 @@ class ConsoleFollower:
     and its records port (a pipe), read beside it."""
 
     def __init__(
-        self, child: pexpect.spawn, timeouts: Timeouts, records: RecordsPipe | None = None
+        self,
+        child: pexpect.spawn,
+        timeouts: Timeouts,
+        records: RecordsPipe | None = None,
+        since: float | None = None,
     ) -> None:
         self._child = child
         self._records = records
         self.timeouts = timeouts
-        self.init_s: float | None = None  # follow()'s start to the first line of /init
+        # when the machine started (time.monotonic(); default: follow()'s start): the
+        # boot's deadline and init_s count from it
+        self.since = since
+        self.init_s: float | None = None  # the machine's start to the first line of /init
         self._pending = ""  # a console line not yet complete
 
     def _lines(self, timeout: float) -> tuple[list[str], list[str] | None]:
@@ -92,7 +99,7 @@ class ConsoleFollower:
         """
         on_record = on_record or on_line
         t = self.timeouts
-        started = time.monotonic()
+        started = time.monotonic() if self.since is None else self.since
         deadline = started + t.boot_s
         quiet_since = started
         init_seen = False

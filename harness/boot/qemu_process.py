@@ -56,6 +56,7 @@ class QemuProcess:
         self.records: RecordsPipe | None = None
         self.trace: TraceTap | None = None  # QEMU's trace log, copied to trace_log
         self.argv: list[str] = []
+        self.started_at: float | None = None
         self.child: pexpect.spawn | None = None
         self._sockdir: str | None = None
         self._logf: IO[str] | None = None
@@ -82,6 +83,7 @@ class QemuProcess:
             " the records port writes records.log here)\n" + shell_line(by_hand) + "\n"
         )
         self._logf = open(self.console_log, "w", encoding="utf-8", errors="replace")
+        self.started_at = time.monotonic()  # the machine runs from its start (no -S)
         self.child = pexpect.spawn(
             "/bin/sh",
             ["-c", 'exec "$@" 2>"$0"', str(self.qemu_stderr), *self.argv],

@@ -211,7 +211,7 @@ class QemuRun:
         """Read the console and the records port until the suite is done, a panic,
         EOF or a time-out (ConsoleFollower.follow): (status, reason)."""
         proc = self._process
-        self._console = ConsoleFollower(proc.child, self.timeouts, proc.records)
+        self._console = ConsoleFollower(proc.child, self.timeouts, proc.records, proc.started_at)
         return self._console.follow(on_line, done, doing, on_record)
 
     def save_diagnostics(self) -> Path:

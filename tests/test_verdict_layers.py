@@ -231,3 +231,27 @@ def test_too_few_heartbeats_fail_when_the_machine_ran(edit):
     progress = _prop(res, "progress")
     assert progress.status == FAIL and res.status == FAILED
     assert progress.detail == "the line never stayed high across the guest's heartbeats"
+
+
+# -- once ------------------------------------------------------------------------------
+# a 4-slots-on-2-CPUs nightly's upstream 6.12 rearm_n (records.log, the test's records;
+# the guest then moved CVAL before it masked the timer): the host stalled the vCPU
+# between the two writes past the new deadline, twice, so the timer made two more true
+# edges that the guest masked before it could take them; the VMM lowered each again
+STALLED_REARM = "upstream-6.12-stalled-rearm_n.records.log"
+
+
+def _rearm(edit=lambda recs: recs):
+    recs = [r for r in records.parse(console(STALLED_REARM)).records if r.test == "rearm_n"]
+    return evaluate(guest_spec.load_all()["rearm_n"], edit(recs), [], UPSTREAM)
+
+
+def test_a_true_rise_lowered_before_the_guest_took_it_is_owed_no_irq():
+    once = _prop(_rearm(), "once")
+    assert once.status == PASS, once.detail
+    assert once.detail.startswith("5 edges, 5 IRQs; 2 more rise(s) lowered again")
+
+
+def test_without_the_kernels_edges_the_same_trace_fails_once():
+    once = _prop(_rearm(lambda recs: [r for r in recs if r.kind != "kt"]), "once")
+    assert once.status == FAIL and once.expected == "7 IRQs" and once.observed == "5"

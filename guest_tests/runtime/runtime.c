@@ -55,15 +55,9 @@ void timer_arm(int t, u64 delta)
 	vt_report(VT_ARM, t);
 }
 
-/*
- * Masked first, then moved: with the deadline moved first, a host that stalls
- * the vCPU between the two writes past the new deadline makes a true new edge
- * (unmasked, CVAL passed) that the guest masks before it can take it, one more
- * rise than the test's design (a loaded nightly's rearm_n: 7 rises, 5 IRQs).
- */
 void timer_rearm(int t, u64 delta)
 {
-	timer_ctl(t, CTL_ENABLE | CTL_IMASK);
+	timer_ctl(t, CTL_ENABLE | CTL_IMASK);	/* first: a stall before the next write makes no edge */
 	timer_cval(t, timer_now(t) + delta);
 	rearmed[cpu_id()] |= 1U << t;
 }

@@ -67,22 +67,26 @@ def once(m: Model, tr: TestTrace) -> PropertyResult:
 
 
 def _withdrawn(tr: TestTrace) -> int:
-    """Injected rises the VMM lowered again with no IRQ report since, per vCPU."""
+    """Injected rises with no IRQ reported before the vCPU's next rise (or the test's
+    end) that the VMM lowered again, per vCPU. The report of an IRQ the guest took can
+    come after the fall it caused (the handler quiesces the timer, then reports), so a
+    rise counts as taken until the next one."""
     events = sorted(
         [(r.seq, r.int("vcpu"), r.get("level")) for r in tr.injections]
         + [(x.seq, x.vcpu, "irq") for x in tr.ports("IRQ")]
     )
-    open_rise: dict[int, bool] = {}
+    state: dict[int, list[bool]] = {}  # vcpu -> [a rise is open, lowered, reported]
     n = 0
     for _seq, vcpu, what in events:
+        rise = state.setdefault(vcpu, [False, False, False])
         if what == "1":
-            open_rise[vcpu] = True
-        elif what == "0" and open_rise.get(vcpu):
-            n += 1
-            open_rise[vcpu] = False
+            n += rise[0] and rise[1] and not rise[2]
+            state[vcpu] = [True, False, False]
+        elif what == "0":
+            rise[1] = True
         elif what == "irq":
-            open_rise[vcpu] = False
-    return n
+            rise[2] = True
+    return n + sum(r[0] and r[1] and not r[2] for r in state.values())
 
 
 def _edges(m: Model, tr: TestTrace) -> tuple[int, str] | None:

@@ -200,6 +200,20 @@ class NoticeCause:
 STALL_NS = 25_000_000
 
 
+def stalled_runs(evs: list[KernelEvent]) -> list[tuple[int, int]]:
+    """One vCPU's guest runs (kvm_entry to the next kvm_exit, in ns) of STALL_NS or
+    more, in order: one pass."""
+    out, entered = [], None
+    for e in evs:
+        if e.event == "kvm_entry":
+            entered = e.t_ns
+        elif e.event == "kvm_exit" and entered is not None:
+            if e.t_ns - entered >= STALL_NS:
+                out.append((entered, e.t_ns))
+            entered = None
+    return out
+
+
 def notice_causes(
     evs: list[KernelEvent],
     timers: tuple[str, ...],

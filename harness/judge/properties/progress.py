@@ -118,33 +118,26 @@ _MAX_IDLE = 2  # exits the guest did not cause, per high interval
 _MIN_BEATS = 3  # heartbeats in the longest high interval
 
 
-def _longest_run(evs: list[kernel_trace.KernelEvent], a: int, b: int) -> int:
-    """The longest guest run (kvm_entry to the next kvm_exit) of one vCPU's kernel
-    events that overlaps [a, b], in ns; 0 without one."""
-    longest, entered = 0, None
-    for e in evs:
-        if e.event == "kvm_entry":
-            entered = e.t_ns
-        elif e.event == "kvm_exit" and entered is not None:
-            if e.t_ns >= a and entered <= b:
-                longest = max(longest, e.t_ns - entered)
-            entered = None
-    return longest
-
-
 def _stalled(tr: TestTrace, spans: list[tuple[int, Exit, Exit]]) -> str | None:
     """Why too few heartbeats say nothing: a high interval held a guest run with no
-    host tick in it (layer 1), so the machine, not the guest, stood still."""
+    host tick in it (layer 1), so the machine, not the guest, stood still. Each
+    vCPU's intervals are in time order and apart: the one a run overlaps, if any, is
+    the last to begin before the run ends."""
     split = tr.kernel_by_vcpu if tr.kernel_events else None
     if not isinstance(split, dict):
         return None
-    for vcpu, first, end in spans:
-        run = _longest_run(split.get(vcpu, []), first.t_ns, end.t_ns)
-        if run >= kernel_trace.STALL_NS:
+    for vcpu, evs in split.items():
+        mine = [(first, end) for v, first, end in spans if v == vcpu]
+        starts = [first.t_ns for first, _ in mine]
+        for entered, exited in kernel_trace.stalled_runs(evs) if mine else []:
+            i = bisect.bisect_right(starts, exited) - 1
+            if i < 0 or mine[i][1].t_ns < entered:
+                continue
+            first, end = mine[i]
             return (
                 f"the line was high {(end.t_ns - first.t_ns) / 1e6:.0f} ms on vcpu {vcpu}, "
-                f"but one guest run in it lasted {run / 1e6:.0f} ms with no host tick: the "
-                "host stalled QEMU, so too few heartbeats to judge"
+                f"but one guest run in it lasted {(exited - entered) / 1e6:.0f} ms with no "
+                "host tick: the host stalled QEMU, so too few heartbeats to judge"
             )
     return None
 

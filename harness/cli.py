@@ -12,7 +12,6 @@ from harness.core.errors import HarnessError
 from harness.inputs import guest_spec, machine, qemu_tests, revision
 from harness.inputs.options import FAULTS, POLICIES, VMMS, RunOptions
 from harness.inputs.revision import DEFAULT_SOURCE
-from harness.judge import compare
 from harness.runs.run import boot_test
 
 
@@ -360,6 +359,8 @@ def _lava_ingest(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from harness.judge import compare
+
     against = [m for m in args.against.split(",") if m and m != args.rev]
     opts = RunOptions(
         machine=args.machine,

@@ -95,8 +95,10 @@ class QemuRun:
         run_dir: Path,
         trace_events: tuple[str, ...] = ("arm_gt_*",),
         timeouts: Timeouts | None = None,
+        on_spawn: Callable[[], None] = lambda: None,  # QEMU has started, QMP is not connected
     ) -> None:
         self.machine = machine
+        self.on_spawn = on_spawn
         self.kernel = kernel
         self.initrd = initrd
         self.run_dir = run_dir
@@ -137,6 +139,7 @@ class QemuRun:
     def __enter__(self) -> QemuRun:
         try:
             sock = self._process.start(self.kernel, self.initrd)
+            self.on_spawn()
             self._qmp.connect(sock, self._process.child.isalive, self.qemu_stderr)
             return self
         except BaseException:

@@ -35,6 +35,8 @@ class Hooks:
     # the suite is done and QEMU powers off (the boot so far): the verdicts' files can
     # be written meanwhile
     on_done: Callable[[BootResult], None] = lambda boot: None
+    # QEMU has started (before QMP connects): what can be made while QEMU sets itself up
+    on_spawn: Callable[[], None] = lambda: None
 
 
 # /init's grace after a watchdog (STOP_GRACE_MS in vmm/init.c), and the time to write
@@ -79,7 +81,10 @@ class SuiteBoot:
     ) -> BootResult:
         signals.check()  # a stop asked for in another thread (a matrix's) before the boot
         start = time.monotonic()
-        q = QemuRun(self.machine, image, initrd, self.run_dir, self.events, self.timeouts)
+        q = QemuRun(
+            self.machine, image, initrd, self.run_dir, self.events, self.timeouts,
+            on_spawn=hooks.on_spawn,
+        )  # fmt: skip
         version, enabled, diag, exit_status = "", [], None, None
 
         def result(status: BootStatus, reason: str) -> BootResult:

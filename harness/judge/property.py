@@ -3,53 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.core.status import PropStatus
+from harness.judge.result import NOT_JUDGED, PropertyResult
 from harness.traces.test_trace import Change, Exit, TestTrace
 
 if TYPE_CHECKING:
     from harness.judge.model import Model
 
 PASS, FAIL, SKIP = PropStatus.PASS, PropStatus.FAIL, PropStatus.SKIP
-# a check whose evidence is absent or was dropped: never a pass
-NOT_JUDGED = PropStatus.NOT_JUDGED
 # a property the model does not promise: what the kernel did is said, never "pass"
 NA = PropStatus.NA
 # the properties each judged from the VMM's exit records
 _FROM_EXITS = ("visible", "once", "coalesce", "eintr-suffices", "progress", "truthful", "wake")
 # properties of the kernel's notices that every trace shows, whatever the test
 ALWAYS = ("prompt", "coalesce", "eintr-suffices", "history", "dedicated-exit")
-
-
-@dataclass(frozen=True)
-class PropertyResult:
-    prop: str
-    status: str  # pass, fail, skip
-    detail: str
-    seq: int | None = None  # the first record where it failed
-    expected: str | None = None
-    observed: str | None = None
-
-    def to_json(self) -> dict:
-        return {
-            "prop": self.prop,
-            "status": self.status,
-            "detail": self.detail,
-            "seq": self.seq,
-            "expected": self.expected,
-            "observed": self.observed,
-        }
-
-    def line(self) -> str:
-        where = f" (record seq {self.seq})" if self.seq is not None else ""
-        if self.status == NOT_JUDGED:
-            return f"{self.prop} not judged: {self.detail}{where}"
-        eo = ""
-        if self.expected is not None:
-            eo = f": expected {self.expected}, observed {self.observed}"
-        return f"{self.prop}: {self.detail}{eo}{where}"
 
 
 def changes(m: Model, tr: TestTrace) -> list[Change]:

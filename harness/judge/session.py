@@ -19,7 +19,7 @@ from harness.inputs import revision as revmod
 from harness.judge import abicheck, closing
 from harness.judge.layer0 import Hardware
 from harness.judge.model import Model
-from harness.judge.verdict import ERROR, FAILED, TestResult, evaluate
+from harness.judge.verdict import ERROR, FAILED, TestResult, evaluate, judged
 from harness.traces import qemu_trace, records
 from harness.traces.test_trace import TestTrace
 
@@ -57,6 +57,8 @@ class Session:
         self.by_model: dict[str, dict[str, TestResult]] = {m.name: {} for m in self.extra_models}
         self._specs = {s.name: s for s in self.runnable}
         self._ended: list = []  # deferred: the tests that ended, in order
+        # each judged test's trace as it was judged, and how many records it had then
+        self._traces: dict[str, tuple[int, TestTrace]] = {}
         self.abi_gate = abicheck.Gate(self.rev)
 
     # -- the stream ----------------------------------------------------------
@@ -79,11 +81,15 @@ class Session:
                 self.suite_done = True
         return recs
 
+    def feed_port(self, line: str) -> list[records.Record]:
+        """One line of the records port (a live boot's virtio-serial port)."""
+        return self.feed(line, records.PORT)
+
     def finish(self, spec) -> None:
         """Judge spec from its records (again, if it was already)."""
-        judged = self.judge(self, spec) if self.judge else None
-        if judged is not None:
-            res, diags = judged
+        own = self.judge(self, spec) if self.judge else None
+        if own is not None:
+            res, diags = own
             self._set(res, diags)
             return
         parsed = self.stream.parsed
@@ -91,7 +97,9 @@ class Session:
         hw, why = self.hardware(spec.name)
         dropped = parsed.problems_dropped.get(spec.name, 0)
         gate = self.abi_gate.apply
-        res = gate(evaluate(spec, recs, probs, self.model, hw, why, dropped), parsed)
+        res, tr = judged(spec, recs, probs, self.model, hw, why, dropped)
+        self._traces[spec.name] = (len(recs), tr)
+        res = gate(res, parsed)
         for m in self.extra_models:
             self.by_model[m.name][spec.name] = gate(
                 evaluate(spec, recs, probs, m, hw, why, dropped), parsed
@@ -129,11 +137,16 @@ class Session:
         return self.hw.for_test(self.stream.parsed, test)
 
     def traces(self) -> dict[str, TestTrace]:
-        """Each test's trace with its layer 0, for the report."""
+        """Each test's trace with its layer 0, for the report: the one it was judged
+        on (its kernel events parsed already), else made from its records now."""
         out = {}
         for name, recs in self.stream.parsed.by_test().items():
-            out[name] = TestTrace.from_records(name, recs)
-            out[name].hw = self.hardware(name)[0]
+            n, tr = self._traces.get(name, (-1, None))
+            if tr is None or n != len(recs):
+                tr = TestTrace.from_records(name, recs)
+            if tr.hw is None:
+                tr.hw = self.hardware(name)[0]
+            out[name] = tr
         return out
 
     def doing(self) -> str:

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from harness.core.status import Status
 from harness.inputs.guest_spec import GuestTest
 from harness.judge import guest_check
-from harness.judge.model import FAIL, NOT_JUDGED, Model, PropertyResult
+from harness.judge.model import FAIL, Model, PropertyResult
+from harness.judge.result import (  # noqa: F401  (re-exported: the statuses, the result)
+    ERROR,
+    FAILED,
+    MISSED,
+    PASSED,
+    SKIPPED,
+    TestResult,
+    skipped,
+)
 from harness.traces import correlate
 from harness.traces.qemu_trace import VmTimeline
 from harness.traces.records import Problem, Record
 from harness.traces.test_trace import TestTrace
-
-PASSED, FAILED, ERROR, SKIPPED, MISSED = (
-    Status.PASS,
-    Status.FAIL,
-    Status.ERROR,
-    Status.SKIP,
-    Status.MISS,
-)
 
 # the VMM's end status -> (result status, reason)
 _END = {
@@ -31,33 +29,6 @@ _END = {
     "vmm-crash": (ERROR, "the VMM crashed"),
     "storm": (FAILED, "the VMM ended the test in an exit storm"),
 }
-
-
-@dataclass
-class TestResult:
-    __test__ = False  # not a pytest class
-    name: str
-    status: str
-    reasons: list[str] = field(default_factory=list)
-    properties: list[PropertyResult] = field(default_factory=list)
-    metrics: dict[str, float | int | None] = field(default_factory=dict)
-    # what was not kept of the test's evidence, per layer (exit, kernel, qemu, console)
-    dropped: dict[str, int] = field(default_factory=dict)
-
-    def not_judged(self) -> list[PropertyResult]:
-        return [p for p in self.properties if p.status == NOT_JUDGED]
-
-    def to_json(self) -> dict:
-        """Its results.json entry: flat copies (asdict's deep copy of every field took
-        a third of a boot's judging time, results.json being written after each test)."""
-        return {
-            "name": self.name,
-            "status": self.status,
-            "reasons": list(self.reasons),
-            "properties": [p.to_json() for p in self.properties],
-            "metrics": dict(self.metrics),
-            "dropped": dict(self.dropped),
-        }
 
 
 # when several properties fail, the likely cause first: a storm stops the guest, an
@@ -112,6 +83,19 @@ def evaluate(
     hw_missing: str | None = None,
     problems_dropped: int = 0,
 ) -> TestResult:
+    return judged(spec, records, problems, model, hw, hw_missing, problems_dropped)[0]
+
+
+def judged(
+    spec: GuestTest,
+    records: list[Record],
+    problems: list[Problem],
+    model: Model,
+    hw: VmTimeline | None = None,
+    hw_missing: str | None = None,
+    problems_dropped: int = 0,
+) -> tuple[TestResult, TestTrace]:
+    """spec's verdict, and the trace it was judged on (the report draws it)."""
     tr = TestTrace.from_records(spec.name, records)
     tr.hw = hw
     if hw_missing:
@@ -127,7 +111,7 @@ def evaluate(
     if not records:
         res.status = MISSED
         res.reasons.append("no records: the test did not run")
-        return res
+        return res, tr
     if problems:
         res.status = ERROR
         res.reasons += [f"{p.source}: {p.what} (line {p.line_no})" for p in problems]
@@ -137,7 +121,7 @@ def evaluate(
     if tr.end is None:
         res.status = ERROR
         res.reasons.append("no end record: the run stopped inside this test")
-        return res
+        return res, tr
     res.reasons += [f"vmm: {e.get('msg', '?')}" for e in tr.errors]
     end_status, why = _END.get(tr.status or "", (ERROR, f"unknown end status {tr.status}"))
     if end_status != PASSED:
@@ -152,8 +136,4 @@ def evaluate(
         res.status = ERROR
     elif end_status == FAILED or spec_bad or any(p.status == FAIL for p in res.properties):
         res.status = FAILED
-    return res
-
-
-def skipped(spec: GuestTest, why: str) -> TestResult:
-    return TestResult(spec.name, SKIPPED, [why])
+    return res, tr

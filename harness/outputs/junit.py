@@ -47,6 +47,8 @@ def _value(v: str) -> str:
 
 def record_line(r: Record) -> str:
     """A record as the VMM wrote it, less its checksum."""
+    if r.text:
+        return r.text
     kv = " ".join(f"{k}={_value(v)}" for k, v in r.fields.items())
     return f"@VT1 {r.seq} {r.test} {r.t_ns} {r.kind}" + (f" {kv}" if kv else "")
 

@@ -11,9 +11,12 @@ import contextlib
 import dataclasses
 import hashlib
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.boot.channels import TraceTap
 from harness.boot.qemu_runner import BootResult
@@ -26,15 +29,14 @@ from harness.core.status import BootStatus
 from harness.inputs import machine
 from harness.inputs import revision as revmod
 from harness.inputs.options import POLICIES, RunOptions
-from harness.judge.model import Model
-from harness.judge.session import Session
-from harness.judge.verdict import TestResult
-from harness.outputs import ktap
-from harness.outputs.run_files import RunFiles
+from harness.judge.result import TestResult
 from harness.runs import prefetch
 from harness.runs import vmms as vmm_registry
-from harness.runs.vmms.ours import Vmm
-from harness.traces import records
+from harness.runs.vmms.ours import Suite, Vmm
+
+if TYPE_CHECKING:  # imported once QEMU runs: its start does not wait for the judge
+    from harness.judge.session import Session
+    from harness.outputs.run_files import RunFiles
 
 
 @dataclass
@@ -75,16 +77,22 @@ def identity(
 
 @dataclass
 class RunSetup:
-    """What a run is before it runs: its revision, machine, VMM hooks, judge
-    session and files. A live run and an offline judging (harness/runs/offline.py)
+    """What a run is before it runs: its revision, machine, VMM hooks, tests and
+    results directory; its judge session and files are made when first used (a
+    live run: once QEMU has started, so the judge's imports and set-up overlap
+    QEMU's own). A live run and an offline judging (harness/runs/offline.py)
     start from the same."""
 
     opts: RunOptions
     rev: revmod.Revision
     machine: machine.Machine
     vmm: Vmm
-    session: Session
-    files: RunFiles
+    suite: Suite
+    models: list[revmod.Revision]  # --model: judged by these too
+    run_dir: Path
+    identity: dict
+    say: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def of(cls, opts: RunOptions, say: Callable[[str], None]) -> RunSetup:
@@ -96,22 +104,38 @@ class RunSetup:
             )
         vmm = vmm_registry.make(opts, rev, say)
         suite = vmm.suite()
-        extra = [Model.of(revmod.load(m)) for m in opts.models]
-        session = Session(
-            rev, Model.of(rev), suite.specs, suite.runnable, suite.skipped, extra,
-            judge=vmm.judge, say=say,
-        )  # fmt: skip
-        if not opts.trace_events:
-            session.hw.off = "QEMU's trace is off (--trace none)"
+        models = [revmod.load(m) for m in opts.models]
         run_dir = resultsfile.new_run_dir(
             f"{rev.name}-{mach.name}-{opts.policy}{vmm.run_suffix}", opts.results_base
         )
         ident = identity(rev, mach, opts.policy, opts.vmm, opts.kernel_source)
         if opts.test_timeout_s is not None:  # every test's watchdog, not its own
             ident["test_timeout_s"] = opts.test_timeout_s
-        files = RunFiles(run_dir, ident, session, extra=vmm.extra_results)
-        session.on_result = lambda r: files.saved_test()
-        return cls(opts, rev, mach, vmm, session, files)
+        return cls(opts, rev, mach, vmm, suite, models, run_dir, ident, say)
+
+    @cached_property
+    def session(self) -> Session:
+        from harness.judge.model import Model
+        from harness.judge.session import Session
+
+        suite = self.suite
+        session = Session(
+            self.rev, Model.of(self.rev), suite.specs, suite.runnable, suite.skipped,
+            [Model.of(m) for m in self.models], judge=self.vmm.judge, say=self.say,
+        )  # fmt: skip
+        if not self.opts.trace_events:
+            session.hw.off = "QEMU's trace is off (--trace none)"
+        session.on_result = lambda r: self.files.saved_test()
+        return session
+
+    @cached_property
+    def files(self) -> RunFiles:
+        from harness.outputs.run_files import RunFiles
+
+        return RunFiles(
+            self.run_dir, self.identity, self.session, extra=self.vmm.extra_results,
+            started=self.started,
+        )  # fmt: skip
 
     def outcome(
         self, say: Callable[[str], None], finished: tuple[list[TestResult], int] | None = None
@@ -130,10 +154,17 @@ class Run:
         self.say = say
         setup = self.setup = RunSetup.of(opts, say)
         self.rev, self.machine, self.vmm = setup.rev, setup.machine, setup.vmm
-        self.session, self.files = setup.session, setup.files
-        self.runnable = self.session.runnable
-        self.run_dir, self.identity = self.files.run_dir, self.files.identity
+        self.runnable = setup.suite.runnable
+        self.run_dir, self.identity = setup.run_dir, setup.identity
         self._finished: tuple[list[TestResult], int] | None = None  # _on_done's files
+
+    @property
+    def session(self) -> Session:
+        return self.setup.session
+
+    @property
+    def files(self) -> RunFiles:
+        return self.setup.files
 
     def execute(self) -> RunOutcome:
         try:
@@ -168,9 +199,6 @@ class Run:
         self.identity |= self.vmm.identity
         initrd = self.vmm.initrd(self.runnable, self.run_dir / "initramfs.cpio.gz", holds)
         self.identity |= self.vmm.identity
-        self.session.line_of = self.vmm.plan.line_of() if self.vmm.plan else {}
-        self._start_ktap()
-        self.files.save(complete=False)
         status, reason = self._boot(image, initrd)
         if status != BootStatus.COMPLETED:
             self.say(f"# boot: {status}: {reason}")
@@ -212,7 +240,12 @@ class Run:
         self.identity["kernel"] = k.identity()
         return k.image
 
-    def _start_ktap(self) -> None:
+    def _spawned(self) -> None:
+        """QEMU has started: the judge session, KTAP's header and a first results.json,
+        while QEMU sets itself up (the judge is imported and built meanwhile)."""
+        from harness.outputs import ktap
+
+        self.session.line_of = self.vmm.plan.line_of() if self.vmm.plan else {}
         header = [
             f"vtimer-harness rev={self.rev.name} machine={self.machine.name} "
             f"policy={self.opts.policy}",
@@ -221,20 +254,22 @@ class Run:
         self.files.ktap = ktap.KtapWriter(self.say, header, len(self.session.specs))
         self.session.emit = self.files.ktap.emit
         self.session.start()
+        self.files.save(complete=False)
 
     def _boot(self, image: Path, initrd: Path) -> tuple[BootStatus, str]:
         timeouts = replace(self.opts.timeouts)
         if timeouts.suite_s is None:
             timeouts.suite_s = suite_bound(self.runnable)
         boot = SuiteBoot(self.machine, self.run_dir, self.opts.trace_events, timeouts, self.say)
-        hooks = Hooks(
+        hooks = Hooks(  # the session is made once QEMU has started (_spawned)
             self._layer0,
-            self.session.feed,
+            lambda line: self.session.feed(line),
             lambda: self.session.suite_done,
-            self.session.doing,
+            lambda: self.session.doing(),
             self._armed,
-            lambda line: self.session.feed(line, records.PORT),
+            lambda line: self.session.feed_port(line),
             self._on_done,
+            self._spawned,
         )
         try:
             boot.run(image, initrd, hooks, self.opts.fault)

@@ -28,6 +28,7 @@ class Record:
     kind: str
     fields: dict[str, str]
     line_no: int
+    text: str = field(default="", compare=False, repr=False)  # as written, less " *<crc32>"
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.fields.get(key, default)
@@ -114,7 +115,7 @@ def parse_line(line: str, line_no: int) -> Record | Problem | None:
     if version != VERSION:
         return Problem(line_no, f"record version {version}, expected {VERSION}", seq=int(seq))
     fields = {k: v.strip('"') for k, v in _FIELD.findall(rest)}
-    return Record(int(seq), test, int(t_ns), kind, fields, line_no)
+    return Record(int(seq), test, int(t_ns), kind, fields, line_no, body)
 
 
 def _owner(prev: Record | None, nxt: Record | None) -> str:

@@ -20,7 +20,7 @@ from harness.build import initramfs
 from harness.core import repo
 from harness.inputs import guest_spec
 from harness.inputs import revision as revmod
-from harness.judge.verdict import TestResult, skipped
+from harness.judge.result import TestResult, skipped
 
 if TYPE_CHECKING:
     from harness.inputs.options import RunOptions

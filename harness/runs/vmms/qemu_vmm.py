@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.build import initramfs, rootfs
 from harness.build.qemu_initrd import build_initrd
@@ -25,11 +26,12 @@ from harness.inputs import guest_spec
 from harness.inputs.options import RunOptions
 from harness.inputs.qemu_tests import MACHINE, QEMU_PROGRAM, QemuTest, load_all
 from harness.inputs.revision import Revision
-from harness.judge.qemu_verdict import compare, compare_line, evaluate
-from harness.judge.session import Session
-from harness.judge.verdict import TestResult
-from harness.judge.verdict import skipped as skipped_result
+from harness.judge.result import TestResult
+from harness.judge.result import skipped as skipped_result
 from harness.runs.vmms.ours import Suite, Vmm
+
+if TYPE_CHECKING:  # the judge is imported once QEMU runs (harness/runs/run.py)
+    from harness.judge.session import Session
 
 
 class QemuVmm(Vmm):
@@ -104,6 +106,8 @@ class QemuVmm(Vmm):
         return combined
 
     def judge(self, session: Session, spec: object) -> tuple[TestResult, list[str]] | None:
+        from harness.judge.qemu_verdict import compare, compare_line, evaluate
+
         if not isinstance(spec, QemuTest):
             return None
         parsed = session.stream.parsed

@@ -1,6 +1,6 @@
-"""The named pipes QEMU writes into (boot/channels.py): the records port, followed
-with the console (boot/console.py), a run directory's records.log parsed offline
-as the live run judged it, and QEMU's trace log drained by a thread, bounded."""
+"""The files QEMU writes beside the console (boot/channels.py): the records port's,
+followed with the console (boot/console.py), a run directory's records.log parsed
+offline as the live run judged it, and QEMU's trace log watched by a thread, bounded."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pexpect
 from conftest import DATA
 
 from harness import cli
-from harness.boot.channels import RecordsPipe, TraceTap
+from harness.boot.channels import RecordsFile, TraceFile
 from harness.boot.console import ConsoleFollower
 from harness.core.status import BootStatus
 from harness.inputs.options import Timeouts
@@ -23,53 +23,53 @@ from harness.traces import records
 PORT_RUN = DATA / "port-run"
 
 
-def _pipe(tmp_path) -> tuple[RecordsPipe, int]:
-    pipe = RecordsPipe(tmp_path / "records", tmp_path / "records.log")
-    pipe.open()
-    # QEMU's file chardev opens the pipe for writing only
-    return pipe, os.open(pipe.path, os.O_WRONLY)
+def _records(tmp_path) -> tuple[RecordsFile, int]:
+    recs = RecordsFile(tmp_path / "records.log")
+    recs.open()
+    # QEMU's file chardev: O_WRONLY | O_CREAT | O_TRUNC
+    return recs, os.open(recs.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 
 
-def test_the_pipe_gives_whole_lines_and_keeps_a_copy(tmp_path):
-    pipe, w = _pipe(tmp_path)
-    assert pipe.lines() == []  # nothing written: no line, no end of file
+def test_the_records_file_gives_whole_lines_as_they_are_written(tmp_path):
+    recs, w = _records(tmp_path)
+    assert recs.lines() == []  # nothing written: no line
     os.write(w, b"@VT1 0 - 1 boot a=1 *0\n@VT1 1 - 2 ab")
-    assert pipe.lines() == ["@VT1 0 - 1 boot a=1 *0"]
+    assert recs.lines() == ["@VT1 0 - 1 boot a=1 *0"]
     os.write(w, "c \xe9\n\xff".encode("latin-1"))  # not UTF-8: replaced, not lost
-    assert pipe.lines() == ["@VT1 1 - 2 abc \ufffd"]
+    assert recs.lines() == ["@VT1 1 - 2 abc \ufffd"]
     os.close(w)
-    assert pipe.lines() == [] and pipe.rest() == "\ufffd"
-    pipe.close()
-    text = (tmp_path / "records.log").read_text()
-    assert text.startswith("@VT1 0 - 1 boot a=1 *0\n@VT1 1 - 2 abc") and pipe.bytes == 41
+    assert recs.lines() == [] and recs.rest() == "\ufffd"
+    recs.close()
+    text = (tmp_path / "records.log").read_bytes()
+    assert text.startswith(b"@VT1 0 - 1 boot a=1 *0\n@VT1 1 - 2 abc") and len(text) == 41
 
 
-def test_the_pipe_holds_more_than_a_default_pipe(tmp_path):
-    """A harness busy judging a test must not hold the guest up: a megabyte fits."""
-    pipe, w = _pipe(tmp_path)
+def test_a_records_file_written_faster_than_it_is_read_loses_nothing(tmp_path):
+    """A harness busy judging a test holds no one up: QEMU writes on, the next look
+    reads it all (in bounded calls)."""
+    recs, w = _records(tmp_path)
     line = b"x" * 99 + b"\n"
-    os.set_blocking(w, False)
-    written = sum(os.write(w, line) for _ in range(9000))  # 900 KB, unread
-    assert written == 900_000
-    assert len(pipe.lines()) == 9000
-    pipe.close()
+    for _ in range(9000):  # 900 KB, unread
+        os.write(w, line)
+    assert len(recs.lines()) == 9000
+    recs.close()
     os.close(w)
 
 
 def _follow(tmp_path, script: str, done_word: str = "DONE"):
     """A stand-in for QEMU (sh) that writes console lines and port records, then ends."""
-    pipe, w = _pipe(tmp_path)
+    recs, w = _records(tmp_path)
     os.close(w)
     child = pexpect.spawn(
-        "/bin/sh", ["-c", script.replace("PORT", str(pipe.path))], encoding="utf-8", echo=False
+        "/bin/sh", ["-c", script.replace("PORT", str(recs.path))], encoding="utf-8", echo=False
     )
     console, port = [], []
-    follower = ConsoleFollower(child, Timeouts(boot_s=20, silence_s=20), pipe)
+    follower = ConsoleFollower(child, Timeouts(boot_s=20, silence_s=20), recs)
     status, reason = follower.follow(
         console.append, lambda: any(done_word in r for r in port), on_record=port.append
     )
     child.close()
-    pipe.close()
+    recs.close()
     return status, reason, console, port
 
 
@@ -81,7 +81,7 @@ def test_records_go_to_on_record_and_the_console_to_on_line(tmp_path):
 
 
 def test_records_written_just_before_qemu_ends_are_not_lost(tmp_path):
-    """The console's EOF may come before the pipe's last records are read."""
+    """The console's EOF may come before the file's last records are read."""
     script = "echo boot; printf 'rec 1\\nrec 2\\nno newline' >>PORT; exit 0"
     status, _, _, port = _follow(tmp_path, script)
     assert status == BootStatus.QEMU_DIED and port == ["rec 1", "rec 2", "no newline"]
@@ -130,34 +130,39 @@ def test_parse_judges_a_run_directory_with_its_records_log(tmp_path, capsys):
     assert "records.log" in parsed["logs"]
 
 
-def _tap(tmp_path, max_bytes: int = 1 << 20) -> tuple[TraceTap, int]:
-    tap = TraceTap(tmp_path / "trace", tmp_path / "qemu-trace.log", max_bytes)
+def _tap(tmp_path, max_bytes: int = 1 << 20) -> tuple[TraceFile, int]:
+    tap = TraceFile(tmp_path / "qemu-trace.log", max_bytes)
     tap.open()
-    return tap, os.open(tap.path, os.O_WRONLY)  # QEMU's -D: fopen(path, "w")
+    return tap, os.open(tap.path, os.O_WRONLY | os.O_TRUNC)  # QEMU's -D: fopen(path, "w")
 
 
-def test_the_trace_tap_wakes_a_waiter_when_lines_come(tmp_path):
+def test_the_trace_file_wakes_a_waiter_when_lines_come(tmp_path):
     tap, w = _tap(tmp_path)
     assert not tap.wait(0, 0.05)  # nothing yet: the time runs out
     threading.Timer(0.1, os.write, (w, b"arm_gt_recalc gt recalc: timer 1 irqstate 1\n")).start()
     t0 = time.monotonic()
-    assert tap.wait(0, 10.0)  # woken by the write, not by the time-out
+    assert tap.wait(0, 10.0)  # woken when the log grew, not by the time-out
     assert time.monotonic() - t0 < 5.0 and tap.kept == 44
     os.write(w, b"tail without newline")
     os.close(w)
-    tap.close()  # QEMU has ended: the rest is drained into the copy
-    assert (tmp_path / "qemu-trace.log").read_bytes().endswith(b"tail without newline")
+    tap.close()  # QEMU has ended: its last bytes count
+    assert tap.kept == 64 and tap.path.read_bytes().endswith(b"tail without newline")
     assert not tap.wait(tap.kept, 0.05)  # closed: no waiting
 
 
-def test_the_trace_copy_stops_at_its_bound_and_counts_the_rest(tmp_path):
-    tap, w = _tap(tmp_path, max_bytes=1000)
-    for _ in range(30):
-        os.write(w, b"x" * 99 + b"\n")
+def test_the_trace_log_is_cut_at_its_bound_and_the_rest_counted(tmp_path):
+    """QEMU writes on past the bound at its own offset: each look cuts the log back,
+    so the disk holds the bound and a few writes, and the size counts what was lost."""
+    tap, w = _tap(tmp_path, max_bytes=4096)
+    for _ in range(200):  # 200 KB over some 20 looks
+        os.write(w, b"x" * 999 + b"\n")
+        time.sleep(0.001)
+    assert tap.path.stat().st_blocks * 512 < 64 << 10  # on disk: far less than written
+    os.write(w, b"y" * 100)
     os.close(w)
     tap.close()
-    assert (tmp_path / "qemu-trace.log").stat().st_size == 1000
-    assert tap.kept == 1000 and tap.dropped == 2000
+    assert tap.path.stat().st_size == 4096
+    assert tap.kept == 4096 and tap.dropped == 200_100 - 4096
 
 
 def test_layer0_reads_a_trace_that_is_still_written(tmp_path):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pexpect
 
-from harness.boot.channels import RecordsPipe
+from harness.boot.channels import POLL_S, RecordsFile
 from harness.core import signals
 from harness.core.status import BootStatus
 from harness.inputs.options import Timeouts
@@ -27,13 +27,13 @@ Line = Callable[[str], None]
 
 class ConsoleFollower:
     """The console of one running QEMU (its pexpect child), read in large chunks,
-    and its records port (a pipe), read beside it."""
+    and its records port (a file), read beside it every POLL_S."""
 
     def __init__(
         self,
         child: pexpect.spawn,
         timeouts: Timeouts,
-        records: RecordsPipe | None = None,
+        records: RecordsFile | None = None,
         since: float | None = None,
     ) -> None:
         self._child = child
@@ -52,15 +52,15 @@ class ConsoleFollower:
         Reads in large chunks: a console read slowly backs QEMU's serial up and
         slows the guest itself down.
         """
-        fds = [self._child.child_fd]
+        fd = self._child.child_fd
         if self._records is not None:
-            fds.append(self._records.fileno())
+            timeout = min(timeout, POLL_S)
         try:
-            ready = select.select(fds, [], [], timeout)[0]
+            ready = select.select([fd], [], [], timeout)[0]
         except InterruptedError:
             ready = []
         recs = self._records.lines() if self._records is not None else []
-        if fds[0] not in ready and not self._child.buffer:
+        if fd not in ready and not self._child.buffer:
             return recs, []
         try:
             chunk = self._child.read_nonblocking(1 << 16, timeout=0)
@@ -105,12 +105,12 @@ class ConsoleFollower:
         init_seen = False
         while True:
             now = time.monotonic()
-            phase = "suite" if init_seen else "boot (before /init)"
-            at = f": {doing()}" if init_seen and doing() else ""
-            if now > deadline:
-                bound = t.suite_s if init_seen else t.boot_s
-                return BootStatus.HANG, f"{phase} did not finish within {bound:g} s{at}"
-            if now - quiet_since >= t.silence_s:
+            if now > deadline or now - quiet_since >= t.silence_s:  # a hang
+                phase = "suite" if init_seen else "boot (before /init)"
+                at = f": {doing()}" if init_seen and doing() else ""
+                if now > deadline:
+                    bound = t.suite_s if init_seen else t.boot_s
+                    return BootStatus.HANG, f"{phase} did not finish within {bound:g} s{at}"
                 quiet = f"no console or records output for {t.silence_s:.0f} s"
                 return BootStatus.HANG, f"{phase}: {quiet}{at}"
             signals.check()  # a signal to stop: raised in this thread too

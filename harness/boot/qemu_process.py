@@ -3,8 +3,9 @@ stderr, ended with SIGKILL and reaped; end_all kills every one still running.
 
 pexpect runs QEMU on a pty of its own, in a session of its own (so a Ctrl-C at
 the terminal reaches the harness, which ends QEMU itself); QEMU's stderr goes
-to a file, its console to console.log as it is read, the records port to a
-named pipe (boot/channels.py) copied to records.log.
+to a file, its console to console.log as it is read, the records port and the
+trace log to the run's records.log and qemu-trace.log, followed as they grow
+(boot/channels.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import IO
 
 import pexpect
 
-from harness.boot.channels import TRACE_COPY_MAX, RecordsPipe, TraceTap
+from harness.boot.channels import TRACE_MAX, RecordsFile, TraceFile
 from harness.inputs.machine import MachineConfig, shell_line
 
 # the QEMUs running now (any thread), so that none outlives the harness (end_all)
@@ -53,8 +54,8 @@ class QemuProcess:
         self.console_log = run_dir / "console.log"
         self.records_log = run_dir / "records.log"
         self.qemu_stderr = run_dir / "qemu.stderr"
-        self.records: RecordsPipe | None = None
-        self.trace: TraceTap | None = None  # QEMU's trace log, copied to trace_log
+        self.records: RecordsFile | None = None
+        self.trace: TraceFile | None = None  # QEMU's trace log (trace_log), followed
         self.argv: list[str] = []
         self.started_at: float | None = None
         self.child: pexpect.spawn | None = None
@@ -67,16 +68,17 @@ class QemuProcess:
         # AF_UNIX paths are limited to 108 bytes: keep the socket in a short private dir.
         self._sockdir = tempfile.mkdtemp(prefix="vt-")
         sock = Path(self._sockdir) / "qmp.sock"
-        self.records = RecordsPipe(Path(self._sockdir) / "records", self.records_log)
+        self.records = RecordsFile(self.records_log)
         self.records.open()
-        trace_pipe = None
+        trace_at = None
         if self.trace_log is not None:
-            self.trace = TraceTap(Path(self._sockdir) / "trace", self.trace_log, TRACE_COPY_MAX)
+            self.trace = TraceFile(self.trace_log, TRACE_MAX)
             self.trace.open()
-            trace_pipe = self.trace.path
+            trace_at = self._link("trace", self.trace_log)
         self.argv = self.machine.qemu_argv(
-            kernel, initrd, sock, trace_pipe, self.records.path, self.trace_events
-        )
+            kernel, initrd, sock, trace_at, self._link("records", self.records_log),
+            self.trace_events,
+        )  # fmt: skip
         by_hand = self.machine.qemu_argv(kernel, initrd, None)
         (self.run_dir / "qemu-cmdline.sh").write_text(
             "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace;"
@@ -102,6 +104,13 @@ class QemuProcess:
         self.child.ptyproc.delayafterclose = 0.0
         self.child.ptyproc.delayafterterminate = 0.0
         return sock
+
+    def _link(self, name: str, target: Path) -> Path:
+        """A name in the private directory for a run file QEMU writes: QEMU's options
+        take neither a ',' (-chardev) nor a '%' (-D) in a path as it is."""
+        link = Path(self._sockdir) / name
+        link.symlink_to(target.resolve())
+        return link
 
     def alive(self) -> bool:
         child = self.child

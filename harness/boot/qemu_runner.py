@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.boot.channels import TraceTap
+from harness.boot.channels import TraceFile
 from harness.boot.console import INIT_STARTED, PANIC, POWER_OFF, ConsoleFollower
 from harness.boot.qemu_process import QemuProcess, end_all
 from harness.boot.qmp import Qmp, QmpError, QmpTimeout
@@ -117,7 +117,7 @@ class QemuRun:
         return self._process.argv
 
     @property
-    def trace_tap(self) -> TraceTap | None:
+    def trace_file(self) -> TraceFile | None:
         """QEMU's trace log as it is written (None without trace events)."""
         return self._process.trace
 

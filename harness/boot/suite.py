@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.boot import faults
-from harness.boot.channels import TraceTap
+from harness.boot.channels import TraceFile
 from harness.boot.qemu_runner import TRACE_EVENTS_SMP, BootResult, QemuRun, QmpTimeout, Timeouts
 from harness.core import signals
 from harness.core.errors import HarnessError, InputError
@@ -26,7 +26,7 @@ from harness.inputs import guest_spec, machine
 
 @dataclass
 class Hooks:
-    on_start: Callable[[TraceTap | None, dict[int, int]], None]  # trace, vCPU thread -> CPU
+    on_start: Callable[[TraceFile | None, dict[int, int]], None]  # trace, vCPU thread -> CPU
     on_line: Callable[[str], None]
     done: Callable[[], bool]  # the suite said done
     doing: Callable[[], str]  # what the suite is doing (a hang's reason)
@@ -88,7 +88,7 @@ class SuiteBoot:
         version, enabled, diag, exit_status = "", [], None, None
 
         def result(status: BootStatus, reason: str) -> BootResult:
-            tap = q.trace_tap
+            tap = q.trace_file
             return BootResult(
                 status, reason, q.console_log, q.qemu_stderr, q.trace_log,
                 time.monotonic() - start, exit_status, version, enabled, diag, q.init_s,
@@ -100,7 +100,7 @@ class SuiteBoot:
                 self.say(f"# qemu: {machine.shell_line(q.argv)}")
                 version, enabled = q.start()
                 self.cpu_threads = q.cpu_threads
-                hooks.on_start(q.trace_tap, q.cpu_threads)
+                hooks.on_start(q.trace_file, q.cpu_threads)
                 on_line, on_record = hooks.on_line, hooks.on_record or hooks.on_line
                 if fault:  # after the record that reports an arming, wherever it comes
                     on_line = faults.injector(fault, q, hooks.armed, on_line, self.say)

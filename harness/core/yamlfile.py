@@ -3,22 +3,23 @@
 Whatever is wrong with a file (not UTF-8, a control character, a YAML syntax
 error, a key that is a list, a tag, a number out of range) is one InputError
 naming the file and the line.
+
+A file parsed once is not parsed again while its bytes stay the same: its tree is
+kept in build/yaml-cache/ (marshal), and PyYAML is imported only on a miss.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import marshal
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-import yaml.cyaml
-
+from harness.core import repo
 from harness.core.errors import InputError
 
-# a YAML 1.1 key '<<' merges another mapping in; not supported here
-MERGE_TAG = "tag:yaml.org,2002:merge"
-YAML_TAG_PREFIX = "tag:yaml.org,2002:"
 INT_RANGE = (-(2**63), 2**64 - 1)  # what the C side (and any config) can hold
 
 
@@ -27,10 +28,6 @@ class LineDict(dict):
 
     lines: dict[str, int]
     line: int
-
-
-def _line(node: yaml.Node | yaml.Event) -> int:
-    return node.start_mark.line + 1
 
 
 def _kind(value: object) -> str:
@@ -45,99 +42,6 @@ def _kind(value: object) -> str:
     return "a string" if isinstance(value, str) else f"a {type(value).__name__}"
 
 
-class _Rules:
-    """What this project allows of YAML, on top of a loader's composer and constructor."""
-
-    name: str
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
-        event = self.peek_event()
-        tag = getattr(event, "tag", None)
-        if tag is not None:
-            shown = tag.replace(YAML_TAG_PREFIX, "!!", 1)
-            raise InputError(self.name, f"YAML tags ('{shown}') are not allowed", line=_line(event))
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> LineDict:
-        if not isinstance(node, yaml.MappingNode):
-            raise InputError(self.name, "expected a mapping", line=_line(node))
-        out = LineDict()
-        out.lines = {}
-        out.line = _line(node)
-        for key_node, value_node in node.value:
-            line = _line(key_node)
-            if key_node.tag == MERGE_TAG:
-                raise InputError(self.name, "merge keys ('<<') are not supported", line=line)
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                hash(key)
-            except TypeError:
-                raise InputError(
-                    self.name, f"a key must be a plain value, not {_kind(key)}", line=line
-                ) from None
-            if key in out:
-                raise InputError(self.name, f"duplicate key '{key}'", line=line)
-            out[key] = self.construct_object(value_node, deep=deep)
-            out.lines[str(key)] = line
-        return out
-
-    def _number(self, node: yaml.ScalarNode, kind: type) -> Any:
-        construct = super().construct_yaml_int if kind is int else super().construct_yaml_float
-        try:
-            return construct(node)
-        except ValueError:  # e.g. 0b_ (the resolver takes it for an int)
-            raise InputError(
-                self.name, f"'{node.value}' is not a valid number", line=_line(node)
-            ) from None
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        value = self._number(node, int)
-        low, high = INT_RANGE
-        if not low <= value <= high:
-            raise InputError(self.name, f"integer {node.value} is out of range", line=_line(node))
-        return value
-
-    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
-        value = self._number(node, float)
-        if not math.isfinite(value):
-            raise InputError(self.name, f"number {node.value} is not finite", line=_line(node))
-        return value
-
-
-class _Loader(_Rules, yaml.SafeLoader):
-    """The rules on PyYAML's own reader, scanner and parser (its error messages)."""
-
-
-class _FastLoader(
-    _Rules,
-    yaml.composer.Composer,  # before CParser: its Python composing calls our compose_node
-    yaml.cyaml.CParser,  # libyaml's scanner and parser: the events, with their marks
-    yaml.constructor.SafeConstructor,
-    yaml.resolver.Resolver,
-):
-    """The same rules on libyaml's parser: the suite's files load five times faster.
-    A file it rejects is loaded again by _Loader, whose messages are the ones users see."""
-
-    def __init__(self, stream: str) -> None:
-        yaml.cyaml.CParser.__init__(self, stream)
-        yaml.composer.Composer.__init__(self)
-        yaml.constructor.SafeConstructor.__init__(self)
-        yaml.resolver.Resolver.__init__(self)
-
-
-for _cls in (_Loader, _FastLoader):
-    _cls.add_constructor(
-        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-        lambda loader, node: loader.construct_mapping(node, deep=True),
-    )
-    _cls.add_constructor("tag:yaml.org,2002:int", _cls.construct_yaml_int)
-    _cls.add_constructor("tag:yaml.org,2002:float", _cls.construct_yaml_float)
-    # a bare '=' (YAML 1.1's value key) is just the string "=", a date (2020-13-45 is
-    # one to YAML 1.1) is its text: no config holds dates
-    _cls.add_constructor("tag:yaml.org,2002:value", _cls.construct_yaml_str)
-    _cls.add_constructor("tag:yaml.org,2002:timestamp", _cls.construct_yaml_str)
-
-
 def _decode(path: Path, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
@@ -148,52 +52,85 @@ def _decode(path: Path, raw: bytes) -> str:
         ) from None
 
 
-def _parse(path: Path, text: str) -> Any:
-    if not yaml.reader.Reader.NON_PRINTABLE.search(text):
-        fast = _FastLoader(text)
-        fast.name = str(path)
-        try:
-            return fast.get_single_data()
-        except (yaml.YAMLError, RecursionError):
-            pass  # said below, in PyYAML's words
-        finally:
-            fast.dispose()
-    return _parse_slowly(path, text)
+# the parse cache: one file per YAML file (by its absolute path), holding the digest
+# of its bytes and their tree; a changed file is parsed again, an unwritable cache ignored
+CACHE_FORMAT = 1
+CACHE_DIR = repo.BUILD / "yaml-cache"
 
 
-def _parse_slowly(path: Path, text: str) -> Any:
+def _plain(v: Any) -> Any:
+    """v with its LineDicts as (dict, lines, line) tuples, which marshal can write
+    (a parsed file holds no tuples of its own: YAML sequences are lists)."""
+    if isinstance(v, LineDict):
+        return ({k: _plain(x) for k, x in v.items()}, v.lines, v.line)
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _rich(v: Any) -> Any:
+    if isinstance(v, tuple):
+        items, lines, line = v
+        out = LineDict((k, _rich(x)) for k, x in items.items())
+        out.lines, out.line = lines, line
+        return out
+    if isinstance(v, list):
+        return [_rich(x) for x in v]
+    return v
+
+
+def _cache_path(path: Path) -> Path:
+    name = hashlib.blake2b(os.path.abspath(path).encode(), digest_size=16).hexdigest()
+    return CACHE_DIR / name
+
+
+def _cached(path: Path, digest: bytes) -> Any:
+    """The parse of path's bytes from the cache, or None."""
     try:
-        loader = _Loader(text)
-    except yaml.reader.ReaderError as e:
-        line = text.count("\n", 0, e.position) + 1
-        raise InputError(
-            path, f"unprintable character U+{e.character:04X} is not allowed", line=line
-        ) from None
-    loader.name = str(path)
+        fmt, kept, tree = marshal.loads(_cache_path(path).read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    return _rich(tree) if fmt == CACHE_FORMAT and kept == digest else None
+
+
+def _keep(path: Path, digest: bytes, data: Any) -> None:
+    out = _cache_path(path)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        return loader.get_single_data()
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        raise InputError(path, f"invalid YAML: {e.problem or e.context}", line=line) from None
-    except RecursionError:
-        raise InputError(path, "invalid YAML: nested too deeply") from None
-    finally:
-        loader.dispose()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(marshal.dumps((CACHE_FORMAT, digest, _plain(data))))
+        os.replace(tmp, out)
+    except (OSError, ValueError):  # read-only, full, or a value marshal cannot write
+        tmp.unlink(missing_ok=True)
+
+
+def _parse(path: Path, raw: bytes) -> Any:
+    """path's YAML tree: from the cache when its bytes are those parsed last time."""
+    digest = hashlib.blake2b(raw, digest_size=16).digest()
+    data = _cached(path, digest)
+    if data is None:
+        from harness.core import yaml_loaders
+
+        data = yaml_loaders.parse(path, _decode(path, raw))
+        _keep(path, digest, data)
+    return data
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot read: {e.strerror}") from None
 
 
 def read_text(path: Path) -> str:
     """A UTF-8 text file's text; unreadable or not UTF-8 is one InputError line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror}") from None
-    return _decode(path, raw)
+    return _decode(path, _read(path))
 
 
 def load(path: Path) -> LineDict:
     """Load a YAML file whose top level is a mapping; errors name file and line."""
-    data = _parse(path, read_text(path))
+    data = _parse(path, _read(path))
     if data is None:
         raise InputError(path, "the file is empty (a mapping of keys is wanted)")
     if not isinstance(data, LineDict):

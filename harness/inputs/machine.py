@@ -41,10 +41,10 @@ class MachineConfig:
         """The QEMU command line, serial on stdio, the records port into records.
 
         With qmp_socket: QMP on that unix socket (the machine runs at once; the
-        harness asks QMP what it needs meanwhile), records a named pipe the
-        harness reads, and with trace_log the trace_events patterns on from the
-        first instruction (-trace enable=). Without: the same machine to rerun by
-        hand, records to a file (records.log in the current directory unless given).
+        harness asks QMP what it needs meanwhile), and with trace_log the
+        trace_events patterns on from the first instruction (-trace enable=), logged
+        there. Without: the same machine to rerun by hand. records is a file
+        (records.log in the current directory unless given) the harness follows.
         """
         machine = f"{self.machine},virtualization={'on' if self.virtualization else 'off'}"
         machine += f",gic-version={self.gic_version}"
@@ -67,7 +67,7 @@ class MachineConfig:
         # a file chardev only writes (a pipe chardev would read its own records back)
         argv += [
             "-device", "virtio-serial-device",
-            "-chardev", f"file,id=vtrec,path={records or 'records.log'}",
+            "-chardev", f"file,id=vtrec,path={_opt(str(records or 'records.log'))}",
             "-device", f"virtserialport,chardev=vtrec,name={RECORDS_PORT}",
         ]  # fmt: skip
         if qmp_socket is not None:
@@ -78,6 +78,11 @@ class MachineConfig:
             for pattern in trace_events:
                 argv += ["-trace", f"enable={pattern}"]
         return argv + list(self.extra_args)
+
+
+def _opt(value: str) -> str:
+    """value inside a QEMU option list (a ',' in it is written ',,')."""
+    return value.replace(",", ",,")
 
 
 def shell_line(argv: list[str]) -> str:

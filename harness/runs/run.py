@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.boot.channels import TraceTap
+from harness.boot.channels import TraceFile
 from harness.boot.qemu_runner import BootResult
 from harness.boot.suite import Hooks, SuiteBoot, suite_bound
 from harness.build import kernel, series
@@ -277,7 +277,7 @@ class Run:
             self.files.boot, self.files.cpu_threads = boot.result, boot.cpu_threads
         return boot.result.status, boot.result.reason
 
-    def _layer0(self, trace: TraceTap | None, cpu_threads: dict[int, int]) -> None:
+    def _layer0(self, trace: TraceFile | None, cpu_threads: dict[int, int]) -> None:
         """QEMU's trace, as it is written, as the session's layer 0."""
         if trace is not None:
             self.session.hw.open(trace.copy, cpu_threads, self.machine.smp, trace)

@@ -56,6 +56,7 @@ keeps QEMU's deadline), as (tick, host time). All bounded, in the one pass.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -747,9 +748,9 @@ def timelines(events: Iterable[GtEvent]) -> list[VmTimeline]:
 
 
 class Growing(Protocol):
-    """A trace log still being written (boot/channels.py's TraceTap)."""
+    """A trace log still being written (boot/channels.py's TraceFile)."""
 
-    kept: int  # bytes written so far
+    kept: int  # bytes of it that count so far (what QEMU wrote, to the log's bound)
 
     def wait(self, seen: int, timeout: float) -> bool: ...
 
@@ -768,21 +769,27 @@ class Reader:
         self.growing = growing
         self._cpu_of = CpuOf(threads)
         self._builder = Builder()
-        self._pos = 0
+        self._pos = 0  # bytes of the log read
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._partial = ""
         self._seen = 0  # the writer's byte count when the log was last read
         self.lines = 0  # trace lines read so far
         self.events = 0  # arm_gt_* events among them
 
     def timelines(self) -> list[VmTimeline]:
+        end = None  # the whole log, or as much of it as the writer says counts
         if self.growing is not None:
-            self._seen = self.growing.kept  # all of that is read below
+            self._seen = end = self.growing.kept  # all of that is read below
         try:
-            with open(self.path, errors="replace") as f:
+            with open(self.path, "rb") as f:
                 f.seek(self._pos)
-                while chunk := f.read(self.BLOCK):
-                    self._take(chunk)
-                self._pos = f.tell()
+                while True:
+                    n = self.BLOCK if end is None else min(self.BLOCK, end - self._pos)
+                    chunk = f.read(n) if n > 0 else b""
+                    if not chunk:
+                        break
+                    self._pos += len(chunk)
+                    self._take(self._decoder.decode(chunk))
         except OSError:
             pass
         return self._builder.order

@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.boot import qemu_runner
 from harness.core import signals
 from harness.core.errors import HarnessError
-from harness.inputs import guest_spec, machine, qemu_tests, revision
+from harness.inputs import guest_spec, machine, revision
 from harness.inputs.options import FAULTS, POLICIES, VMMS, RunOptions
 from harness.inputs.revision import DEFAULT_SOURCE
 from harness.runs.run import boot_test
@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "list":
+            from harness.inputs import qemu_tests
+
             print("revisions:", " ".join(revision.available()))
             print("machines: ", " ".join(machine.available()))
             for t in guest_spec.load_all().values():

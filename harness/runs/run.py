@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from harness.boot.channels import TraceFile
 from harness.boot.qemu_runner import BootResult
 from harness.boot.suite import Hooks, SuiteBoot, suite_bound
-from harness.build import kernel, series
+from harness.build import kernel
 from harness.build.artifacts import build_artifacts
 from harness.core import repo, resultsfile, signals
 from harness.core.errors import BuildError, HarnessError, InputError
@@ -311,6 +311,8 @@ def developer_kernel(
 ) -> kernel.Kernel:
     """--tree and/or --series: built out of tree; the revision only judges it (its
     own series applied too with rev_series). identity gets where it came from."""
+    from harness.build import series
+
     series_path = o.series or (rev.directory if o.rev_series else None)
     if o.tree and o.series and o.rev_series:
         raise InputError(None, "--series and --rev-series: give one series")

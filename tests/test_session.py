@@ -9,6 +9,7 @@ diff.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -164,3 +165,22 @@ def test_a_session_without_the_log_of_a_test_says_why(tmp_path):
 def test_golden_files_are_there_for_every_case():
     assert {f"{c[0]}.results.json" for c in CASES} <= {p.name for p in GOLDEN.iterdir()}
     assert Path(GOLDEN).is_dir()
+
+
+def test_the_report_draws_the_trace_each_test_was_judged_on_once():
+    """A live run draws a test's timeline as its verdict is made; the report at the
+    end reuses it unless the verdict or the trace changed."""
+    from harness.outputs import report
+
+    s = _session()
+    entries = report.Entries()
+    drawn = {}
+    s.on_result = lambda r: drawn.setdefault(r.name, entries.draw(r, s.trace(r.name)))
+    for line in console("upstream-suite.console.log"):
+        s.feed(line)
+    name = s.stream.parsed.began[0]
+    res, tr = s.result(name), s.trace(name)
+    assert tr is s.traces()[name]  # the judged trace: its kernel events parsed once
+    assert entries.draw(res, tr) is drawn[name] and drawn[name]["svg"]
+    redrawn = entries.draw(dataclasses.replace(res, status=FAILED), tr)
+    assert redrawn is not drawn[name] and redrawn["status"] == FAILED

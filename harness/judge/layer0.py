@@ -46,9 +46,10 @@ class Hardware:
         self.wait_s = 2.0 if growing is not None else 0.0
 
     def for_test(
-        self, parsed: records.Parsed, test: str
+        self, parsed: records.Parsed, test: str, wait: bool = True
     ) -> tuple[qemu_trace.VmTimeline | None, str]:
-        """test's VM, or None with the reason when there is none to trust."""
+        """test's VM, or None with the reason when there is none to trust (not wait:
+        as the trace read so far shows it, a live run's VM not waited for)."""
         if self.reader is None:
             return None, self.off
         began = parsed.began
@@ -58,7 +59,7 @@ class Hardware:
         begin = next((r for r in parsed.of(test) if r.kind == "begin"), None)
         if begin is not None and begin.get("cntvoff"):
             cntvoff = int(begin.get("cntvoff"), 16)
-            deadline = time.monotonic() + self.wait_s
+            deadline = time.monotonic() + (self.wait_s if wait else 0.0)
             found = _by_offset(vms, cntvoff)
             while found[0] is None and self.reader.wait_more(deadline - time.monotonic()):
                 found = _by_offset(self.reader.timelines(), cntvoff)

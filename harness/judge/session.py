@@ -137,17 +137,21 @@ class Session:
         return self.hw.for_test(self.stream.parsed, test)
 
     def traces(self) -> dict[str, TestTrace]:
-        """Each test's trace with its layer 0, for the report: the one it was judged
-        on (its kernel events parsed already), else made from its records now."""
-        out = {}
-        for name, recs in self.stream.parsed.by_test().items():
-            n, tr = self._traces.get(name, (-1, None))
-            if tr is None or n != len(recs):
-                tr = TestTrace.from_records(name, recs)
-            if tr.hw is None:
-                tr.hw = self.hardware(name)[0]
-            out[name] = tr
-        return out
+        """Each test's trace with its layer 0, for the report."""
+        return {name: self.trace(name) for name in self.stream.parsed.by_test()}
+
+    def trace(self, name: str) -> TestTrace:
+        """name's trace with its layer 0: the one it was judged on (its kernel events
+        parsed already, its layer 0 the verdict's) while no record came since, else
+        made from its records now, with the layer 0 QEMU's trace shows now (not
+        waited for: the report draws what there is)."""
+        recs = self.stream.parsed.of(name)
+        n, tr = self._traces.get(name, (-1, None))
+        if tr is None or n != len(recs):
+            tr = TestTrace.from_records(name, recs)
+            tr.hw = self.hw.for_test(self.stream.parsed, name, wait=False)[0]
+            self._traces[name] = (len(recs), tr)
+        return tr
 
     def doing(self) -> str:
         """What the suite is doing, for a hang's reason: the test it is in."""

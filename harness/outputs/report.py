@@ -89,29 +89,48 @@ def warm() -> None:
         templating.env().get_template(name)
 
 
+def test_entry(r: TestResult, tr: TestTrace | None) -> dict:
+    """The report's part of one test: its verdict, and its timeline drawn from tr."""
+    failed = [p for p in r.properties if p.status == "fail"]
+    tl = timeline.build(tr, failed) if tr is not None and tr.exits else None
+    return {
+        "name": r.name,
+        "status": r.status,
+        "reasons": r.reasons,
+        "props": {p.prop: p.status for p in r.properties},
+        "metrics": r.metrics,
+        "svg": svg(tl) if tl else None,
+        "notes": tl.notes if tl else [],
+    }
+
+
+class Entries:
+    """Each test's entry drawn once its verdict is made (a live run: while the next
+    test runs), and drawn again only if its verdict or trace changed since."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[TestResult, TestTrace | None, object, dict]] = {}
+
+    def draw(self, r: TestResult, tr: TestTrace | None) -> dict:
+        hw = tr.hw if tr is not None else None
+        kept = self._kept.get(r.name)
+        if kept is not None and kept[0] is r and kept[1] is tr and kept[2] is hw:
+            return kept[3]
+        entry = test_entry(r, tr)
+        self._kept[r.name] = (r, tr, hw, entry)
+        return entry
+
+
 def render(
     run_dir: Path,
     results: list[TestResult],
     traces: dict[str, TestTrace],
     by_model: dict[str, list[TestResult]] | None = None,
+    entries: Entries | None = None,
 ) -> Path:
     data = json.loads((run_dir / "results.json").read_text())
-    tests = []
-    for r in results:
-        tr = traces.get(r.name)
-        failed = [p for p in r.properties if p.status == "fail"]
-        tl = timeline.build(tr, failed) if tr is not None and tr.exits else None
-        tests.append(
-            {
-                "name": r.name,
-                "status": r.status,
-                "reasons": r.reasons,
-                "props": {p.prop: p.status for p in r.properties},
-                "metrics": r.metrics,
-                "svg": svg(tl) if tl else None,
-                "notes": tl.notes if tl else [],
-            }
-        )
+    entries = entries or Entries()
+    tests = [entries.draw(r, traces.get(r.name)) for r in results]
     props = [p for p in PROPERTIES if any(p in t["props"] for t in tests)]
     cmp_rows = None
     if by_model and len(by_model) > 1:

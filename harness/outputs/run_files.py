@@ -29,13 +29,16 @@ class RunFiles:
     extra: Callable[[], dict] = dict  # keys a VMM adds (its registry hook)
     started: float = field(default_factory=time.monotonic)
     warm: bool = False  # the report's templates are compiled
+    entries: report.Entries = field(default_factory=report.Entries)  # the report's tests
 
-    def saved_test(self) -> None:
-        """results.json after a test's verdict; the first one also readies the report."""
+    def saved_test(self, res: TestResult) -> None:
+        """results.json after a test's verdict, and the test's part of the report (the
+        first one also readies the report's templates), while the next test runs."""
         self.save(complete=False, durable=False)
         if not self.warm:
             report.warm()
             self.warm = True
+        self.entries.draw(res, self.session.trace(res.name))
 
     def save(self, complete: bool, durable: bool = True) -> None:
         """results.json as of now (durable: through a machine's crash too; the saves
@@ -92,7 +95,9 @@ class RunFiles:
         if self.ktap:
             resultsfile.write_atomic(self.run_dir / "ktap.txt", self.ktap.text())
         by_model = {m: list(rs.values()) for m, rs in s.by_model.items()}
-        report.render(self.run_dir, results, s.traces(), {rev_name: results} | by_model)
+        report.render(
+            self.run_dir, results, s.traces(), {rev_name: results} | by_model, self.entries
+        )
         say(ktap.summary(results))
         ok = all(r.status in (PASSED, SKIPPED) for r in results)
         say(f"# results: {repo.rel(self.run_dir)}/results.json")

@@ -125,7 +125,7 @@ class RunSetup:
         )  # fmt: skip
         if not self.opts.trace_events:
             session.hw.off = "QEMU's trace is off (--trace none)"
-        session.on_result = lambda r: self.files.saved_test()
+        session.on_result = lambda r: self.files.saved_test(r)
         return session
 
     @cached_property

@@ -127,8 +127,10 @@ def render(
     traces: dict[str, TestTrace],
     by_model: dict[str, list[TestResult]] | None = None,
     entries: Entries | None = None,
+    data: dict | None = None,  # results.json's (default: read from run_dir)
 ) -> Path:
-    data = json.loads((run_dir / "results.json").read_text())
+    if data is None:
+        data = json.loads((run_dir / "results.json").read_text())
     entries = entries or Entries()
     tests = [entries.draw(r, traces.get(r.name)) for r in results]
     props = [p for p in PROPERTIES if any(p in t["props"] for t in tests)]

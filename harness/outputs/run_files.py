@@ -43,6 +43,10 @@ class RunFiles:
     def save(self, complete: bool, durable: bool = True) -> None:
         """results.json as of now (durable: through a machine's crash too; the saves
         after each test are not, a killed harness loses nothing of them)."""
+        resultsfile.write_json(self.run_dir / "results.json", self.data(complete), durable)
+
+    def data(self, complete: bool) -> dict:
+        """What results.json says as of now."""
         s = self.session
         results = s.results()
         counts = {
@@ -61,8 +65,7 @@ class RunFiles:
             "summary": counts,
             "logs": sorted(p.name for p in self.run_dir.iterdir() if not p.name.startswith(".")),
         }
-        data |= self.extra()
-        resultsfile.write_json(self.run_dir / "results.json", data, durable)
+        return data | self.extra()
 
     def _boot(self) -> dict | None:
         b = self.boot
@@ -82,9 +85,12 @@ class RunFiles:
             "cpu_threads": {str(t): c for t, c in self.cpu_threads.items()},
         }
 
-    def finish(self, rev_name: str, say: Callable[[str], None]) -> tuple[list[TestResult], int]:
-        """junit.xml, ktap.txt and report.html; the results and the exit code (1: a
-        test neither passed nor was skipped)."""
+    def finish(
+        self, rev_name: str, say: Callable[[str], None], data: dict | None = None
+    ) -> tuple[list[TestResult], int]:
+        """junit.xml, ktap.txt and report.html (its run's part from data, else from
+        results.json); the results and the exit code (1: a test neither passed nor was
+        skipped)."""
         s = self.session
         results = s.results()
         wall = time.monotonic() - self.started
@@ -95,9 +101,8 @@ class RunFiles:
         if self.ktap:
             resultsfile.write_atomic(self.run_dir / "ktap.txt", self.ktap.text())
         by_model = {m: list(rs.values()) for m, rs in s.by_model.items()}
-        report.render(
-            self.run_dir, results, s.traces(), {rev_name: results} | by_model, self.entries
-        )
+        models = {rev_name: results} | by_model
+        report.render(self.run_dir, results, s.traces(), models, self.entries, data)
         say(ktap.summary(results))
         ok = all(r.status in (PASSED, SKIPPED) for r in results)
         say(f"# results: {repo.rel(self.run_dir)}/results.json")

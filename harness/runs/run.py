@@ -217,8 +217,8 @@ class Run:
         as it is now; results.json gets QEMU's exit after it)."""
         self.files.boot = boot
         self._close(BootStatus.COMPLETED, "suite finished")
-        self.files.save(complete=True)  # what the report reads of the boot
-        self._finished = self.files.finish(self.rev.name, self.say)
+        data = self.files.data(complete=True)  # the report's run; saved once QEMU is gone
+        self._finished = self.files.finish(self.rev.name, self.say, data)
 
     def _kernel(self) -> Path:
         if self.opts.kernel_image:

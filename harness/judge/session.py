@@ -19,7 +19,7 @@ from harness.inputs import revision as revmod
 from harness.judge import abicheck, closing
 from harness.judge.layer0 import Hardware
 from harness.judge.model import Model
-from harness.judge.verdict import ERROR, FAILED, TestResult, evaluate, judged
+from harness.judge.verdict import ERROR, FAILED, TestResult, evaluate, trace_for
 from harness.traces import qemu_trace, records
 from harness.traces.test_trace import TestTrace
 
@@ -97,9 +97,9 @@ class Session:
         hw, why = self.hardware(spec.name)
         dropped = parsed.problems_dropped.get(spec.name, 0)
         gate = self.abi_gate.apply
-        res, tr = judged(spec, recs, probs, self.model, hw, why, dropped)
+        tr = trace_for(spec.name, recs, hw, why)
         self._traces[spec.name] = (len(recs), tr)
-        res = gate(res, parsed)
+        res = gate(evaluate(spec, recs, probs, self.model, problems_dropped=dropped, tr=tr), parsed)
         for m in self.extra_models:
             self.by_model[m.name][spec.name] = gate(
                 evaluate(spec, recs, probs, m, hw, why, dropped), parsed

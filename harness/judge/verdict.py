@@ -74,6 +74,17 @@ def _spec_checks(spec: GuestTest, tr: TestTrace) -> list[str]:
     return bad
 
 
+def trace_for(
+    name: str, records: list[Record], hw: VmTimeline | None = None, hw_missing: str | None = None
+) -> TestTrace:
+    """The trace a test is judged on: its records, and its layer 0 or why there is none."""
+    tr = TestTrace.from_records(name, records)
+    tr.hw = hw
+    if hw_missing:
+        tr.hw_missing = hw_missing
+    return tr
+
+
 def evaluate(
     spec: GuestTest,
     records: list[Record],
@@ -82,24 +93,11 @@ def evaluate(
     hw: VmTimeline | None = None,
     hw_missing: str | None = None,
     problems_dropped: int = 0,
+    tr: TestTrace | None = None,  # made of records, hw and hw_missing (trace_for) if None
 ) -> TestResult:
-    return judged(spec, records, problems, model, hw, hw_missing, problems_dropped)[0]
-
-
-def judged(
-    spec: GuestTest,
-    records: list[Record],
-    problems: list[Problem],
-    model: Model,
-    hw: VmTimeline | None = None,
-    hw_missing: str | None = None,
-    problems_dropped: int = 0,
-) -> tuple[TestResult, TestTrace]:
-    """spec's verdict, and the trace it was judged on (the report draws it)."""
-    tr = TestTrace.from_records(spec.name, records)
-    tr.hw = hw
-    if hw_missing:
-        tr.hw_missing = hw_missing
+    if tr is None:
+        tr = trace_for(spec.name, records, hw, hw_missing)
+    hw = tr.hw
     res = TestResult(spec.name, PASSED, metrics=_metrics(tr) if records else {})
     res.dropped = dict(tr.dropped)
     if hw is not None and hw.dropped:
@@ -111,7 +109,7 @@ def judged(
     if not records:
         res.status = MISSED
         res.reasons.append("no records: the test did not run")
-        return res, tr
+        return res
     if problems:
         res.status = ERROR
         res.reasons += [f"{p.source}: {p.what} (line {p.line_no})" for p in problems]
@@ -121,7 +119,7 @@ def judged(
     if tr.end is None:
         res.status = ERROR
         res.reasons.append("no end record: the run stopped inside this test")
-        return res, tr
+        return res
     res.reasons += [f"vmm: {e.get('msg', '?')}" for e in tr.errors]
     end_status, why = _END.get(tr.status or "", (ERROR, f"unknown end status {tr.status}"))
     if end_status != PASSED:
@@ -136,4 +134,4 @@ def judged(
         res.status = ERROR
     elif end_status == FAILED or spec_bad or any(p.status == FAIL for p in res.properties):
         res.status = FAILED
-    return res, tr
+    return res

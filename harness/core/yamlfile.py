@@ -10,6 +10,7 @@ kept in build/yaml-cache/ (marshal), and PyYAML is imported only on a miss.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
 import os
@@ -101,7 +102,8 @@ def _keep(path: Path, digest: bytes, data: Any) -> None:
         tmp.write_bytes(marshal.dumps((CACHE_FORMAT, digest, _plain(data))))
         os.replace(tmp, out)
     except (OSError, ValueError):  # read-only, full, or a value marshal cannot write
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _parse(path: Path, raw: bytes) -> Any:

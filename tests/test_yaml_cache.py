@@ -1,6 +1,7 @@
-"""The YAML parse cache (harness/core/yamlfile.py): a file parsed once is loaded from
-build/yaml-cache/ while its bytes stay the same, with the same lines; a changed
-file is parsed again; a bad file is never kept; an unwritable cache is ignored."""
+"""The YAML parse cache (harness/core/yamlfile.py): a file of the repository parsed
+once is loaded from build/yaml-cache/ while its bytes stay the same, with the same
+lines; a changed file is parsed again; a bad file is never kept; an unwritable cache
+is ignored; a file outside the repository is not kept."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from harness.core.errors import InputError
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(yamlfile, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(yamlfile, "CACHED_UNDER", tmp_path)  # tmp_path as the repository
     return tmp_path / "cache"
 
 
@@ -58,10 +60,20 @@ def test_a_bad_file_is_said_each_time_and_never_kept(tmp_path, cache):
     assert not cache.exists() or not list(cache.iterdir())
 
 
+def test_a_file_outside_the_repository_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(yamlfile, "CACHE_DIR", tmp_path / "cache")
+    f = tmp_path / "a.yaml"  # not under the repository
+    f.write_text("name: a\n")
+    parsed = _parsed(monkeypatch)
+    assert yamlfile.load(f) == {"name": "a"} == yamlfile.load(f)
+    assert parsed == ["a.yaml", "a.yaml"] and not (tmp_path / "cache").exists()
+
+
 def test_an_unwritable_cache_only_costs_a_parse(tmp_path, monkeypatch):
     blocked = tmp_path / "file"
     blocked.write_text("")  # the cache's directory cannot be made under a file
     monkeypatch.setattr(yamlfile, "CACHE_DIR", blocked / "cache")
+    monkeypatch.setattr(yamlfile, "CACHED_UNDER", tmp_path)
     f = tmp_path / "a.yaml"
     f.write_text("name: a\n")
     assert yamlfile.load(f) == {"name": "a"} == yamlfile.load(f)

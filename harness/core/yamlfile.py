@@ -57,6 +57,9 @@ def _decode(path: Path, raw: bytes) -> str:
 # of its bytes and their tree; a changed file is parsed again, an unwritable cache ignored
 CACHE_FORMAT = 1
 CACHE_DIR = repo.BUILD / "yaml-cache"
+# only the repository's own files are kept (one cache file each: the cache stays as
+# small as the repository); a file elsewhere (a test's, a user's spec) is parsed each time
+CACHED_UNDER = repo.ROOT
 
 
 def _plain(v: Any) -> Any:
@@ -108,13 +111,15 @@ def _keep(path: Path, digest: bytes, data: Any) -> None:
 
 def _parse(path: Path, raw: bytes) -> Any:
     """path's YAML tree: from the cache when its bytes are those parsed last time."""
+    keep = os.path.abspath(path).startswith(os.path.join(CACHED_UNDER, ""))
     digest = hashlib.blake2b(raw, digest_size=16).digest()
-    data = _cached(path, digest)
+    data = _cached(path, digest) if keep else None
     if data is None:
         from harness.core import yaml_loaders
 
         data = yaml_loaders.parse(path, _decode(path, raw))
-        _keep(path, digest, data)
+        if keep:
+            _keep(path, digest, data)
     return data
 
 

@@ -143,6 +143,9 @@ def nightly() -> None:
     ok = sum(c.get("as_expected", False) for c in m["cells"])
     print(f"nightly matrix, {len(m['cells'])} cells, {m['slots']} slots  (target 60 s) {wall:8.1f}")
     print(f"  cells as expected: {ok} of {len(m['cells'])}; utilisation {m.get('utilisation')}")
+    for c in m["cells"]:  # the run directories are gone with tmp: say what went wrong
+        if not c.get("as_expected", False):
+            print(f"  not as expected: {c.get('name')}: {c.get('outcome')}, {c.get('reason')}")
 
 
 def main() -> int:

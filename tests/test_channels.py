@@ -172,7 +172,7 @@ def test_layer0_reads_a_trace_that_is_still_written(tmp_path):
 
     tap, w = _tap(tmp_path)
     hw = Hardware()
-    hw.open(tap.copy, {}, 1, tap)
+    hw.open(tap.path, {}, 1, tap)
     assert hw.reader.timelines() == [] and not hw.reader.wait_more(0.05)
     lines = (DATA / "upstream-every-exit.qemu-trace.log").read_bytes()
     threading.Timer(0.1, os.write, (w, lines[: 1 << 16])).start()
@@ -180,3 +180,15 @@ def test_layer0_reads_a_trace_that_is_still_written(tmp_path):
     assert hw.reader.lines == 0 and hw.reader.timelines() and hw.reader.lines > 0
     os.close(w)
     tap.close()
+
+
+def test_a_records_path_with_a_comma_reaches_qemus_option_list_escaped():
+    """-chardev is a QEMU option list: a ',' in the run directory's path is written ',,'."""
+    from pathlib import Path
+
+    from harness.inputs import machine
+
+    argv = machine.load("virt-gicv3").qemu_argv(
+        Path("Image"), Path("initrd"), None, records=Path("/tmp/a,b/records.log")
+    )
+    assert "file,id=vtrec,path=/tmp/a,,b/records.log" in argv

@@ -85,11 +85,6 @@ class TraceFile:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @property
-    def copy(self) -> Path:
-        """The log layer 0 reads (QEMU's own: nothing is copied)."""
-        return self.path
-
     def open(self) -> None:
         self.path.write_bytes(b"")  # there before QEMU opens it, so layer 0 can open it
         self._thread = threading.Thread(target=self._watch, daemon=True, name="trace-file")

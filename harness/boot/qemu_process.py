@@ -76,9 +76,8 @@ class QemuProcess:
             self.trace.open()
             trace_at = self._link("trace", self.trace_log)
         self.argv = self.machine.qemu_argv(
-            kernel, initrd, sock, trace_at, self._link("records", self.records_log),
-            self.trace_events,
-        )  # fmt: skip
+            kernel, initrd, sock, trace_at, self.records_log, self.trace_events
+        )
         by_hand = self.machine.qemu_argv(kernel, initrd, None)
         (self.run_dir / "qemu-cmdline.sh").write_text(
             "#!/bin/sh\n# the same machine, to rerun by hand (no QMP, no trace;"
@@ -106,8 +105,8 @@ class QemuProcess:
         return sock
 
     def _link(self, name: str, target: Path) -> Path:
-        """A name in the private directory for a run file QEMU writes: QEMU's options
-        take neither a ',' (-chardev) nor a '%' (-D) in a path as it is."""
+        """A name in the private directory for a run file QEMU writes: -D takes a '%'
+        in its path for a format (%d: QEMU's pid), and a run directory may hold one."""
         link = Path(self._sockdir) / name
         link.symlink_to(target.resolve())
         return link

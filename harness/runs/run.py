@@ -157,6 +157,7 @@ class Run:
         self.runnable = setup.suite.runnable
         self.run_dir, self.identity = setup.run_dir, setup.identity
         self._finished: tuple[list[TestResult], int] | None = None  # _on_done's files
+        self._booting = False  # the boot began: KTAP says every test from then on
 
     @property
     def session(self) -> Session:
@@ -181,6 +182,8 @@ class Run:
     def _interrupted(self, sig: signals.Interrupted) -> RunOutcome:
         """QEMU has ended (QemuRun's exit): keep what ran, the rest ERROR/MISS."""
         self.say(f"# {sig.reason}: QEMU ended, partial results kept")
+        if self._booting:
+            self._spawned()  # a stop before QEMU ran: KTAP still lists every test
         self.session.close(BootStatus.INTERRUPTED, sig.reason)
         self.files.save(complete=False)
         return replace(self._outcome(), exit_code=sig.exit_code, interrupted=sig.name)
@@ -199,7 +202,9 @@ class Run:
         self.identity |= self.vmm.identity
         initrd = self.vmm.initrd(self.runnable, self.run_dir / "initramfs.cpio.gz", holds)
         self.identity |= self.vmm.identity
+        self._booting = True
         status, reason = self._boot(image, initrd)
+        self._spawned()  # a QEMU that never ran: KTAP still lists every test
         if status != BootStatus.COMPLETED:
             self.say(f"# boot: {status}: {reason}")
         if self._finished is None:
@@ -242,9 +247,12 @@ class Run:
 
     def _spawned(self) -> None:
         """QEMU has started: the judge session, KTAP's header and a first results.json,
-        while QEMU sets itself up (the judge is imported and built meanwhile)."""
+        while QEMU sets itself up (the judge is imported and built meanwhile). Once:
+        a boot that ended before QEMU ran calls it too."""
         from harness.outputs import ktap
 
+        if self.files.ktap is not None:
+            return
         self.session.line_of = self.vmm.plan.line_of() if self.vmm.plan else {}
         header = [
             f"vtimer-harness rev={self.rev.name} machine={self.machine.name} "
@@ -280,7 +288,7 @@ class Run:
     def _layer0(self, trace: TraceFile | None, cpu_threads: dict[int, int]) -> None:
         """QEMU's trace, as it is written, as the session's layer 0."""
         if trace is not None:
-            self.session.hw.open(trace.copy, cpu_threads, self.machine.smp, trace)
+            self.session.hw.open(trace.path, cpu_threads, self.machine.smp, trace)
 
     def _armed(self) -> str | None:
         """The test whose timer arming the last record reported (the faults' moment)."""

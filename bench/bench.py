@@ -148,6 +148,14 @@ def nightly() -> None:
             print(f"  not as expected: {c.get('name')}: {c.get('outcome')}, {c.get('reason')}")
 
 
+def machine_speed(runs: int = 20) -> float:
+    """The machine's speed now: Python's bare start (`python -S -c pass`), median ms.
+    A shared host's speed drifts (this project's machine ran 1.5 x slower for stretches
+    of a session): the figures of two runs compare when this one does too."""
+    walls = [timed([sys.executable, "-S", "-c", "pass"]) for _ in range(runs)]
+    return statistics.median(walls) * 1000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
@@ -158,7 +166,9 @@ def main() -> int:
     subprocess.run(["make", "-s", "artifacts"], cwd=ROOT, check=True)
     kernel.build(revision.load("upstream"), machine.load("virt-gicv3"), say=lambda m: None)
     print(f"machine: {os.cpu_count()} CPUs; {args.runs} rounds; seconds, median [min-max]")
+    print(f"machine speed: python -S -c pass {machine_speed():.1f} ms (median of 20)")
     print_ratios(ratio_rounds(args.runs))
+    print(f"machine speed after: python -S -c pass {machine_speed():.1f} ms")
     rebuild = patch_rebuilds(max(2, args.runs // 2))
     print(f"incremental rebuild after a one-file patch change  {fig(rebuild)}")
     if args.nightly:

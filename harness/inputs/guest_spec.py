@@ -195,17 +195,20 @@ def source_beside(path: Path, data: yamlfile.LineDict) -> Path:
     only those (GUEST_SRCS is guest_tests/*.c, QEMU_GUEST_SRCS guest_tests/qemu/*.c)."""
     name = yamlfile.expect_type(path, data, "source", str)
     source = path.parent / name
-    where = repo.rel(path.parent)
 
     def bad(problem: str) -> InputError:
         return InputError(path, f"source '{name}' {problem}", line=data.lines["source"])
 
+    def where() -> str:  # only for a message: resolve() is a walk of lstats
+        return repo.rel(path.parent)
+
     if not repo.inside(path.parent, source):
-        raise bad(f"lies outside {where}")
-    if source.parent.resolve() != path.parent.resolve():
-        raise bad(f"lies in a subdirectory: the Makefile builds only the .c files in {where}/")
+        raise bad(f"lies outside {where()}")
+    # a plain file name is beside the spec as it is
+    if source.parent != path.parent and source.parent.resolve() != path.parent.resolve():
+        raise bad(f"lies in a subdirectory: the Makefile builds only the .c files in {where()}/")
     if source.suffix != ".c":
-        raise bad(f"must be a .c file in {where}/ (the Makefile builds only those)")
+        raise bad(f"must be a .c file in {where()}/ (the Makefile builds only those)")
     if not source.is_file():
         raise bad("does not exist")
     return source

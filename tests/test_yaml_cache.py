@@ -5,6 +5,9 @@ is ignored; a file outside the repository is not kept."""
 
 from __future__ import annotations
 
+import hashlib
+import marshal
+
 import pytest
 
 from harness.core import yamlfile
@@ -77,3 +80,18 @@ def test_an_unwritable_cache_only_costs_a_parse(tmp_path, monkeypatch):
     f = tmp_path / "a.yaml"
     f.write_text("name: a\n")
     assert yamlfile.load(f) == {"name": "a"} == yamlfile.load(f)
+
+
+def test_a_damaged_cache_file_is_parsed_again(tmp_path, cache):
+    f = tmp_path / "a.yaml"
+    f.write_text("name: a\n")
+    yamlfile.load(f)
+    (kept,) = cache.iterdir()
+    for junk in (b"", b"\x00garbage", marshal.dumps((yamlfile.CACHE_FORMAT, b"x", (1, 2))),
+                 marshal.dumps((yamlfile.CACHE_FORMAT, _digest(f), ([], {}, 1)))):  # fmt: skip
+        kept.write_bytes(junk)
+        assert yamlfile.load(f) == {"name": "a"}
+
+
+def _digest(f) -> bytes:
+    return hashlib.blake2b(f.read_bytes(), digest_size=16).digest()

@@ -89,12 +89,13 @@ def _cache_path(path: Path) -> Path:
 
 
 def _cached(path: Path, digest: bytes) -> Any:
-    """The parse of path's bytes from the cache, or None."""
+    """The parse of path's bytes from the cache, or None (none kept, another file's
+    bytes, or a cache file that is not one: it is parsed again)."""
     try:
         fmt, kept, tree = marshal.loads(_cache_path(path).read_bytes())
-    except (OSError, EOFError, ValueError, TypeError):
+        return _rich(tree) if fmt == CACHE_FORMAT and kept == digest else None
+    except (OSError, EOFError, ValueError, TypeError, AttributeError):
         return None
-    return _rich(tree) if fmt == CACHE_FORMAT and kept == digest else None
 
 
 def _keep(path: Path, digest: bytes, data: Any) -> None:

@@ -185,6 +185,27 @@ def test_qemu_that_dies_at_start_keeps_exit_status_and_stderr(tmp_path):
     assert res.status == "MISS"
 
 
+def test_qemu_that_cannot_be_started_still_gets_every_test_in_ktap(tmp_path, monkeypatch):
+    """The KTAP header is made once QEMU runs: a boot that ends before it ran says
+    every test all the same (none silently missing from stdout)."""
+    from harness.boot import qemu_process
+    from harness.core.errors import HarnessError
+
+    def refuse(self, kernel, initrd):
+        raise HarnessError(None, "cannot start QEMU (test)")
+
+    monkeypatch.setattr(qemu_process.QemuProcess, "start", refuse)
+    image = tmp_path / "unused.Image"
+    image.write_bytes(b"\0" * 4096)
+    out, said = _run(tmp_path, kernel_image=image, tests=["oneshot_wfi", "rearm_n"])
+    assert out.boot.status == "qemu-died" and "cannot start QEMU" in out.boot.reason
+    assert any(line.startswith("KTAP version") for line in said), said
+    assert [line.split()[:4] for line in said if line.startswith("not ok")] == [
+        ["not", "ok", "1", "oneshot_wfi"],
+        ["not", "ok", "2", "rearm_n"],
+    ], said
+
+
 def test_patch_that_does_not_apply_is_an_error_naming_patch_and_file(tmp_path):
     rev = tmp_path / "broken-rev"
     rev.mkdir()

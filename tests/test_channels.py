@@ -182,6 +182,25 @@ def test_layer0_reads_a_trace_that_is_still_written(tmp_path):
     tap.close()
 
 
+def test_layer0_reads_what_qemu_wrote_before_the_record_it_judges(tmp_path):
+    """The tap's thread looks every POLL_S, the records are read on their own clock:
+    a test's end may be judged between two looks. QEMU wrote that test's trace
+    before its record, so the reader looks at the log's size itself and reads it
+    all (a CI run judged a test's last exits "not judged" when it did not)."""
+    from harness.judge.layer0 import Hardware
+
+    tap = TraceFile(tmp_path / "qemu-trace.log", 1 << 20)
+    tap.path.write_bytes(b"")  # open() without its thread: no look of the thread's comes
+    hw = Hardware()
+    hw.open(tap.path, {}, 1, tap)
+    lines = (DATA / "upstream-every-exit.qemu-trace.log").read_bytes()[: 1 << 16]
+    tap.path.write_bytes(lines)
+    assert tap.kept == 0  # the thread has not looked
+    assert hw.reader.timelines() and tap.kept == len(lines)
+    assert hw.reader.lines == lines.count(b"\n")
+    tap.close()
+
+
 def test_a_records_path_with_a_comma_reaches_qemus_option_list_escaped():
     """-chardev is a QEMU option list: a ',' in the run directory's path is written ',,'."""
     from pathlib import Path

@@ -82,6 +82,7 @@ class TraceFile:
         self.dropped = 0  # bytes QEMU wrote past max_bytes
         self._closed = False
         self._more = threading.Condition()
+        self._looking = threading.Lock()  # the thread's looks and a reader's, one at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -92,7 +93,15 @@ class TraceFile:
 
     def _watch(self) -> None:
         while not self._stop.wait(POLL_S):
+            self.look()
+
+    def look(self) -> int:
+        """The log's size now (to its bound), not as the thread last saw it: a
+        reader that judges a record looks first, because QEMU wrote the trace of
+        what the record reports before the record (layer 0 is never behind it)."""
+        with self._looking:
             self._look()
+        return self.kept
 
     def _look(self) -> None:
         try:
@@ -127,7 +136,7 @@ class TraceFile:
             self._stop.set()
             self._thread.join(timeout=30)
             self._thread = None
-        self._look()
+        self.look()
         with self._more:
             self._closed = True
             self._more.notify_all()

@@ -752,6 +752,8 @@ class Growing(Protocol):
 
     kept: int  # bytes of it that count so far (what QEMU wrote, to the log's bound)
 
+    def look(self) -> int: ...  # kept, looked at now
+
     def wait(self, seen: int, timeout: float) -> bool: ...
 
 
@@ -779,7 +781,7 @@ class Reader:
     def timelines(self) -> list[VmTimeline]:
         end = None  # the whole log, or as much of it as the writer says counts
         if self.growing is not None:
-            self._seen = end = self.growing.kept  # all of that is read below
+            self._seen = end = self.growing.look()  # all of that is read below
         try:
             with open(self.path, "rb") as f:
                 f.seek(self._pos)

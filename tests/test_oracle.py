@@ -349,3 +349,34 @@ def test_a_rise_before_the_vcpu_ran_on_is_certain_at_the_next_put():
     res = _truthful(tr)
     assert res.status == FAIL and res.expected.startswith("vtimer 1"), res.line()
     assert f"the rise at QEMU trace line {rise.index} (by the counter, while loaded" in res.detail
+
+
+LOADED = "upstream-loaded-two_vcpus"  # a healthy upstream boot, both host CPUs kept busy
+
+
+def test_a_put_of_the_vcpus_next_run_is_not_taken_for_the_exits_own():
+    """Recorded under load: vCPU 0's exit 1 (its ARM report) was put 1.7 ms before the
+    VMM read cnt; the timer rose by the counter before that put. The VMM re-entered
+    KVM_RUN at once, and that run's load and put (an immediate notice exit, exit 2)
+    came 160 us after exit 1's cnt: within the clock's error (AFTER), so it was taken
+    for exit 1's, with its load's line after the rise, and exit 1's level 0 failed
+    truthful on a healthy kernel. That put lies in exit 2's KVM_RUN: exit 1's window
+    spans back to its own put, and the rise may go either way."""
+    tr = _trace(LOADED, "two_vcpus")
+    clock = oracle.host_clock(tr.hw)
+    e1, e2 = sorted((e for e in tr.exits if e.vcpu == 0 and e.n in (1, 2)), key=lambda e: e.n)
+    assert (e1.reason, e1.level, e2.reason, e2.level) == ("MMIO", 0, "INTR", 1)
+    start2 = e2.cnt - e2.in_run_ns * 62_500_000 // 10**9
+    after = [clock.tick(p.at) for p in tr.hw.puts[0] if e1.cnt < clock.tick(p.at)]
+    assert e1.cnt < start2 < after[0] <= e1.cnt + oracle.AFTER < e2.cnt
+    res = _truthful(tr)
+    assert res.status == PASS, res.line()
+
+
+def test_the_next_runs_own_exit_still_fails_with_the_old_level():
+    """The same recording, exit 2 (whose put that is) showing the level before the
+    rise: its load's line after the rise makes it certain, and truthful fails."""
+    tr = _trace(LOADED, "two_vcpus")
+    e2 = next(e for e in tr.exits if e.vcpu == 0 and e.n == 2)
+    res = _truthful(_trace(LOADED, "two_vcpus", _falsify(LOADED, e2.seq, "0")))
+    assert res.status == FAIL and "exit 2 on vcpu 0" in res.detail, res.line()

@@ -196,19 +196,28 @@ def judge_vcpu(
     VMM read cnt after the put (on a loaded host up to milliseconds later): a change
     the counter made (by_main) from ran, or any change from the put (each less the
     clock's error), to cnt may go either way; a change a vCPU-thread line made
-    before the put stays certain; with no put, from cnt - BEFORE. Three pointers
-    over exits, puts and changes (all in counter order): linear, plus the changes
-    within each exit's window."""
+    before the put stays certain; with no put, from cnt - BEFORE. A put that may
+    be the vCPU's next run's widens the window back to the put before it
+    (_own_put). Three pointers over exits, puts and changes (all in counter
+    order): linear, plus the changes within each exit's window."""
     settled = 0  # changes certainly shown by the exit
     put = 0  # puts up to the exit's cnt
-    for e in sorted((e for e in exits if e.cnt is not None and e.level is not None), key=_cnt):
+    ordered = sorted((e for e in exits if e.cnt is not None), key=_cnt)
+    for i, e in enumerate(ordered):
+        if e.level is None:
+            continue
         cnt = _cnt(e)
         while put < len(puts) and puts[put][0] <= cnt + AFTER:
             put += 1
-        taken, ran = (puts[put - 1][0] - AFTER, puts[put - 1][1] - AFTER) if put else (
-            cnt - BEFORE, cnt - BEFORE)  # fmt: skip
+        nxt = _run_start(ordered[i + 1]) if i + 1 < len(ordered) else None
+        first = _own_put(puts, put, cnt, nxt)
+        taken = puts[put - 1][0] - AFTER if put else cnt - BEFORE
+        # first < 0: no put, or every put near cnt may be the next run's
+        ran = puts[first][1] - AFTER if first >= 0 else min(taken, cnt - BEFORE)
         while settled < len(placed) and placed[settled].shown_by() < ran:
             settled += 1
+        while settled > 0 and placed[settled - 1].shown_by() >= ran:  # a window widened back
+            settled -= 1
         cause = placed[settled - 1] if settled else None
         level = cause.change.level if cause else 0
         allowed = {level}  # the level before the window's changes
@@ -230,6 +239,30 @@ def judge_vcpu(
         if shown not in allowed:
             return Mismatch(e, shown, level, cause, "ptimer" if bit else "vtimer")
     return None
+
+
+def _run_start(e: Exit) -> int | None:
+    """The counter when the VMM entered the KVM_RUN that e ended (a little before:
+    dt was taken after the counter's read)."""
+    if e.cnt is None or not e.in_run_ns:
+        return None
+    return e.cnt - e.in_run_ns * DEFAULT_FREQ // 1_000_000_000
+
+
+def _own_put(puts: Sequence[tuple[int, int]], put: int, cnt: int, nxt: int | None) -> int:
+    """The first of the puts[:put] (those up to cnt + AFTER) that may be the exit's
+    own: its window runs from that put's thread line to the last put's. A put the
+    clock places after cnt (by its error) and after the vCPU's next KVM_RUN began
+    (nxt) may as well be that run's: the VMM re-entered within the clock's error
+    (a loaded host, 2 vCPUs on one L1 CPU: the next run's load and put came
+    160 us after cnt, an immediate notice exit), so the put before it may be the
+    exit's own and the window spans both. -1: no put may be."""
+    first = put - 1
+    if nxt is None:
+        return first
+    while first >= 0 and puts[first][0] > max(cnt, nxt):
+        first -= 1
+    return first
 
 
 def _cnt(e: Exit) -> int:

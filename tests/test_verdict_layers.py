@@ -191,6 +191,41 @@ def test_a_rise_whose_run_ended_otherwise_as_it_fired_is_prompt():
     assert p.status == NOT_JUDGED and "cannot be ruled out" in p.detail, p.detail
 
 
+# healthy v5 never_inject in a loaded run (two busy loops on the host's two CPUs; its
+# records, its trace cut to its VM): the guest's run ended by a host interrupt 0.3 ms
+# before the timer fired, then the host held the vCPU thread 2.8 ms before KVM took
+# the level (1, by then) and the VMM read cnt 3.1 ms after the fire
+HELD = "v5-loaded-never_inject"
+
+
+def _held(exit_after_rise_us: int | None = None) -> object:
+    recs = records.parse(console(f"{HELD}.console.log")).of("never_inject")
+    with open(DATA / f"{HELD}.qemu-trace.log") as f:
+        (vm,) = qemu_trace.timelines(qemu_trace.parse(f, None))
+    if exit_after_rise_us is not None:  # the run's end moved: the guest ran on after the fire
+        at = next(i for i, r in enumerate(recs) if r.get("ts") == "1.947328")
+        ts = f"{1.947328 + (280 + exit_after_rise_us) / 1e6:.6f}"
+        recs[at] = Record(recs[at].seq, "never_inject", 0, "kt", recs[at].fields | {"ts": ts}, 0)
+    return _prop(evaluate(guest_spec.load_all()["never_inject"], recs, [], V5, vm, ""), "prompt")
+
+
+def test_a_rise_after_the_runs_end_that_the_host_held_is_prompt():
+    """The VMM's cnt came 3.1 ms after the fire (over COINCIDENT), but the kernel's
+    kvm_exit that ended the run came before it: the guest never ran with the line
+    high, so no interrupt of its own was owed (it FAILed prompt before)."""
+    p = _held()
+    assert p.status == PASS and "1 came with another exit within 1 ms of the fire, or before" in (
+        p.detail
+    ), p.detail
+
+
+def test_a_run_that_went_on_past_the_fire_still_fails_prompt():
+    """The same records with that kvm_exit 2 ms after the fire: the guest ran on with
+    the line high and its own interrupt never came."""
+    p = _held(exit_after_rise_us=2000)
+    assert p.status == FAIL and "its own interrupt never came" in p.detail, p.detail
+
+
 # a nightly's v5 late_inject (records.log, the test's records): with two QEMUs on two
 # CPUs, the host stalled this one 36 ms while the line was held high, so the guest beat
 # twice where it beats every 5 ms; layer 1 shows the guest run with no host tick in it

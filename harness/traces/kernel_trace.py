@@ -188,6 +188,7 @@ class NoticeCause:
     cause: str  # "timer" (its own interrupt or background timer), "no-run", "other"
     ended_by: str  # the last kvm_exit of that run, as the kernel printed it
     run_ns: int = 0  # how long that last guest run lasted (kvm_entry to kvm_exit)
+    ended_ns: int | None = None  # when that run's last kvm_exit came (CLOCK_MONOTONIC)
 
     @property
     def stalled(self) -> bool:
@@ -237,12 +238,13 @@ def notice_causes(
     seen: set[str] = set()  # timers whose interrupt came during the current run
     last_exit = ""
     entered, run_ns = 0, 0
+    ended: int | None = None
     k = 0
     for e in evs:
         if e.event == "kvm_entry":
             ran, seen, last_exit, entered = True, set(), "", e.t_ns
         elif e.event == "kvm_exit":
-            last_exit, run_ns = e.text, e.t_ns - entered if ran else 0
+            last_exit, run_ns, ended = e.text, e.t_ns - entered if ran else 0, e.t_ns
         elif e.event == "irq_handler_entry":
             seen |= {t for t in timers if e.text.endswith(f"name={_TIMER_IRQ_NAMES[t]}")}
         elif e.event in ("kvm_timer_hrtimer_expire", "kvm_vcpu_wakeup"):
@@ -254,8 +256,8 @@ def notice_causes(
                     level = (bitmap >> TIMER_BITS[t]) & 1
                     if level and not prev[t]:
                         cause = "timer" if t in seen else ("other" if ran else "no-run")
-                        out.append(NoticeCause(k, t, cause, last_exit, run_ns))
+                        out.append(NoticeCause(k, t, cause, last_exit, run_ns, ended))
                     prev[t] = level
             k += 1
-            ran, seen, run_ns = False, set(), 0
+            ran, seen, run_ns, ended = False, set(), 0, None
     return out

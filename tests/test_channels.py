@@ -11,6 +11,7 @@ import threading
 import time
 
 import pexpect
+import pytest
 from conftest import DATA
 
 from harness import cli
@@ -128,6 +129,27 @@ def test_parse_judges_a_run_directory_with_its_records_log(tmp_path, capsys):
         t["name"]: {p["prop"]: p["status"] for p in t["properties"]} for t in live["tests"]
     }
     assert "records.log" in parsed["logs"]
+
+
+@pytest.mark.parametrize("given", ["dir", "records.log"])
+def test_parse_takes_a_run_directory_or_its_records_log(tmp_path, capsys, given):
+    """A run's directory is judged by its console.log; its records.log given as the
+    log is read once (not again as the port's file beside it)."""
+    run = tmp_path / "run"
+    shutil.copytree(PORT_RUN, run)
+    log = run if given == "dir" else run / "records.log"
+    code = cli.main(["parse", str(log), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0 and "out of order" not in out, out
+    live = json.loads((run / "results.json").read_text())
+    parsed = json.loads(next((tmp_path / "out").glob("*/results.json")).read_text())
+    assert [t["status"] for t in parsed["tests"]] == [t["status"] for t in live["tests"]]
+
+
+def test_parse_names_a_directory_with_no_console(tmp_path, capsys):
+    assert cli.main(["parse", str(tmp_path)]) != 0
+    err = capsys.readouterr()
+    assert f"{tmp_path}: a directory with no console.log" in err.out + err.err
 
 
 def _tap(tmp_path, max_bytes: int = 1 << 20) -> tuple[TraceFile, int]:

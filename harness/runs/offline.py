@@ -152,12 +152,18 @@ def parse(
     qemu_trace_log: Path | None = None,
     results_base: Path = repo.RESULTS,
 ) -> RunOutcome:
-    """`harness parse`: judge a saved console. Next to a run's results.json (its
+    """`harness parse`: judge a saved console (or a run's directory: its
+    console.log). Next to a run's results.json (its
     results/<run-id>/console.log), the run's revision, machine, policy, tests,
     qemu-trace.log and vCPU threads are the defaults; else the console's own
     begin records name the ABI and the policy."""
+    if log.is_dir():  # a run's directory: its console
+        log = log / "console.log"
+        if not log.is_file():
+            raise InputError(log.parent, "a directory with no console.log: give a console log")
     port = log.parent / "records.log"
-    console = Console.of(read_lines(log), log, read_lines(port) if port.is_file() else ())
+    beside = port.is_file() and not port.samefile(log)  # records.log itself: read once
+    console = Console.of(read_lines(log), log, read_lines(port) if beside else ())
     run_json = log.parent / "results.json"
     ran: dict = {}
     if run_json.is_file():

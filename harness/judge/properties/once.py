@@ -69,8 +69,13 @@ def once(m: Model, tr: TestTrace) -> PropertyResult:
 def masked_rises(m: Model, tr: TestTrace) -> int:
     """Rises the VMM injected and lowered again before the guest took an IRQ, with
     the edges confirmed (layer 1 or 0): true edges the guest masked first (a host
-    stall between its CVAL and CTL writes fires the old deadline); 0 unconfirmed."""
-    return _withdrawn(tr) if _edges(m, tr) is not None else 0
+    stall between its CVAL and CTL writes fires the old deadline); 0 unconfirmed, or
+    with more rises reported than the timer made (then a lowered one may be a false
+    report: _reports_over_edges)."""
+    counted = _edges(m, tr)
+    if counted is None or sum(c.level == 1 for c in tr.changes("vtimer")) > counted[0]:
+        return 0
+    return _withdrawn(tr)
 
 
 def _withdrawn(tr: TestTrace) -> int:

@@ -226,6 +226,46 @@ def test_a_run_that_went_on_past_the_fire_still_fails_prompt():
     assert p.status == FAIL and "its own interrupt never came" in p.detail, p.detail
 
 
+# healthy upstream late_inject in a 4-slots-on-2-CPUs nightly (its records, its trace
+# cut to its VM): QEMU's main thread raised the host's tick, then the L1 CPU did not
+# run for 6.5 ms (its vCPU thread wrote nothing; the tick's handler came last); the
+# guest's timer fired in that time, and the tick, pending first, ended the run
+HELD_TICK = "upstream-held-late_inject"
+
+
+def _held_tick(untaken: bool = True):
+    recs = records.parse(console(f"{HELD_TICK}.console.log")).of("late_inject")
+    with open(DATA / f"{HELD_TICK}.qemu-trace.log") as f:
+        (vm,) = qemu_trace.timelines(qemu_trace.parse(f, None))
+    if not untaken:
+        vm.held_ticks.clear()
+    return _prop(
+        evaluate(guest_spec.load_all()["late_inject"], recs, [], UPSTREAM, vm, ""), "prompt"
+    )
+
+
+def test_layer0_keeps_the_host_ticks_the_l1_cpu_left_untaken():
+    with open(DATA / f"{HELD_TICK}.qemu-trace.log") as f:
+        (vm,) = qemu_trace.timelines(qemu_trace.parse(f, None))
+    assert (1796152116.576582, 1796152116.583102) in vm.held_ticks  # rise, handler's write
+    assert all(b - a >= qemu_trace.HELD_TICK for a, b in vm.held_ticks)
+
+
+def test_a_rise_while_the_host_tick_waited_untaken_is_not_judged():
+    """The run ended by the tick, not the timer's own interrupt: but the L1 CPU was
+    not running when the timer fired, so prompt cannot tell (it FAILed before)."""
+    p = _held_tick()
+    assert p.status == NOT_JUDGED, p.detail
+    assert "with the host's tick left untaken 6.5 ms when it fired" in p.detail
+
+
+def test_the_same_rise_with_the_tick_taken_in_time_fails_prompt():
+    """Without the held tick (as on a running L1 CPU) the same records are the
+    upstream-late negative control's: the rise waited for another exit."""
+    p = _held_tick(untaken=False)
+    assert p.status == FAIL and "its own interrupt never came" in p.detail, p.detail
+
+
 # a nightly's v5 late_inject (records.log, the test's records): with two QEMUs on two
 # CPUs, the host stalled this one 36 ms while the line was held high, so the guest beat
 # twice where it beats every 5 ms; layer 1 shows the guest run with no host tick in it

@@ -51,7 +51,10 @@ load: KVM takes the level it returns to user space between the two) and the
 clock's anchors: any
 timer's rise at the tick its last recalc waited for, with no write between (a
 write's recalc is not the counter's doing; a CTL write that only toggles IMASK
-keeps QEMU's deadline), as (tick, host time). All bounded, in the one pass.
+keeps QEMU's deadline), as (tick, host time). For prompt, each VM keeps the
+host ticks its CPU left untaken (a hyp timer's rise by the counter, and the L1
+tick handler's first write of that timer HELD_TICK or more after): QEMU was not
+running the L1 CPU then. All bounded, in the one pass.
 """
 
 from __future__ import annotations
@@ -178,6 +181,11 @@ class VmTimeline:
     prises: int = 0
     pdropped: int = 0
     ptimer_why: str | None = None
+    # host ticks the L1 CPU left untaken for HELD_TICK or more while the VM was
+    # loaded (the first MAX_HELD_TICKS), as (the tick's rise, its handler's first
+    # write) in host time: QEMU did not run the L1 CPU then, so no interrupt, the
+    # guest's timer's own included, could end a guest run
+    held_ticks: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     def add_pchange(self, c: HwChange) -> None:
         self.prises += c.level == 1
@@ -196,6 +204,10 @@ class VmTimeline:
             self.changes.append(c)
         else:
             self.dropped += 1
+
+    def add_held_tick(self, since: float, until: float) -> None:
+        if len(self.held_ticks) < MAX_HELD_TICKS:
+            self.held_ticks.append((since, until))
 
     def add_anchor(self, tick: int, us: int) -> None:
         if len(self.anchors) < MAX_ANCHORS:
@@ -320,6 +332,10 @@ _NEVER = (1 << 64) - 1  # QEMU's next tick for a timer that will not fire
 MAX_CHANGES = 20_000
 MAX_CVAL_WRITES = 20_000
 MAX_ANCHORS = 4096
+MAX_HELD_TICKS = 4096
+# a host tick whose handler wrote its timer this long after the tick rose was held:
+# the L1 CPU did not run (taken within ~50-350 us on a quiet host)
+HELD_TICK = 0.001  # s
 MAX_PUTS = 20_000  # put times kept per VM
 RECENT_ANCHORS = 64  # anchors from before its first load a VM starts with
 MAX_PARKED = 16  # parked vCPU states per VM (a VM has at most 4 vCPUs)
@@ -405,6 +421,10 @@ class _Cpu:
     p_wrote: bool = False
     load_index: int = 0  # the trace line of the load
     ran: float | None = None  # the host time of the loaded vCPU thread's last line
+    # the host tick's rise not yet taken (its handler has not written the timer), and
+    # the VM loaded then
+    tick_since: float | None = None
+    tick_vm: VmTimeline | None = None
 
     def load(self, vm: VmTimeline, e: GtEvent, r_cval: int | None, r_ctl: int, el2: bool) -> None:
         """vm's vCPU loaded by e (its CNTVOFF write), restoring (r_cval, r_ctl): the
@@ -697,7 +717,20 @@ class Builder:
             self.host_el2 = True
         if (anchor := self._anchors.see(c, e)) is not None:  # once per event, in trace order
             self._add_anchor(anchor)
+            if e.timer in HYP_TIMERS and c.tick_since is None:
+                c.tick_since, c.tick_vm = e.host_ts, c.current
+        elif e.timer in HYP_TIMERS and e.event in _WRITES and c.tick_since is not None:
+            self._tick_taken(c, e)
         self._ahead.feed(c, e)
+
+    @staticmethod
+    def _tick_taken(c: _Cpu, e: GtEvent) -> None:
+        """The host tick's handler wrote its timer (e): held since its rise?"""
+        since, vm = c.tick_since, c.tick_vm
+        c.tick_since = c.tick_vm = None
+        if vm is not None and since is not None and e.host_ts is not None:
+            if e.host_ts - since >= HELD_TICK:
+                vm.add_held_tick(since, e.host_ts)
 
     def _add_anchor(self, anchor: tuple[int, int]) -> None:
         """To every VM loaded on a CPU, and the VM loaded last."""

@@ -30,7 +30,8 @@ COINCIDENT = oracle.DEFAULT_FREQ // 1000  # 1 ms of ticks
 
 class _RiseTicks:
     """Layer 0's rises of each timer that the counter caused, in tick order: how
-    long before an exit's cnt the last one came (O(log n) a look-up)."""
+    long before an exit's cnt the last one came, and the host ticks the L1 CPU
+    left untaken (qemu_trace's held_ticks), on the counter (O(log n) a look-up)."""
 
     def __init__(self, tr: TestTrace) -> None:
         hw = tr.hw if len(tr.vcpus()) <= 1 else None  # several vCPUs: not told apart here
@@ -38,6 +39,18 @@ class _RiseTicks:
             "vtimer": _rise_ticks(hw.changes if hw else []),
             "ptimer": _rise_ticks(hw.pchanges if hw else []),
         }
+        clock = oracle.host_clock(hw) if hw is not None else None
+        self._held = sorted((clock.tick(a), clock.tick(b)) for a, b in hw.held_ticks) if (
+            hw is not None and clock is not None) else []  # fmt: skip
+        self._held_from = [a for a, _ in self._held]
+
+    def held(self, tick: int) -> float | None:
+        """How long (ms) the host tick pending at tick waited untaken, if one did."""
+        i = bisect.bisect_right(self._held_from, tick)
+        if not i or tick > self._held[i - 1][1]:
+            return None
+        a, b = self._held[i - 1]
+        return (b - a) * 1000 / oracle.DEFAULT_FREQ
 
     def known(self, timer: str) -> bool:
         """Layer 0 shows this timer's rises (the test has layer 0, one vCPU)."""
@@ -87,25 +100,34 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
         return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
     rise_at, ticks = _RiseTicks(tr), _mono_ticks(tr)
     late, raced, stalled = [], 0, []
+    held_ms: dict[int, float] = {}  # a stalled rise's untaken host tick, by exit seq
     for c, e in causes:
         if c.cause != "other":
             continue
         rise = rise_at.last(c.timer, e.cnt)
+        held = rise_at.held(rise) if rise is not None else None
         if rise is not None and _raced(c, e, rise, ticks):
             raced += 1  # the run ended just as the timer fired: its interrupt lost a race
-        elif c.stalled:
+        elif c.stalled or held is not None:
             stalled.append((c, e))  # the machine stood still: no interrupt could come
+            if held is not None:
+                held_ms[e.seq] = held
         else:
             late.append((c, e))
     if stalled and len(stalled) == len(causes):
         c, e = stalled[0]
+        held = held_ms.get(e.seq)
+        why = (
+            f"with the host's tick left untaken {held:.1f} ms when it fired (QEMU's trace)"
+            if held is not None
+            else f"after a guest run of {c.run_ns / 1e6:.0f} ms with no host tick"
+        )
         return PropertyResult(
             "prompt",
             NOT_JUDGED,
-            f"the {c.timer} rise reached user space at exit {e.n} after a guest run of "
-            f"{c.run_ns / 1e6:.0f} ms with no host tick ({c.ended_by or 'no kvm_exit'}): "
-            "the host stalled QEMU, so whether its own interrupt would have come cannot "
-            "be told",
+            f"the {c.timer} rise reached user space at exit {e.n} {why} "
+            f"({c.ended_by or 'no kvm_exit'}): the host stalled QEMU, so whether its own "
+            "interrupt would have come cannot be told",
         )
     if len(late) == len(causes) == 1 and not rise_at.known(late[0][0].timer):
         c, e = late[0]

@@ -380,3 +380,23 @@ def test_the_next_runs_own_exit_still_fails_with_the_old_level():
     e2 = next(e for e in tr.exits if e.vcpu == 0 and e.n == 2)
     res = _truthful(_trace(LOADED, "two_vcpus", _falsify(LOADED, e2.seq, "0")))
     assert res.status == FAIL and "exit 2 on vcpu 0" in res.detail, res.line()
+
+
+LOADED_OUT = "v5-loaded-two_vcpus"  # a 4-slots-on-2-CPUs nightly's healthy v5 6.12 boot
+
+
+def test_a_rise_seen_at_the_next_runs_load_is_not_the_exits():
+    """vCPU 0's exit 1 was put 6.6 ms before the VMM read cnt; its timer rose while
+    it was out, and the next run's load (a vCPU-thread line, 160 us after cnt) saw
+    it. That load's put may be exit 1's by the clock's error, but under it the rise
+    is certain: exit 1 may show what either put's window allows, so level 0 (its
+    own put's) is right. A window spanning both puts made the rise certain there."""
+    tr = _trace(LOADED_OUT, "two_vcpus")
+    e1 = next(e for e in tr.exits if e.vcpu == 0 and e.n == 1)
+    rise = next(c for c in tr.hw.changes if c.vcpu == 0 and c.level == 1)
+    assert e1.level == 0 and rise.while_out and not rise.by_main
+    res = _truthful(tr)
+    assert res.status == PASS, res.line()
+    e2 = next(e for e in tr.exits if e.vcpu == 0 and e.n == 2)
+    res = _truthful(_trace(LOADED_OUT, "two_vcpus", _falsify(LOADED_OUT, e2.seq, "0")))
+    assert res.status == FAIL and "exit 2 on vcpu 0" in res.detail, res.line()

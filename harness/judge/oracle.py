@@ -31,6 +31,7 @@ import bisect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from harness.traces.qemu_trace import HwChange, VmTimeline
 from harness.traces.test_trace import Exit, TestTrace
@@ -196,10 +197,11 @@ def judge_vcpu(
     VMM read cnt after the put (on a loaded host up to milliseconds later): a change
     the counter made (by_main) from ran, or any change from the put (each less the
     clock's error), to cnt may go either way; a change a vCPU-thread line made
-    before the put stays certain; with no put, from cnt - BEFORE. A put that may
-    be the vCPU's next run's widens the window back to the put before it
-    (_own_put). Three pointers over exits, puts and changes (all in counter
-    order): linear, plus the changes within each exit's window."""
+    before the put stays certain; with no put, from cnt - BEFORE. Where the last
+    put may be the vCPU's next run's, the exit may show what the window of the
+    put before it allows, too (_own_put). Three pointers over exits, puts and
+    changes (all in counter order): linear, plus the changes within each exit's
+    window."""
     settled = 0  # changes certainly shown by the exit
     put = 0  # puts up to the exit's cnt
     ordered = sorted((e for e in exits if e.cnt is not None), key=_cnt)
@@ -211,34 +213,55 @@ def judge_vcpu(
             put += 1
         nxt = _run_start(ordered[i + 1]) if i + 1 < len(ordered) else None
         first = _own_put(puts, put, cnt, nxt)
-        taken = puts[put - 1][0] - AFTER if put else cnt - BEFORE
-        # first < 0: no put, or every put near cnt may be the next run's
-        ran = puts[first][1] - AFTER if first >= 0 else min(taken, cnt - BEFORE)
-        while settled < len(placed) and placed[settled].shown_by() < ran:
-            settled += 1
-        while settled > 0 and placed[settled - 1].shown_by() >= ran:  # a window widened back
-            settled -= 1
-        cause = placed[settled - 1] if settled else None
-        level = cause.change.level if cause else 0
-        allowed = {level}  # the level before the window's changes
-        k = settled
-        # after the vCPU thread's last line, before the put: the counter's changes
-        # may go either way, a vCPU-thread line's is certain (KVM took it after)
-        while k < len(placed) and placed[k].shown_by() < taken:
-            cause, level = placed[k], placed[k].change.level
-            allowed = allowed | {level} if placed[k].change.by_main else {level}
-            k += 1
-        while k < len(placed) and placed[k].lo <= cnt + AFTER:
-            if placed[k].earliest() <= cnt:  # within the tolerance: either way
-                allowed.add(placed[k].change.level)
-            if placed[k].lo <= cnt:
-                cause, level = placed[k], placed[k].change.level
-            k += 1
-        allowed.add(level)
+        taken, ran = (puts[put - 1][0] - AFTER, puts[put - 1][1] - AFTER) if put else (
+            cnt - BEFORE, cnt - BEFORE)  # fmt: skip
+        settled, w = _window(placed, settled, ran, taken, cnt)
+        if first != put - 1:  # the exit's own put may be an earlier one: its levels too
+            own = (puts[first][0] - AFTER, puts[first][1] - AFTER) if first >= 0 else (
+                cnt - BEFORE, cnt - BEFORE)  # fmt: skip
+            earlier = _window(placed, settled, own[1], own[0], cnt)[1]
+            w = _Window(w.allowed | earlier.allowed, w.level, w.cause)
         shown = (e.level or 0) >> bit & 1
-        if shown not in allowed:
-            return Mismatch(e, shown, level, cause, "ptimer" if bit else "vtimer")
+        if shown not in w.allowed:
+            return Mismatch(e, shown, w.level, w.cause, "ptimer" if bit else "vtimer")
     return None
+
+
+class _Window(NamedTuple):
+    allowed: set[int]  # the levels the exit may show
+    level: int  # the timer's output at cnt
+    cause: Placed | None  # the change that set it
+
+
+def _window(
+    placed: Sequence[Placed], settled: int, ran: int, taken: int, cnt: int
+) -> tuple[int, _Window]:
+    """The levels an exit at cnt may show when KVM took its level after ran (the
+    vCPU thread's last line) and before taken (the put), each less the clock's
+    error; settled: the changes certainly shown by the exit before, moved here
+    to ran (back too). Returns it and the window."""
+    while settled < len(placed) and placed[settled].shown_by() < ran:
+        settled += 1
+    while settled > 0 and placed[settled - 1].shown_by() >= ran:  # an earlier put's window
+        settled -= 1
+    cause = placed[settled - 1] if settled else None
+    level = cause.change.level if cause else 0
+    allowed = {level}  # the level before the window's changes
+    k = settled
+    # after the vCPU thread's last line, before the put: the counter's changes
+    # may go either way, a vCPU-thread line's is certain (KVM took it after)
+    while k < len(placed) and placed[k].shown_by() < taken:
+        cause, level = placed[k], placed[k].change.level
+        allowed = allowed | {level} if placed[k].change.by_main else {level}
+        k += 1
+    while k < len(placed) and placed[k].lo <= cnt + AFTER:
+        if placed[k].earliest() <= cnt:  # within the tolerance: either way
+            allowed.add(placed[k].change.level)
+        if placed[k].lo <= cnt:
+            cause, level = placed[k], placed[k].change.level
+        k += 1
+    allowed.add(level)
+    return settled, _Window(allowed, level, cause)
 
 
 def _run_start(e: Exit) -> int | None:
@@ -251,12 +274,12 @@ def _run_start(e: Exit) -> int | None:
 
 def _own_put(puts: Sequence[tuple[int, int]], put: int, cnt: int, nxt: int | None) -> int:
     """The first of the puts[:put] (those up to cnt + AFTER) that may be the exit's
-    own: its window runs from that put's thread line to the last put's. A put the
+    own: the exit may show what either that put's window or the last put's allows. A put the
     clock places after cnt (by its error) and after the vCPU's next KVM_RUN began
     (nxt) may as well be that run's: the VMM re-entered within the clock's error
     (a loaded host, 2 vCPUs on one L1 CPU: the next run's load and put came
     160 us after cnt, an immediate notice exit), so the put before it may be the
-    exit's own and the window spans both. -1: no put may be."""
+    exit's own. -1: no put may be."""
     first = put - 1
     if nxt is None:
         return first

@@ -266,6 +266,42 @@ def test_the_same_rise_with_the_tick_taken_in_time_fails_prompt():
     assert p.status == FAIL and "its own interrupt never came" in p.detail, p.detail
 
 
+def _recorded(name: str, test: str, model: Model = UPSTREAM, clear_held: bool = False):
+    """A recorded test (its records, its trace cut to its VM) judged whole."""
+    recs = records.parse(console(f"{name}.console.log")).of(test)
+    with open(DATA / f"{name}.qemu-trace.log") as f:
+        (vm,) = qemu_trace.timelines(qemu_trace.parse(f, None))
+    if clear_held:
+        vm.held_ticks.clear()
+    return evaluate(guest_spec.load_all()[test], recs, [], model, vm, "")
+
+
+def test_a_wfi_the_timer_beat_while_the_host_held_the_cpu_is_not_judged():
+    """Debian 6.1.0-50 oneshot_wfi at 4 slots on 2 CPUs: the L1 CPU stood still
+    11.9 ms (the host's tick untaken) and the timer fired in it; the guest's WFI
+    then found the interrupt pending, QEMU did not trap it, and KVM never blocked
+    the vCPU: wake cannot tell (it FAILed). The same records, the tick taken in
+    time, still fail: a WFI that did not trap with the L1 CPU running."""
+    res = _recorded("deb-held-oneshot_wfi", "oneshot_wfi")
+    wake = _prop(res, "wake")
+    assert wake.status == NOT_JUDGED and "waited untaken 11.9 ms" in wake.detail, wake.detail
+    assert res.status == PASSED, res.reasons
+    wake = _prop(_recorded("deb-held-oneshot_wfi", "oneshot_wfi", clear_held=True), "wake")
+    assert wake.status == FAIL and "KVM never blocked the vCPU" in wake.detail, wake.detail
+
+
+def test_on_nvhe_the_physical_timer_is_the_hosts_tick():
+    """nVHE late_inject at 4 slots: the host's tick is the physical timer there; it
+    waited untaken 4.7 ms when the guest's timer fired, so prompt does not judge."""
+    with open(DATA / "nvhe-held-late_inject.qemu-trace.log") as f:
+        text = f.read()
+    assert "timer 2 " not in text and "timer 0 irqstate 1" in text  # no hyp timer: nVHE
+    p = _prop(_recorded("nvhe-held-late_inject", "late_inject"), "prompt")
+    assert p.status == NOT_JUDGED and "tick left untaken 4.7 ms" in p.detail, p.detail
+    p = _prop(_recorded("nvhe-held-late_inject", "late_inject", clear_held=True), "prompt")
+    assert p.status == FAIL, p.detail
+
+
 # a nightly's v5 late_inject (records.log, the test's records): with two QEMUs on two
 # CPUs, the host stalled this one 36 ms while the line was held high, so the guest beat
 # twice where it beats every 5 ms; layer 1 shows the guest run with no host tick in it

@@ -53,8 +53,9 @@ timer's rise at the tick its last recalc waited for, with no write between (a
 write's recalc is not the counter's doing; a CTL write that only toggles IMASK
 keeps QEMU's deadline), as (tick, host time). For prompt, each VM keeps the
 host ticks its CPU left untaken (a hyp timer's rise by the counter, and the L1
-tick handler's first write of that timer HELD_TICK or more after): QEMU was not
-running the L1 CPU then. All bounded, in the one pass.
+tick handler's first write of that timer HELD_TICK or more after; on nVHE the
+physical timer is the host's tick): QEMU was not running the L1 CPU then. All
+bounded, in the one pass.
 """
 
 from __future__ import annotations
@@ -717,11 +718,16 @@ class Builder:
             self.host_el2 = True
         if (anchor := self._anchors.see(c, e)) is not None:  # once per event, in trace order
             self._add_anchor(anchor)
-            if e.timer in HYP_TIMERS and c.tick_since is None:
+            if self._host_tick(e) and c.tick_since is None:
                 c.tick_since, c.tick_vm = e.host_ts, c.current
-        elif e.timer in HYP_TIMERS and e.event in _WRITES and c.tick_since is not None:
+        elif self._host_tick(e) and e.event in _WRITES and c.tick_since is not None:
             self._tick_taken(c, e)
         self._ahead.feed(c, e)
+
+    def _host_tick(self, e: GtEvent) -> bool:
+        """e is the host kernel's tick timer's: a hyp timer (VHE), else (nVHE, no hyp
+        timer seen) the physical one, which KVM then never gives the guest."""
+        return e.timer in HYP_TIMERS or (e.timer == PHYS and not self.host_el2)
 
     @staticmethod
     def _tick_taken(c: _Cpu, e: GtEvent) -> None:

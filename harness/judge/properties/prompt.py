@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from harness.judge import oracle
+from harness.judge.properties.held import HeldTicks
 from harness.judge.property import (
     FAIL,
     NOT_JUDGED,
@@ -30,8 +31,7 @@ COINCIDENT = oracle.DEFAULT_FREQ // 1000  # 1 ms of ticks
 
 class _RiseTicks:
     """Layer 0's rises of each timer that the counter caused, in tick order: how
-    long before an exit's cnt the last one came, and the host ticks the L1 CPU
-    left untaken (qemu_trace's held_ticks), on the counter (O(log n) a look-up)."""
+    long before an exit's cnt the last one came (O(log n) a look-up)."""
 
     def __init__(self, tr: TestTrace) -> None:
         hw = tr.hw if len(tr.vcpus()) <= 1 else None  # several vCPUs: not told apart here
@@ -39,18 +39,6 @@ class _RiseTicks:
             "vtimer": _rise_ticks(hw.changes if hw else []),
             "ptimer": _rise_ticks(hw.pchanges if hw else []),
         }
-        clock = oracle.host_clock(hw) if hw is not None else None
-        self._held = sorted((clock.tick(a), clock.tick(b)) for a, b in hw.held_ticks) if (
-            hw is not None and clock is not None) else []  # fmt: skip
-        self._held_from = [a for a, _ in self._held]
-
-    def held(self, tick: int) -> float | None:
-        """How long (ms) the host tick pending at tick waited untaken, if one did."""
-        i = bisect.bisect_right(self._held_from, tick)
-        if not i or tick > self._held[i - 1][1]:
-            return None
-        a, b = self._held[i - 1]
-        return (b - a) * 1000 / oracle.DEFAULT_FREQ
 
     def known(self, timer: str) -> bool:
         """Layer 0 shows this timer's rises (the test has layer 0, one vCPU)."""
@@ -98,14 +86,14 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
         return causes
     if not causes:
         return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
-    rise_at, ticks = _RiseTicks(tr), _mono_ticks(tr)
+    rise_at, ticks, untaken = _RiseTicks(tr), _mono_ticks(tr), HeldTicks(tr)
     late, raced, stalled = [], 0, []
     held_ms: dict[int, float] = {}  # a stalled rise's untaken host tick, by exit seq
     for c, e in causes:
         if c.cause != "other":
             continue
         rise = rise_at.last(c.timer, e.cnt)
-        held = rise_at.held(rise) if rise is not None else None
+        held = untaken.at(rise) if rise is not None else None
         if rise is not None and _raced(c, e, rise, ticks):
             raced += 1  # the run ended just as the timer fired: its interrupt lost a race
         elif c.stalled or held is not None:

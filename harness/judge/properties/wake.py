@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.inputs import limits
+from harness.judge.properties.held import HeldTicks
 from harness.judge.property import (
     FAIL,
     NOT_JUDGED,
@@ -65,6 +66,16 @@ def wake(m: Model, tr: TestTrace) -> PropertyResult:
             seq=wakes[0].seq,
         )
     if not any(ev.event == "kvm_vcpu_wakeup" for ev in events):
+        held = _fired_held(tr)
+        if held is not None:
+            return PropertyResult(
+                "wake",
+                NOT_JUDGED,
+                f"KVM never blocked the vCPU, but its timer fired while the host's tick "
+                f"waited untaken {held:.1f} ms (QEMU's trace): QEMU was not running the L1 "
+                "CPU, and a WFI reached then finds the interrupt pending and does not trap",
+                seq=wakes[0].seq,
+            )
         return PropertyResult(
             "wake",
             FAIL,
@@ -74,3 +85,13 @@ def wake(m: Model, tr: TestTrace) -> PropertyResult:
             observed="none among the test's kvm events",
         )
     return PropertyResult("wake", PASS, "woken from WFI by the timer")
+
+
+def _fired_held(tr: TestTrace) -> float | None:
+    """How long the host tick waited untaken when a vtimer rise the counter caused
+    fired (layer 0), if one did."""
+    if tr.hw is None:
+        return None
+    held = HeldTicks(tr)
+    found = (held.at(c.tick) for c in tr.hw.changes if c.level == 1 and c.tick is not None)
+    return next((h for h in found if h is not None), None)

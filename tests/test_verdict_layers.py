@@ -344,6 +344,34 @@ def test_too_few_heartbeats_fail_when_the_machine_ran(edit):
     assert progress.detail == "the line never stayed high across the guest's heartbeats"
 
 
+# a 4-slots-on-2-CPUs nightly's v5 6.12 late_inject (records.log, the test's records):
+# the VMM's vCPU thread, between the notice exit and its next KVM_RUN, did not run for
+# 35 ms of the 40 the line was held high; the guest ran 5.3 ms of it and beat twice
+STARVED = "v5-starved-late_inject.records.log"
+
+
+def _starved(run_ms: float | None = None):
+    recs = [r for r in records.parse(console(STARVED)).records if r.test == "late_inject"]
+    if run_ms is not None:  # exit 3's KVM_RUN made as long: the guest ran in the gap
+        at = next(i for i, r in enumerate(recs) if r.kind == "exit" and r.get("n") == "3")
+        dt = {"dt": str(int(run_ms * 1e6))}
+        recs[at] = Record(recs[at].seq, "late_inject", 0, "exit", recs[at].fields | dt, 0)
+    return _prop(evaluate(guest_spec.load_all()["late_inject"], recs, [], V5), "progress")
+
+
+def test_too_few_heartbeats_when_the_guest_barely_ran_are_not_judged():
+    p = _starved()
+    assert p.status == NOT_JUDGED, p.detail
+    assert "the line was high 40 ms on vcpu 0, but the guest ran 5.3 ms of it at most" in p.detail
+
+
+def test_too_few_heartbeats_in_time_the_guest_ran_fail():
+    p = _starved(run_ms=30)
+    assert (
+        p.status == FAIL and p.detail == "the line never stayed high across the guest's heartbeats"
+    )
+
+
 # -- once ------------------------------------------------------------------------------
 # a 4-slots-on-2-CPUs nightly's upstream 6.12 rearm_n (records.log, the test's records;
 # the guest then moved CVAL before it masked the timer): the host stalled the vCPU

@@ -1,7 +1,8 @@
 """The VMM's limits, read from its headers: vmm/vt_limits.h (what /init accepts
-on a manifest line, what it keeps of a test) and VT_MAX_VCPUS from
-guest_tests/runtime/vt_ports.h. One source of truth for the C and the Python
-side: the spec loader accepts exactly what /init accepts."""
+on a manifest line, what it keeps of a test), VT_MAX_VCPUS from
+guest_tests/runtime/vt_ports.h and the guests' VT_BEAT_MS from guest.h. One
+source of truth for the C and the Python side: the spec loader accepts exactly
+what /init accepts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from pathlib import Path
 from harness.core import repo
 from harness.core.errors import HarnessError
 
-HEADERS = (repo.ROOT / "vmm" / "vt_limits.h", repo.GUEST_TESTS / "runtime" / "vt_ports.h")
+HEADERS = (
+    repo.ROOT / "vmm" / "vt_limits.h",
+    repo.GUEST_TESTS / "runtime" / "vt_ports.h",
+    repo.GUEST_TESTS / "runtime" / "guest.h",  # VT_BEAT_MS, the guests' heartbeat
+)
 _DEFINE = re.compile(r"^#define\s+(VT_\w+)\s+(\d+)\b", re.MULTILINE)
 
 

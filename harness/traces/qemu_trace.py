@@ -183,9 +183,9 @@ class VmTimeline:
     pdropped: int = 0
     ptimer_why: str | None = None
     # host ticks the L1 CPU left untaken for HELD_TICK or more while the VM was
-    # loaded (the first MAX_HELD_TICKS), as (the tick's rise, its handler's first
-    # write) in host time: QEMU did not run the L1 CPU then, so no interrupt, the
-    # guest's timer's own included, could end a guest run
+    # loaded, or was the last loaded (the first MAX_HELD_TICKS), as (the tick's
+    # rise, its handler's first write) in host time: QEMU did not run the L1 CPU
+    # then, so no interrupt, the guest's timer's own included, could end a guest run
     held_ticks: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     def add_pchange(self, c: HwChange) -> None:
@@ -718,8 +718,8 @@ class Builder:
             self.host_el2 = True
         if (anchor := self._anchors.see(c, e)) is not None:  # once per event, in trace order
             self._add_anchor(anchor)
-            if self._host_tick(e) and c.tick_since is None:
-                c.tick_since, c.tick_vm = e.host_ts, c.current
+            if self._host_tick(e) and c.tick_since is None:  # the VM in use, loaded or out
+                c.tick_since, c.tick_vm = e.host_ts, c.current or self._vms.last
         elif self._host_tick(e) and e.event in _WRITES and c.tick_since is not None:
             self._tick_taken(c, e)
         self._ahead.feed(c, e)

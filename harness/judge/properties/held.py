@@ -4,7 +4,8 @@ While one waited, QEMU was not running the L1 CPU: no interrupt, the guest's
 timer's own included, could end a guest run, and a WFI the guest reached then
 finds the timer's interrupt pending at once (QEMU completes a WFI with an
 interrupt pending without trapping it, so KVM never blocks the vCPU). prompt and
-wake do not judge what happened in one.
+wake do not judge what happened in one; progress does not count their time as
+the guest's.
 """
 
 from __future__ import annotations
@@ -35,3 +36,13 @@ class HeldTicks:
             return None
         a, b = self._spans[i - 1]
         return (b - a) * 1000 / oracle.DEFAULT_FREQ
+
+    def within(self, lo: int, hi: int) -> int:
+        """The ticks of [lo, hi] the held host ticks cover."""
+        i = max(0, bisect.bisect_right(self._from, lo) - 1)
+        n = 0
+        while i < len(self._spans) and self._spans[i][0] <= hi:
+            a, b = self._spans[i]
+            n += max(0, min(b, hi) - max(a, lo))
+            i += 1
+        return n

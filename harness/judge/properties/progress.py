@@ -7,6 +7,9 @@ import bisect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from harness.inputs import limits
+from harness.judge import oracle
+from harness.judge.properties.held import HeldTicks
 from harness.judge.property import (
     FAIL,
     NOT_JUDGED,
@@ -116,6 +119,27 @@ def _kernel_storm(m: Model, tr: TestTrace) -> PropertyResult | None:
 
 _MAX_IDLE = 2  # exits the guest did not cause, per high interval
 _MIN_BEATS = 3  # heartbeats in the longest high interval
+_BEAT_MS = limits.get("VT_BEAT_MS")  # the guest's heartbeat period (guest.h)
+
+
+class _GuestRan:
+    """How long the guest ran in a high interval: its KVM_RUNs (the VMM's dt), less
+    the host ticks the L1 CPU left untaken in them (layer 0, one vCPU): the VMM's
+    thread out of KVM_RUN or QEMU not running the L1 CPU make no heartbeats."""
+
+    def __init__(self, tr: TestTrace) -> None:
+        self._held = HeldTicks(tr)
+        self.how = "its KVM_RUNs, less the host's untaken ticks" if tr.hw else "its KVM_RUNs"
+
+    def ms(self, span: list[Exit]) -> float:
+        ns = 0.0
+        for x in span:
+            run = x.in_run_ns
+            if x.cnt is not None:
+                ticks = run * oracle.DEFAULT_FREQ // 1_000_000_000
+                run -= self._held.within(x.cnt - ticks, x.cnt) * 1e9 / oracle.DEFAULT_FREQ
+            ns += max(0.0, run)
+        return ns / 1e6
 
 
 def _stalled(tr: TestTrace, spans: list[tuple[int, Exit, Exit]]) -> str | None:
@@ -151,6 +175,12 @@ def progress(m: Model, tr: TestTrace) -> PropertyResult:
         return _storm(tr.storm)
     best: tuple[int, str] | None = None
     spans: list[tuple[int, Exit, Exit]] = []
+    ran = _GuestRan(tr)
+    longest: tuple[float, float, int] = (
+        0.0,
+        0.0,
+        0,
+    )  # the guest's most ms in one: (ran, high, vcpu)
     for vcpu, exits in tr.by_vcpu().items():
         for first, span, end in _high_spans(exits):
             judged = _high_span(vcpu, first, span, end)
@@ -159,12 +189,20 @@ def progress(m: Model, tr: TestTrace) -> PropertyResult:
             spans.append((vcpu, first, end))
             if best is None or judged[0] > best[0]:
                 best = judged
+            longest = max(longest, (ran.ms(span), (end.t_ns - first.t_ns) / 1e6, vcpu))
     storm = _kernel_storm(m, tr)
     if storm is not None:
         return storm
     if best is None or best[0] < _MIN_BEATS:
         if stalled := _stalled(tr, spans):
             return PropertyResult("progress", NOT_JUDGED, stalled)
+        if spans and longest[0] < _MIN_BEATS * _BEAT_MS:
+            return PropertyResult(
+                "progress", NOT_JUDGED, f"the line was high {longest[1]:.0f} ms on vcpu "
+                f"{longest[2]}, but the guest ran {longest[0]:.1f} ms of it at most ({ran.how}): "
+                f"under the {_MIN_BEATS * _BEAT_MS} ms of {_MIN_BEATS} heartbeats, the host "
+                "held the VMM's thread or QEMU, so too few heartbeats to judge",
+            )  # fmt: skip
         return PropertyResult(
             "progress",
             FAIL,

@@ -87,3 +87,32 @@ def test_a_hardware_edge_the_abi_never_showed_fails_truthful():
     )
     truthful = next(p for p in res.properties if p.prop == "truthful")
     assert truthful.status == "fail" and truthful.expected.startswith("6")
+
+
+def _ev(i: int, cpu: int, event: str, timer=None, irq=None, value=None, tick=None, ts=0.0):
+    return qemu_trace.GtEvent(i, event, timer, irq, value, tick, 100.0 + ts, cpu)
+
+
+def _held_after_put(tick_cpu: int, cpus: int) -> list[tuple[float, float]]:
+    """A vCPU loaded and put on CPU 0, then the host's tick on tick_cpu taken 5 ms
+    after it rose: the VM's held ticks (cpus: the L1 CPUs the trace shows)."""
+    evs = [_ev(0, c, "arm_gt_recalc", 2, 0, None, 0x100) for c in range(cpus)]
+    evs += [
+        _ev(1, 0, "arm_gt_cntvoff_write", value=0x1000, ts=0.001),  # load: offset, CVAL, CTL
+        _ev(2, 0, "arm_gt_cval_write", 1, value=0, ts=0.001),
+        _ev(3, 0, "arm_gt_ctl_write", 1, value=0, ts=0.001),
+        _ev(4, 0, "arm_gt_ctl_write", 1, value=0, ts=0.002),  # put: CTL = 0, CNTVOFF = 0
+        _ev(5, 0, "arm_gt_cntvoff_write", value=0, ts=0.002),
+        _ev(6, tick_cpu, "arm_gt_recalc", 2, 0, None, 0x5000, ts=0.003),
+        _ev(7, tick_cpu, "arm_gt_recalc", 2, 1, None, (1 << 64) - 1, ts=0.004),  # the tick
+        _ev(8, tick_cpu, "arm_gt_ctl_write", 2, value=7, ts=0.009),  # its handler, 5 ms on
+    ]
+    (vm,) = qemu_trace.timelines(evs)
+    return vm.held_ticks
+
+
+def test_a_host_tick_taken_late_is_kept_for_the_vm_in_use():
+    """One L1 CPU: the VM in use (out between runs) keeps it; two: only a tick of the
+    CPU its vCPU is loaded on says its vCPU stood still."""
+    assert _held_after_put(tick_cpu=0, cpus=1) == [(100.004, 100.009)]
+    assert _held_after_put(tick_cpu=1, cpus=2) == []

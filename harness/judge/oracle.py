@@ -273,13 +273,13 @@ def _run_start(e: Exit) -> int | None:
 
 
 def _own_put(puts: Sequence[tuple[int, int]], put: int, cnt: int, nxt: int | None) -> int:
-    """The first of the puts[:put] (those up to cnt + AFTER) that may be the exit's
-    own: the exit may show what either that put's window or the last put's allows. A put the
-    clock places after cnt (by its error) and after the vCPU's next KVM_RUN began
-    (nxt) may as well be that run's: the VMM re-entered within the clock's error
-    (a loaded host, 2 vCPUs on one L1 CPU: the next run's load and put came
-    160 us after cnt, an immediate notice exit), so the put before it may be the
-    exit's own. -1: no put may be."""
+    """The earliest of the puts[:put] (those up to cnt + AFTER) that may be the
+    exit's own: the exit may show what that put's window allows, or the last
+    put's. A put the clock places after cnt (by its error) and after the vCPU's
+    next KVM_RUN began (nxt) may as well be that run's: the VMM re-entered within
+    the clock's error (a loaded host, 2 vCPUs on one L1 CPU: the next run's load
+    and put came 160 us after cnt, an immediate notice exit), so the put before
+    it may be the exit's own. -1: no put may be."""
     first = put - 1
     if nxt is None:
         return first

@@ -51,11 +51,11 @@ load: KVM takes the level it returns to user space between the two) and the
 clock's anchors: any
 timer's rise at the tick its last recalc waited for, with no write between (a
 write's recalc is not the counter's doing; a CTL write that only toggles IMASK
-keeps QEMU's deadline), as (tick, host time). For prompt, each VM keeps the
-host ticks its CPU left untaken (a hyp timer's rise by the counter, and the L1
-tick handler's first write of that timer HELD_TICK or more after; on nVHE the
-physical timer is the host's tick): QEMU was not running the L1 CPU then. All
-bounded, in the one pass.
+keeps QEMU's deadline), as (tick, host time). For prompt, wake and progress,
+each VM keeps the host ticks its CPU left untaken (a hyp timer's rise by the
+counter, and the L1 tick handler's first write of that timer HELD_TICK or more
+after; on nVHE the physical timer is the host's tick): QEMU was not running the
+L1 CPU then. All bounded, in the one pass.
 """
 
 from __future__ import annotations
@@ -183,9 +183,10 @@ class VmTimeline:
     pdropped: int = 0
     ptimer_why: str | None = None
     # host ticks the L1 CPU left untaken for HELD_TICK or more while the VM was
-    # loaded, or was the last loaded (the first MAX_HELD_TICKS), as (the tick's
-    # rise, its handler's first write) in host time: QEMU did not run the L1 CPU
-    # then, so no interrupt, the guest's timer's own included, could end a guest run
+    # loaded on it, or (one L1 CPU) was the last loaded (the first MAX_HELD_TICKS),
+    # as (the tick's rise, its handler's first write) in host time: QEMU did not
+    # run the L1 CPU then, so no interrupt, the guest's timer's own included, could
+    # end a guest run
     held_ticks: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     def add_pchange(self, c: HwChange) -> None:
@@ -718,8 +719,10 @@ class Builder:
             self.host_el2 = True
         if (anchor := self._anchors.see(c, e)) is not None:  # once per event, in trace order
             self._add_anchor(anchor)
-            if self._host_tick(e) and c.tick_since is None:  # the VM in use, loaded or out
-                c.tick_since, c.tick_vm = e.host_ts, c.current or self._vms.last
+            if self._host_tick(e) and c.tick_since is None:
+                # the VM loaded on the CPU; with one L1 CPU, the VM in use, loaded or out
+                out = self._vms.last if len(self._cpus) == 1 else None
+                c.tick_since, c.tick_vm = e.host_ts, c.current or out
         elif self._host_tick(e) and e.event in _WRITES and c.tick_since is not None:
             self._tick_taken(c, e)
         self._ahead.feed(c, e)

@@ -176,11 +176,7 @@ def progress(m: Model, tr: TestTrace) -> PropertyResult:
     best: tuple[int, str] | None = None
     spans: list[tuple[int, Exit, Exit]] = []
     ran = _GuestRan(tr)
-    longest: tuple[float, float, int] = (
-        0.0,
-        0.0,
-        0,
-    )  # the guest's most ms in one: (ran, high, vcpu)
+    longest = (0.0, 0.0, 0)  # the most the guest ran in one: (ran ms, high ms, vcpu)
     for vcpu, exits in tr.by_vcpu().items():
         for first, span, end in _high_spans(exits):
             judged = _high_span(vcpu, first, span, end)

@@ -93,7 +93,7 @@ def _ev(i: int, cpu: int, event: str, timer=None, irq=None, value=None, tick=Non
     return qemu_trace.GtEvent(i, event, timer, irq, value, tick, 100.0 + ts, cpu)
 
 
-def _held_after_put(tick_cpu: int, cpus: int) -> list[tuple[float, float]]:
+def _held_after_put(tick_cpu: int, cpus: int) -> list[qemu_trace.HostTick]:
     """A vCPU loaded and put on CPU 0, then the host's tick on tick_cpu taken 5 ms
     after it rose: the VM's held ticks (cpus: the L1 CPUs the trace shows)."""
     evs = [_ev(0, c, "arm_gt_recalc", 2, 0, None, 0x100) for c in range(cpus)]
@@ -108,11 +108,11 @@ def _held_after_put(tick_cpu: int, cpus: int) -> list[tuple[float, float]]:
         _ev(8, tick_cpu, "arm_gt_ctl_write", 2, value=7, ts=0.009),  # its handler, 5 ms on
     ]
     (vm,) = qemu_trace.timelines(evs)
-    return vm.held_ticks
+    return vm.host_ticks
 
 
-def test_a_host_tick_taken_late_is_kept_for_the_vm_in_use():
+def test_a_host_tick_is_kept_for_the_vm_in_use():
     """One L1 CPU: the VM in use (out between runs) keeps it; two: only a tick of the
     CPU its vCPU is loaded on says its vCPU stood still."""
-    assert _held_after_put(tick_cpu=0, cpus=1) == [(100.004, 100.009)]
+    assert _held_after_put(tick_cpu=0, cpus=1) == [(0x5000, 100.004, 100.009)]
     assert _held_after_put(tick_cpu=1, cpus=2) == []

@@ -10,7 +10,9 @@ import pytest
 from conftest import DATA, console
 
 from harness.inputs import guest_spec, revision
+from harness.judge import oracle
 from harness.judge.model import FAIL, NOT_JUDGED, PASS, Model
+from harness.judge.properties.held import HeldTicks
 from harness.judge.verdict import FAILED, PASSED, evaluate
 from harness.traces import qemu_trace, records
 from harness.traces.records import Record
@@ -238,7 +240,7 @@ def _held_tick(untaken: bool = True):
     with open(DATA / f"{HELD_TICK}.qemu-trace.log") as f:
         (vm,) = qemu_trace.timelines(qemu_trace.parse(f, None))
     if not untaken:
-        vm.held_ticks.clear()
+        vm.host_ticks.clear()
     return _prop(
         evaluate(guest_spec.load_all()["late_inject"], recs, [], UPSTREAM, vm, ""), "prompt"
     )
@@ -247,8 +249,14 @@ def _held_tick(untaken: bool = True):
 def test_layer0_keeps_the_host_ticks_the_l1_cpu_left_untaken():
     with open(DATA / f"{HELD_TICK}.qemu-trace.log") as f:
         (vm,) = qemu_trace.timelines(qemu_trace.parse(f, None))
-    assert (1796152116.576582, 1796152116.583102) in vm.held_ticks  # rise, handler's write
-    assert all(b - a >= qemu_trace.HELD_TICK for a, b in vm.held_ticks)
+    tick = next(t for t in vm.host_ticks if t.rose == 1796152116.576582)  # QEMU's rise line
+    assert tick.taken == 1796152116.583102  # the L1 tick handler's first write, 6.5 ms on
+    tr = TestTrace.from_records("late_inject", [])
+    tr.hw = vm
+    clock = oracle.host_clock(vm)
+    assert HeldTicks(tr).at(clock.tick(1796152116.58)) == pytest.approx(
+        6.88, abs=0.01
+    )  # from its due tick
 
 
 def test_a_rise_while_the_host_tick_waited_untaken_is_not_judged():
@@ -256,7 +264,7 @@ def test_a_rise_while_the_host_tick_waited_untaken_is_not_judged():
     not running when the timer fired, so prompt cannot tell (it FAILed before)."""
     p = _held_tick()
     assert p.status == NOT_JUDGED, p.detail
-    assert "with the host's tick left untaken 6.5 ms when it fired" in p.detail
+    assert "with the host's tick left untaken 6.9 ms when it fired" in p.detail
 
 
 def test_the_same_rise_with_the_tick_taken_in_time_fails_prompt():
@@ -272,7 +280,7 @@ def _recorded(name: str, test: str, model: Model = UPSTREAM, clear_held: bool = 
     with open(DATA / f"{name}.qemu-trace.log") as f:
         (vm,) = qemu_trace.timelines(qemu_trace.parse(f, None))
     if clear_held:
-        vm.held_ticks.clear()
+        vm.host_ticks.clear()
     return evaluate(guest_spec.load_all()[test], recs, [], model, vm, "")
 
 
@@ -367,6 +375,24 @@ def test_too_few_heartbeats_when_the_guest_barely_ran_are_not_judged():
 
 def test_too_few_heartbeats_in_time_the_guest_ran_fail():
     p = _starved(run_ms=30)
+    assert (
+        p.status == FAIL and p.detail == "the line never stayed high across the guest's heartbeats"
+    )
+
+
+def test_a_tick_qemu_logged_late_is_held_from_when_it_was_due():
+    """v4 6.12 late_inject, eintr-only, at 4 slots on 2 CPUs: QEMU itself did not run
+    for 20 ms (the host's tick due at +49.5 ms was logged at +69.3 and taken at once),
+    so the guest's run of 22 ms made one heartbeat: the tick counts as held from when
+    it was due, the guest ran 11 ms of the 44 the line was high, and progress cannot
+    tell (it FAILed: from the logged rise the tick looked taken in 0.2 ms)."""
+    res = _recorded("v4-stalled-late_inject", "late_inject", Model.of(revision.load("v4")))
+    p = _prop(res, "progress")
+    assert p.status == NOT_JUDGED and "but the guest ran 11.3 ms of it at most" in p.detail, (
+        p.detail
+    )
+    res = _recorded("v4-stalled-late_inject", "late_inject", Model.of(revision.load("v4")), True)
+    p = _prop(res, "progress")
     assert (
         p.status == FAIL and p.detail == "the line never stayed high across the guest's heartbeats"
     )

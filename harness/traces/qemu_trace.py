@@ -52,10 +52,10 @@ clock's anchors: any
 timer's rise at the tick its last recalc waited for, with no write between (a
 write's recalc is not the counter's doing; a CTL write that only toggles IMASK
 keeps QEMU's deadline), as (tick, host time). For prompt, wake and progress,
-each VM keeps the host ticks its CPU left untaken (a hyp timer's rise by the
-counter, and the L1 tick handler's first write of that timer HELD_TICK or more
-after; on nVHE the physical timer is the host's tick): QEMU was not running the
-L1 CPU then. All bounded, in the one pass.
+each VM keeps the host kernel's ticks (a hyp timer's rise by the counter: its
+due tick, when QEMU logged it, and the L1 tick handler's first write of that
+timer; on nVHE the physical timer is the host's tick): one taken long after it
+was due was held, QEMU not running the L1 CPU. All bounded, in the one pass.
 """
 
 from __future__ import annotations
@@ -120,6 +120,16 @@ class HwChange:
     by_main: bool = False
 
 
+class HostTick(NamedTuple):
+    """One of the host kernel's ticks: the counter value it was due at, the host
+    time QEMU logged its rise (late when QEMU itself did not run) and that of the
+    L1 tick handler's first write of its timer (late when the L1 CPU did not run)."""
+
+    due: int
+    rose: float
+    taken: float
+
+
 class Put(NamedTuple):
     """A vCPU's put: its host time, and that of its thread's last line before it (a
     guest's timer write, the load's): KVM took the level it returns to user space
@@ -182,12 +192,10 @@ class VmTimeline:
     prises: int = 0
     pdropped: int = 0
     ptimer_why: str | None = None
-    # host ticks the L1 CPU left untaken for HELD_TICK or more while the VM was
-    # loaded on it, or (one L1 CPU) was the last loaded (the first MAX_HELD_TICKS),
-    # as (the tick's rise, its handler's first write) in host time: QEMU did not
-    # run the L1 CPU then, so no interrupt, the guest's timer's own included, could
-    # end a guest run
-    held_ticks: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    # the host kernel's ticks while the VM was loaded on their CPU, or (one L1 CPU)
+    # was the last loaded (the first MAX_HOST_TICKS): one taken much later than it
+    # was due was held, QEMU not running the L1 CPU (judge/properties/held.py)
+    host_ticks: list[HostTick] = field(default_factory=list, repr=False)
 
     def add_pchange(self, c: HwChange) -> None:
         self.prises += c.level == 1
@@ -207,9 +215,9 @@ class VmTimeline:
         else:
             self.dropped += 1
 
-    def add_held_tick(self, since: float, until: float) -> None:
-        if len(self.held_ticks) < MAX_HELD_TICKS:
-            self.held_ticks.append((since, until))
+    def add_host_tick(self, tick: HostTick) -> None:
+        if len(self.host_ticks) < MAX_HOST_TICKS:
+            self.host_ticks.append(tick)
 
     def add_anchor(self, tick: int, us: int) -> None:
         if len(self.anchors) < MAX_ANCHORS:
@@ -334,10 +342,7 @@ _NEVER = (1 << 64) - 1  # QEMU's next tick for a timer that will not fire
 MAX_CHANGES = 20_000
 MAX_CVAL_WRITES = 20_000
 MAX_ANCHORS = 4096
-MAX_HELD_TICKS = 4096
-# a host tick whose handler wrote its timer this long after the tick rose was held:
-# the L1 CPU did not run (taken within ~50-350 us on a quiet host)
-HELD_TICK = 0.001  # s
+MAX_HOST_TICKS = 16384  # 65 s of a 250 Hz tick
 MAX_PUTS = 20_000  # put times kept per VM
 RECENT_ANCHORS = 64  # anchors from before its first load a VM starts with
 MAX_PARKED = 16  # parked vCPU states per VM (a VM has at most 4 vCPUs)
@@ -425,6 +430,7 @@ class _Cpu:
     ran: float | None = None  # the host time of the loaded vCPU thread's last line
     # the host tick's rise not yet taken (its handler has not written the timer), and
     # the VM loaded then
+    tick_due = 0  # its tick (the counter value it was due at)
     tick_since: float | None = None
     tick_vm: VmTimeline | None = None
 
@@ -722,7 +728,7 @@ class Builder:
             if self._host_tick(e) and c.tick_since is None:
                 # the VM loaded on the CPU; with one L1 CPU, the VM in use, loaded or out
                 out = self._vms.last if len(self._cpus) == 1 else None
-                c.tick_since, c.tick_vm = e.host_ts, c.current or out
+                c.tick_due, c.tick_since, c.tick_vm = anchor[0], e.host_ts, c.current or out
         elif self._host_tick(e) and e.event in _WRITES and c.tick_since is not None:
             self._tick_taken(c, e)
         self._ahead.feed(c, e)
@@ -734,12 +740,12 @@ class Builder:
 
     @staticmethod
     def _tick_taken(c: _Cpu, e: GtEvent) -> None:
-        """The host tick's handler wrote its timer (e): held since its rise?"""
+        """The host tick's handler wrote its timer (e): the VM keeps the tick (whether
+        it was held is the clock's to say: QEMU may log the rise late too)."""
         since, vm = c.tick_since, c.tick_vm
         c.tick_since = c.tick_vm = None
         if vm is not None and since is not None and e.host_ts is not None:
-            if e.host_ts - since >= HELD_TICK:
-                vm.add_held_tick(since, e.host_ts)
+            vm.add_host_tick(HostTick(c.tick_due, since, e.host_ts))
 
     def _add_anchor(self, anchor: tuple[int, int]) -> None:
         """To every VM loaded on a CPU, and the VM loaded last."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from harness.judge import oracle
@@ -15,7 +14,7 @@ from harness.judge.property import (
     SKIP,
     PropertyResult,
 )
-from harness.traces import kernel_trace
+from harness.traces import correlate, kernel_trace
 from harness.traces.test_trace import Exit, TestTrace
 
 if TYPE_CHECKING:
@@ -51,25 +50,16 @@ class _RiseTicks:
         return None if i == 0 else ticks[i - 1]
 
 
-def _mono_ticks(tr: TestTrace) -> Callable[[int], int] | None:
-    """CLOCK_MONOTONIC ns (the kernel's trace_clock) to counter ticks, from the exit
-    records: the VMM stamps each one's t_ns after it reads cnt, so the least
-    t_ns - cnt is the closest (a time maps no later than it was)."""
-    npt = 1e9 / oracle.DEFAULT_FREQ
-    base = min((e.t_ns - e.cnt * npt for e in tr.exits if e.cnt), default=None)
-    if base is None:
-        return None
-    return lambda ns: int((ns - base) / npt)
-
-
-def _raced(c: kernel_trace.NoticeCause, e: Exit, rise: int, ticks: Callable | None) -> bool:
+def _raced(c: kernel_trace.NoticeCause, e: Exit, rise: int, clock: correlate.Clock | None) -> bool:
     """The run the notice came with ended just as the timer fired (within
     COINCIDENT), or before it, by the VMM's cnt or, when the host held the thread
     between the guest's exit and the VMM's read (a loaded host: 2.8 ms seen), by
     the kernel's kvm_exit."""
     if e.cnt is not None and e.cnt - rise <= COINCIDENT:
         return True
-    return ticks is not None and c.ended_ns is not None and ticks(c.ended_ns) - rise <= COINCIDENT
+    return (
+        clock is not None and c.ended_ns is not None and clock.tick(c.ended_ns) - rise <= COINCIDENT
+    )
 
 
 def _rise_ticks(changes: list) -> list[int]:
@@ -86,7 +76,7 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
         return causes
     if not causes:
         return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
-    rise_at, ticks, untaken = _RiseTicks(tr), _mono_ticks(tr), HeldTicks(tr)
+    rise_at, clock, untaken = _RiseTicks(tr), correlate.earliest_clock(tr), HeldTicks(tr)
     late, raced, stalled = [], 0, []
     held_ms: dict[int, float] = {}  # a stalled rise's untaken host tick, by exit seq
     for c, e in causes:
@@ -94,7 +84,7 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
             continue
         rise = rise_at.last(c.timer, e.cnt)
         held = untaken.at(rise) if rise is not None else None
-        if rise is not None and _raced(c, e, rise, ticks):
+        if rise is not None and _raced(c, e, rise, clock):
             raced += 1  # the run ended just as the timer fired: its interrupt lost a race
         elif c.stalled or held is not None:
             stalled.append((c, e))  # the machine stood still: no interrupt could come

@@ -77,8 +77,8 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
     if not causes:
         return PropertyResult("prompt", SKIP, "not exercised: no rise was reported")
     rise_at, clock, untaken = _RiseTicks(tr), correlate.earliest_clock(tr), HeldTicks(tr)
-    late, raced, stalled = [], 0, []
-    held_ms: dict[int, float] = {}  # a stalled rise's untaken host tick, by exit seq
+    late, raced = [], 0
+    stalled: list[tuple[kernel_trace.NoticeCause, Exit, float | None]] = []  # held ms
     for c, e in causes:
         if c.cause != "other":
             continue
@@ -87,14 +87,11 @@ def prompt(m: Model, tr: TestTrace) -> PropertyResult:
         if rise is not None and _raced(c, e, rise, clock):
             raced += 1  # the run ended just as the timer fired: its interrupt lost a race
         elif c.stalled or held is not None:
-            stalled.append((c, e))  # the machine stood still: no interrupt could come
-            if held is not None:
-                held_ms[e.seq] = held
+            stalled.append((c, e, held))  # the machine stood still: no interrupt could come
         else:
             late.append((c, e))
     if stalled and len(stalled) == len(causes):
-        c, e = stalled[0]
-        held = held_ms.get(e.seq)
+        c, e, held = stalled[0]
         why = (
             f"with the host's tick left untaken {held:.1f} ms when it fired (QEMU's trace)"
             if held is not None
